@@ -1,0 +1,41 @@
+"""The environment side: tasks, primary training, ``LearningRateEnv`` and its registration.
+
+Importing this package registers the environments with gymnasium, so that
+``gymnasium.make("envs:LearningRate-v0")`` works in a fresh interpreter:
+
+=================================  ==============
+id                                 task
+=================================  ==============
+``LearningRate-v0``                ``digits``
+``LearningRate-MNIST-v0``          ``mnist``
+``LearningRate-FashionMNIST-v0``   ``fashion-mnist``
+``LearningRate-CIFAR10-v0``        ``cifar10``
+``LearningRate-Regression2D-v0``   ``regression2d``
+=================================  ==============
+
+Keyword arguments of ``gymnasium.make`` go to :class:`LearningRateEnv`. The env truncates
+its own episodes after ``episode_length`` steps, so no ``max_episode_steps`` is registered;
+passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
+"""
+import gymnasium
+
+from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
+from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
+from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
+
+ENV_IDS = {
+    "LearningRate-v0": "digits",
+    "LearningRate-MNIST-v0": "mnist",
+    "LearningRate-FashionMNIST-v0": "fashion-mnist",
+    "LearningRate-CIFAR10-v0": "cifar10",
+    "LearningRate-Regression2D-v0": "regression2d",
+}
+
+for _env_id, _task in ENV_IDS.items():
+    if _env_id not in gymnasium.registry:
+        gymnasium.register(id=_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
+                           kwargs={"task": _task})
+
+__all__ = ["LearningRateEnv", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+           "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
+           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]

@@ -1,0 +1,367 @@
+"""``LearningRateEnv``: primary training of a neural network as a Gymnasium environment."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs.primary import PrimaryTrainer
+from envs.tasks import Task
+
+#: named extra state features, and their observation bounds (``obs_max`` stands for ``None``)
+FEATURES: dict[str, tuple[float, float | None]] = {
+    "lr": (-1.0, 1.0),            # current learning rate, log-scaled onto [-1, 1] (one per group)
+    "step_fraction": (0.0, 1.0),  # step / episode_length
+    "loss_ema": (0.0, None),      # exponential moving average (0.9) of the mini-batch loss
+    "loss_var": (0.0, None),      # exponential moving variance (0.9) of the mini-batch loss
+    "val_loss": (0.0, None),      # loss on the validation batch
+    "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
+}
+REWARDS = ("same-batch", "next-batch", "validation")
+ACTIONS = ("absolute", "relative", "raw")
+
+
+class LearningRateEnv(gym.Env):
+    """Set the learning rate of a primary network's training, one mini-batch at a time.
+
+    ## Description
+    Reinforcement learning for learning-rate control (Xu et al. 2017, Algorithm 1). The
+    environment trains a primary model (a :class:`~envs.tasks.Task`: data, model, loss) with
+    a primary optimizer (SGD by default). At every step the agent chooses the learning rate
+    of one update. Per step ``t``, with batch ``x_i`` drawn and ``grad f(w_t; x_i)`` computed:
+
+    1. the observation was ``f(w_t; x_i)``, the mean loss of the current weights on ``x_i``;
+    2. the action is mapped to a learning rate ``lr_t``;
+    3. ``w_{t+1} = w_t - lr_t * grad f(w_t; x_i)`` (or the configured optimizer's step);
+    4. the reward is ``f(w_t; x_i) - f(w_{t+1}; x_i)`` (``reward="same-batch"``);
+    5. batch ``x_j`` is drawn; the next observation is ``f(w_{t+1}; x_j)``. Its backward pass
+       is the next step's gradient, so a step costs one forward+backward plus one forward.
+
+    ## Action Space
+    ``action="absolute"`` (default, the paper's): ``Box(-1, 1, (n,), float32)`` mapped
+    log-uniformly onto ``[lr_min, lr_max]``: ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)``.
+    ``action="relative"``: ``Box(-1, 1, (n,))``, the rate is multiplied by
+    ``relative_factor ** a`` (so within ``[1/f, f]``) every ``relative_every`` steps, starting
+    from ``initial_lr`` and clipped to ``[lr_min, lr_max]`` (Xu, Dai, Kemp, Metz 2019).
+    ``action="raw"``: ``Box(lr_min, lr_max, (n,))``, the learning rate itself.
+    ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
+    Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
+    non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
+
+    ## Observation Space
+    ``Box(0, obs_max, (1,), float32)``: the mini-batch loss (clipped to ``obs_max``), followed by
+    the extra features named in ``features`` in the order given (off by default):
+    ``lr`` (log-scaled onto [-1, 1], one per group; always on with ``action="relative"``),
+    ``step_fraction``, ``loss_ema``, ``loss_var``, ``val_loss``, ``grad_norm``.
+
+    ## Rewards
+    ``reward="same-batch"`` (the paper's): ``f(w_t; x_i) - f(w_{t+1}; x_i)``.
+    ``reward="next-batch"``: ``f(w_t; x_j) - f(w_{t+1}; x_j)`` on the next batch ``x_j``, which
+    the update did not use (one extra forward, as for same-batch).
+    ``reward="validation"``: the decrement of the loss on a batch of ``validation_batch_size``
+    examples from a validation split held out of the training set (``validation_size``
+    examples), fixed or redrawn each step (``rotating_validation``).
+    ``reward_transform="log-ratio"`` gives ``log(before) - log(after)`` instead of
+    ``before - after``. Rewards are multiplied by ``reward_scale``.
+    ``info["loss_before"]`` / ``info["loss_after"]`` are the two losses the reward compares.
+    **Divergence** (a non-finite loss, or one above ``divergence_factor`` times the episode's
+    first observation, or above ``obs_max``) ends the episode with ``terminated=True`` and
+    reward ``-divergence_penalty`` (default 10, in reward units: far more than any
+    loss decrement a normal episode can earn, so that divergence always costs the agent).
+
+    ## Starting State
+    The primary model's weights are ``w0``, drawn from ``seed`` (fixed for all episodes by
+    default, re-drawn each episode with ``fresh_w0=True``); the optimizer state is fresh; the
+    first observation is the loss of ``w0`` on a newly drawn batch. ``reset(seed=s)`` re-draws
+    ``w0`` and restarts the batch order from ``s``.
+
+    ## Episode End
+    Truncation after ``episode_length`` steps (the paper's reset frequency ``e``);
+    termination on divergence.
+
+    ## Arguments
+    task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
+        :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
+    episode_length: steps per episode (``e``). lr_min / lr_max: learning-rate range.
+    action, relative_factor, relative_every, initial_lr: see Action Space.
+    reward, reward_transform, reward_scale, validation_size, validation_batch_size,
+    rotating_validation: see Rewards. features: extra state features. obs_max: observation cap.
+    per_group: one rate per layer. divergence_factor, divergence_penalty: see Rewards.
+    fresh_w0: re-draw ``w0`` every episode. eval_every: every N steps (and at reset) put the
+    full train/test loss and accuracy in ``info["eval"]`` (0: never). seed: default seed.
+    device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
+
+    ## Info
+    ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
+    ``step``, ``critic_next_obs`` (the next observation with its loss entry replaced by
+    ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        task: str | Task = "digits",
+        optimizer: str = "sgd",
+        optimizer_kwargs: dict | None = None,
+        episode_length: int = 200,
+        lr_min: float = 1e-5,
+        lr_max: float = 1.0,
+        action: str = "absolute",
+        relative_factor: float = 2.0,
+        relative_every: int = 1,
+        initial_lr: float | None = None,
+        reward: str = "same-batch",
+        reward_transform: str = "raw",
+        reward_scale: float = 1.0,
+        validation_size: int | None = None,
+        validation_batch_size: int = 200,
+        rotating_validation: bool = False,
+        features: Sequence[str] = (),
+        obs_max: float = 1e3,
+        per_group: bool = False,
+        divergence_factor: float = 10.0,
+        divergence_penalty: float = 10.0,
+        fresh_w0: bool = False,
+        eval_every: int = 0,
+        seed: int = 0,
+        device: str = "auto",
+        data_root: str | None = None,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
+            raise ValueError(f"need 0 < lr_min < lr_max < inf, got {lr_min}, {lr_max}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if reward_transform not in ("raw", "log-ratio"):
+            raise ValueError(f"reward_transform must be 'raw' or 'log-ratio', got {reward_transform!r}")
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
+        if relative_factor <= 1 or relative_every < 1:
+            raise ValueError("need relative_factor > 1 and relative_every >= 1")
+        features = list(dict.fromkeys(features))
+        if action == "relative" and "lr" not in features:
+            features.insert(0, "lr")  # a relative action is meaningless without the current rate
+        needs_val = reward == "validation" or "val_loss" in features
+        if validation_size is None:
+            validation_size = validation_batch_size if needs_val else 0
+        if needs_val and validation_size < 1:
+            raise ValueError("reward='validation' and the val_loss feature need validation_size >= 1")
+
+        self.trainer = PrimaryTrainer(task, optimizer=optimizer, optimizer_kwargs=optimizer_kwargs,
+                                      device=device, seed=seed, per_layer=per_group,
+                                      validation_size=validation_size, data_root=data_root,
+                                      download=download)
+        self.episode_length = int(episode_length)
+        self.lr_min, self.lr_max = float(lr_min), float(lr_max)
+        self.action_mode, self.reward_mode, self.reward_transform = action, reward, reward_transform
+        self.relative_factor, self.relative_every = float(relative_factor), int(relative_every)
+        self.initial_lr = float(np.clip(initial_lr if initial_lr is not None
+                                        else math.sqrt(lr_min * lr_max), lr_min, lr_max))
+        self.reward_scale = float(reward_scale)
+        self.validation_batch_size = int(validation_batch_size)
+        self.rotating_validation = bool(rotating_validation)
+        self.features = tuple(features)
+        self.obs_max = float(obs_max)
+        self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
+        self.fresh_w0, self.eval_every, self.default_seed = bool(fresh_w0), int(eval_every), int(seed)
+
+        n = self.n_groups = self.trainer.n_groups
+        if action == "raw":
+            self.action_space = spaces.Box(lr_min, lr_max, (n,), np.float32)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
+        low, high = [0.0], [self.obs_max]
+        for name in self.features:
+            lo, hi = FEATURES[name]
+            width = n if name == "lr" else 1
+            low += [lo] * width
+            high += [self.obs_max if hi is None else hi] * width
+        self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32),
+                                            dtype=np.float32)
+        self._log_range = math.log(self.lr_max / self.lr_min)
+        self._seeded = False
+
+    # ------------------------------------------------------------------ helpers
+    def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
+        """Learning rate -> its log-scaled position in [-1, 1] (inverse of the absolute action)."""
+        return 2.0 * np.log(np.asarray(lr, dtype=np.float64) / self.lr_min) / self._log_range - 1.0
+
+    def unit_to_lr(self, a: np.ndarray | float) -> np.ndarray:
+        """Absolute action in [-1, 1] -> learning rate in [lr_min, lr_max], log-uniformly."""
+        return self.lr_min * np.exp((np.asarray(a, dtype=np.float64) + 1.0) / 2.0 * self._log_range)
+
+    def _validate_action(self, action: Any) -> np.ndarray:
+        arr = np.asarray(action)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"action must be numeric, got dtype {arr.dtype} ({action!r})")
+        arr = arr.astype(np.float64)
+        if arr.size != self.n_groups or arr.ndim > 2:
+            raise ValueError(f"action must have shape ({self.n_groups},), got {arr.shape}")
+        arr = arr.reshape(self.n_groups)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"action must be finite, got {arr.tolist()}")
+        return np.clip(arr, self.action_space.low, self.action_space.high)
+
+    def _action_to_lr(self, a: np.ndarray) -> np.ndarray:
+        if self.action_mode == "raw":
+            return a
+        if self.action_mode == "absolute":
+            return np.clip(self.unit_to_lr(a), self.lr_min, self.lr_max)
+        if self._t % self.relative_every != 0:  # relative, between decision points: hold
+            return self._lr
+        return np.clip(self._lr * self.relative_factor ** a, self.lr_min, self.lr_max)
+
+    def _observation(self, loss: float) -> np.ndarray:
+        values = [loss]
+        for name in self.features:
+            if name == "lr":
+                values.extend(self.lr_to_unit(self._lr).tolist())
+            elif name == "step_fraction":
+                values.append(self._t / self.episode_length)
+            elif name == "loss_ema":
+                values.append(self._ema)
+            elif name == "loss_var":
+                values.append(self._var)
+            elif name == "val_loss":
+                values.append(self._val_loss)
+            elif name == "grad_norm":
+                values.append(self._grad_norm)
+        obs = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=self.obs_max,
+                            posinf=self.obs_max, neginf=0.0)
+        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+
+    def _grad_norm_tensor(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in self.trainer.grads()]))
+
+    def _val_idx(self) -> torch.Tensor:
+        return self.trainer.validation_batch(self.validation_batch_size, self.rotating_validation)
+
+    def _track_loss(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            return
+        delta = loss - self._ema
+        self._ema += 0.1 * delta
+        self._var = 0.9 * (self._var + 0.1 * delta * delta)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.trainer.seed(seed)
+        elif not self._seeded:
+            self.trainer.seed(self.default_seed)
+        else:
+            self.trainer.reset(new_w0=self.fresh_w0)
+        self._seeded = True
+        self._t = 0
+        self._lr = np.full(self.n_groups, self.initial_lr)
+        self._idx = self.trainer.next_batch()
+        pending = [self.trainer.loss_and_grad(self._idx)]
+        needs_val = self.reward_mode == "validation" or "val_loss" in self.features
+        if needs_val:
+            pending.append(self.trainer.batch_loss(self._val_idx(), split="val"))
+        if "grad_norm" in self.features:
+            pending.append(self._grad_norm_tensor())
+        values = torch.stack(pending).tolist()
+        self._loss = values[0]
+        self._val_loss = values[1] if needs_val else 0.0
+        self._grad_norm = values[-1] if "grad_norm" in self.features else 0.0
+        self._initial_loss = self._loss
+        self._ema, self._var = self._loss, 0.0
+        info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss}
+        if self.eval_every:
+            info["eval"] = self.trainer.evaluate()
+        return self._observation(self._loss), info
+
+    @property
+    def current_batch(self) -> torch.Tensor:
+        """Indices of the batch ``x_i`` whose gradient at ``w_t`` is in ``.grad`` (the next update's)."""
+        return self._idx
+
+    def _info_lr(self):
+        return float(self._lr[0]) if self.n_groups == 1 else self._lr.copy()
+
+    def step(self, action):
+        if not self._seeded:
+            raise RuntimeError("call reset() before step()")
+        lr = self._action_to_lr(self._validate_action(action))
+        trainer = self.trainer
+        # the loss before the update on the reward batch (same-batch: already known, f(w_t; x_i))
+        before_known = self._loss
+        pending: list[torch.Tensor] = []
+        val_idx = next_idx = None
+        if self.reward_mode == "next-batch":
+            next_idx = trainer.next_batch()
+            pending.append(trainer.batch_loss(next_idx))
+        elif self.reward_mode == "validation":
+            val_idx = self._val_idx()
+            if self.rotating_validation:
+                pending.append(trainer.batch_loss(val_idx, split="val"))
+            else:
+                before_known = self._val_loss  # the fixed batch's loss at w_t, from the last step
+
+        trainer.update(lr.tolist())
+        self._lr = lr
+        self._t += 1
+
+        if self.reward_mode == "same-batch":
+            pending.append(trainer.batch_loss(self._idx))
+        elif self.reward_mode == "validation":
+            pending.append(trainer.batch_loss(val_idx, split="val"))
+        if next_idx is None:
+            next_idx = trainer.next_batch()
+        next_loss = trainer.loss_and_grad(next_idx)  # next observation and next gradient at once
+        if self.reward_mode == "next-batch":
+            pending.append(next_loss)  # f(w_{t+1}; x_j) is the reward's "after" too
+        pending.append(next_loss)
+        if "val_loss" in self.features and self.reward_mode != "validation":
+            pending.append(trainer.batch_loss(self._val_idx(), split="val"))
+        if "grad_norm" in self.features:
+            pending.append(self._grad_norm_tensor())
+        values = torch.stack(pending).tolist()  # the step's one host-device synchronisation
+        if (self.reward_mode == "same-batch" or
+                             (self.reward_mode == "validation" and not self.rotating_validation)):
+            values.insert(0, before_known)
+        loss_before, loss_after, next_obs_loss = values[:3]
+        batch_loss = self._loss
+        if self.reward_mode == "validation":
+            self._val_loss = loss_after
+        elif "val_loss" in self.features:
+            self._val_loss = values[3]
+        if "grad_norm" in self.features:
+            self._grad_norm = values[-1]
+        self._idx, self._loss = next_idx, next_obs_loss
+        self._track_loss(next_obs_loss)
+
+        limit = min(self.obs_max, self.divergence_factor * max(self._initial_loss, 1e-12))
+        worst = max(loss_after, next_obs_loss)
+        diverged = not (math.isfinite(loss_after) and math.isfinite(next_obs_loss)) or worst > limit
+        if diverged:
+            reward = -self.divergence_penalty
+        elif self.reward_transform == "log-ratio":
+            reward = self.reward_scale * (math.log(max(loss_before, 1e-12)) - math.log(max(loss_after, 1e-12)))
+        else:
+            reward = self.reward_scale * (loss_before - loss_after)
+
+        obs = self._observation(next_obs_loss)
+        critic_obs = obs.copy()
+        critic_obs[0] = np.float32(np.clip(np.nan_to_num(loss_after, nan=self.obs_max,
+                                                         posinf=self.obs_max), 0.0, self.obs_max))
+        info = {"lr": self._info_lr(), "loss_before": loss_before, "loss_after": loss_after,
+                "batch_loss": batch_loss, "diverged": diverged, "step": self._t,
+                "critic_next_obs": critic_obs}
+        truncated = self._t >= self.episode_length and not diverged
+        if self.eval_every and (self._t % self.eval_every == 0 or truncated) and not diverged:
+            info["eval"] = trainer.evaluate()
+        return obs, float(reward), diverged, truncated, info

@@ -1,0 +1,276 @@
+"""Primary training: the one place that trains the primary model.
+
+:class:`PrimaryTrainer` owns the model, the data (on the training device, once), the
+optimizer and the loss. It offers the few operations that the environment, the baselines
+and ``evaluate.py`` are built from:
+
+- :meth:`~PrimaryTrainer.next_batch`: indices of the next mini-batch (seeded, epoch-shuffled);
+- :meth:`~PrimaryTrainer.loss_and_grad`: loss of the current weights on a batch, with its
+  gradient left in ``.grad`` for the next update;
+- :meth:`~PrimaryTrainer.update`: one optimizer step at learning rate ``lr``;
+- :meth:`~PrimaryTrainer.batch_loss`: loss of the current weights on a batch, no gradient;
+- :meth:`~PrimaryTrainer.evaluate`: full train/test loss and accuracy;
+- :meth:`~PrimaryTrainer.reset`: weights back to ``w0`` (or a fresh ``w0``) and a fresh optimizer.
+
+Losses are returned as 0-d tensors on the device, so callers decide when to synchronise.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from envs.tasks import Task, make_task
+
+#: optimizer names accepted besides any ``torch.optim`` class name (case-insensitive)
+OPTIMIZERS = {
+    "sgd": ("torch.optim", "SGD", {}),
+    "momentum": ("torch.optim", "SGD", {"momentum": 0.9}),
+    "nesterov": ("torch.optim", "SGD", {"momentum": 0.9, "nesterov": True}),
+    "adam": ("torch.optim", "Adam", {}),
+    "adamw": ("torch.optim", "AdamW", {}),
+    "adagrad": ("torch.optim", "Adagrad", {}),
+    "rmsprop": ("torch.optim", "RMSprop", {}),
+    # learning-rate-free optimizers (the ``lrfree`` extra); their lr is a multiplier, 1.0 by default
+    "schedulefree-sgd": ("schedulefree", "SGDScheduleFree", {}),
+    "schedulefree-adamw": ("schedulefree", "AdamWScheduleFree", {}),
+    "prodigy": ("prodigyopt", "Prodigy", {}),
+    "dadapt-sgd": ("dadaptation", "DAdaptSGD", {}),
+    "dadapt-adam": ("dadaptation", "DAdaptAdam", {}),
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA device is available; "
+                         "use --device cpu (or auto)")
+    return device
+
+
+def build_optimizer(name: str, param_groups: list[dict], lr: float, **kwargs) -> torch.optim.Optimizer:
+    """Build a primary optimizer by name: one of :data:`OPTIMIZERS` or any ``torch.optim`` class."""
+    import importlib
+
+    key = name.lower()
+    if key in OPTIMIZERS:
+        module_name, cls_name, defaults = OPTIMIZERS[key]
+    else:
+        matches = [n for n in dir(torch.optim) if n.lower() == key
+                   and isinstance(getattr(torch.optim, n), type)
+                   and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)]
+        if not matches:
+            raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)} "
+                             f"or a torch.optim class name")
+        module_name, cls_name, defaults = "torch.optim", matches[0], {}
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except ImportError as exc:
+        raise ValueError(f"optimizer {name!r} needs the package {module_name!r}: "
+                         f"pip install -e '.[lrfree]'") from exc
+    return cls(param_groups, lr=lr, **{**defaults, **kwargs})
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameters grouped by the module that owns them directly (one group per layer)."""
+    groups = []
+    for module in model.modules():
+        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if params:
+            groups.append(params)
+    return groups
+
+
+class PrimaryTrainer:
+    """Model, data, optimizer and loss of one primary training run.
+
+    Args:
+        task: a :class:`~envs.tasks.Task` or a task name.
+        optimizer: primary optimizer name (``sgd``, ``momentum``, ``adam``, ...), see
+            :func:`build_optimizer`. Its learning rate is set on every :meth:`update`.
+        optimizer_kwargs: extra keyword arguments for the optimizer (e.g. ``momentum=0.5``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: seeds both the initial weights ``w0`` and the batch order.
+        per_layer: one optimizer parameter group per layer (for per-group rates) instead of one.
+        validation_size: number of training examples held out as a validation split
+            (never used for updates); 0 for none.
+        data_root, download: passed to :func:`~envs.tasks.make_task` for named tasks.
+    """
+
+    def __init__(self, task: Task | str = "digits", optimizer: str = "sgd",
+                 optimizer_kwargs: dict | None = None, device: str | torch.device = "auto",
+                 seed: int = 0, per_layer: bool = False, validation_size: int = 0,
+                 data_root=None, download: bool = True) -> None:
+        self.task = make_task(task, data_root=data_root, download=download)
+        self.device = resolve_device(device)
+        self.optimizer_name = optimizer
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.per_layer = per_layer
+        # Data lives on the device once; batches are index_select-ed from it.
+        n_train = len(self.task.x_train)
+        if not 0 <= validation_size < n_train:
+            raise ValueError(f"validation_size must be in [0, {n_train}), got {validation_size}")
+        split = torch.randperm(n_train, generator=torch.Generator().manual_seed(12345))
+        val_idx, train_idx = split[:validation_size], split[validation_size:]
+        to = dict(device=self.device)
+        self.x_train = self.task.x_train[train_idx].to(**to)
+        self.y_train = self.task.y_train[train_idx].to(**to)
+        self.x_val = self.task.x_train[val_idx].to(**to)
+        self.y_val = self.task.y_train[val_idx].to(**to)
+        self.x_test = self.task.x_test.to(**to)
+        self.y_test = self.task.y_test.to(**to)
+        self.batch_size = self.task.batch_size
+        self.loss_fn = self.task.loss_fn
+        self.model: nn.Module
+        self.seed(seed)
+
+    # ------------------------------------------------------------------ set-up
+    def seed(self, seed: int) -> None:
+        """Draw ``w0`` from ``seed``, restart the batch order from ``seed``, reset to ``w0``."""
+        self._seed = int(seed)
+        self._w0_draws = 0
+        self._batch_gen = torch.Generator(device=self.device).manual_seed(self._seed)
+        self._perm = torch.empty(0, dtype=torch.long, device=self.device)
+        self._pos = 0
+        self.model = self._fresh_model(self._seed).to(self.device)
+        self.w0 = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.reset()
+
+    @staticmethod
+    def _init_seed(seed: int, draw: int) -> int:
+        return (seed * 1_000_003 + draw) % (2**63)
+
+    def _fresh_model(self, seed: int) -> nn.Module:
+        # fork_rng keeps the caller's global RNG untouched by model construction
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._init_seed(seed, self._w0_draws))
+            return self.task.model_factory()
+
+    def reset(self, new_w0: bool = False) -> None:
+        """Restore the weights to ``w0`` (or draw a fresh ``w0`` first) and restart the optimizer.
+
+        The batch order continues: each episode sees new batches.
+        """
+        if new_w0:
+            self._w0_draws += 1
+            fresh = self._fresh_model(self._seed)
+            self.w0 = {k: v.detach().clone().to(self.device) for k, v in fresh.state_dict().items()}
+        self.model.load_state_dict(self.w0)
+        self.model.train()
+        groups = layer_groups(self.model) if self.per_layer else [list(self.model.parameters())]
+        self.optimizer = build_optimizer(self.optimizer_name, [{"params": g} for g in groups],
+                                         lr=1e-3, **self.optimizer_kwargs)
+        self._train_mode()
+
+    @property
+    def n_groups(self) -> int:
+        """Number of optimizer parameter groups (1 unless ``per_layer``)."""
+        return len(self.optimizer.param_groups)
+
+    # ------------------------------------------------------------------ data
+    def next_batch(self) -> Tensor:
+        """Indices of the next training mini-batch: epoch-wise shuffling from the seeded generator."""
+        if self._pos + self.batch_size > len(self._perm):
+            self._perm = torch.randperm(len(self.x_train), generator=self._batch_gen,
+                                        device=self.device)
+            self._pos = 0
+        idx = self._perm[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+    def validation_batch(self, size: int, rotating: bool = False) -> Tensor:
+        """Indices into the validation split: the first ``size`` (fixed) or a random subset."""
+        n = len(self.x_val)
+        if n == 0:
+            raise ValueError("this trainer has no validation split (validation_size=0)")
+        if not rotating or size >= n:
+            return torch.arange(min(size, n), device=self.device)
+        return torch.randperm(n, generator=self._batch_gen, device=self.device)[:size]
+
+    # ------------------------------------------------------------------ training
+    def loss_and_grad(self, idx: Tensor) -> Tensor:
+        """Loss of the current weights on training batch ``idx``; leaves the gradient in ``.grad``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
+        loss.backward()
+        return loss.detach()
+
+    def update(self, lr: float | Sequence[float]) -> None:
+        """One optimizer step with the gradient in ``.grad`` at learning rate ``lr``
+        (a float, or one rate per parameter group)."""
+        self.set_lr(lr)
+        self.optimizer.step()
+
+    def set_lr(self, lr: float | Sequence[float]) -> None:
+        groups = self.optimizer.param_groups
+        rates = [float(lr)] * len(groups) if isinstance(lr, (int, float)) else [float(r) for r in lr]
+        if len(rates) != len(groups):
+            raise ValueError(f"got {len(rates)} learning rates for {len(groups)} parameter groups")
+        for group, rate in zip(groups, rates):
+            group["lr"] = rate
+
+    @torch.no_grad()
+    def batch_loss(self, idx: Tensor, split: str = "train") -> Tensor:
+        """Loss of the current weights on batch ``idx`` of ``split`` (``train`` or ``val``)."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_val, self.y_val)
+        with self._eval_weights():
+            return self.loss_fn(self.model(x[idx]), y[idx])
+
+    def grads(self) -> list[Tensor]:
+        """The gradients currently in ``.grad`` (zeros for parameters without one)."""
+        return [p.grad if p.grad is not None else torch.zeros_like(p)
+                for p in self.model.parameters()]
+
+    def flat_grad(self) -> Tensor:
+        """The current gradient as one flat vector."""
+        return torch.cat([g.reshape(-1) for g in self.grads()])
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        return self.model.parameters()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, splits: Sequence[str] = ("train", "test"), chunk: int = 2048) -> dict[str, float]:
+        """Full-dataset mean loss (and accuracy for classification) per split, as Python floats:
+        keys ``train_loss``, ``train_accuracy``, ``test_loss``, ...; ``val`` is available too."""
+        data = {"train": (self.x_train, self.y_train), "test": (self.x_test, self.y_test),
+                "val": (self.x_val, self.y_val)}
+        results = {}
+        with self._eval_weights():
+            for split in splits:
+                x, y = data[split]
+                total, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+                for start in range(0, len(x), chunk):
+                    out = self.model(x[start:start + chunk])
+                    yb = y[start:start + chunk]
+                    total += self.loss_fn(out, yb) * len(yb)
+                    if self.task.classification:
+                        correct += (out.argmax(dim=1) == yb).sum()
+                n = max(len(x), 1)
+                results[f"{split}_loss"] = total / n
+                if self.task.classification:
+                    results[f"{split}_accuracy"] = correct / n
+        values = torch.stack(list(results.values())).tolist()  # one synchronisation
+        return dict(zip(results, values))
+
+    # ------------------------------------------------------------------ schedule-free support
+    def _train_mode(self) -> None:
+        if hasattr(self.optimizer, "train"):
+            self.optimizer.train()
+
+    @contextlib.contextmanager
+    def _eval_weights(self):
+        """Schedule-free optimizers evaluate at their averaged point: switch them to eval mode."""
+        if hasattr(self.optimizer, "eval"):
+            self.optimizer.eval()
+            try:
+                yield
+            finally:
+                self.optimizer.train()
+        else:
+            yield

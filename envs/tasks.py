@@ -1,0 +1,269 @@
+"""Tasks: the data, model and loss of a primary training problem.
+
+A :class:`Task` bundles train/test tensors, a model factory and a loss. The named tasks are
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline, the default),
+- ``mnist`` / ``fashion-mnist``: torchvision loaders and the paper's CNN,
+- ``cifar10``: torchvision loader, per-pixel mean subtracted, the paper's CIFAR CNN,
+- ``regression2d``: a random two-weight linear regression (paper Section 4.3).
+
+Researchers bring their own problem with :meth:`Task.from_tensors`.
+Data stays as CPU tensors here; :class:`envs.primary.PrimaryTrainer` moves it to the
+training device once.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset is neither on disk nor downloadable; the message says what to do."""
+
+
+@dataclass
+class Task:
+    """A primary training problem.
+
+    Attributes:
+        name: short identifier, used in logs and tables.
+        x_train, y_train, x_test, y_test: CPU tensors; ``x_*`` shaped ``(N, ...)`` as the
+            model expects, ``y_*`` class indices (``int64``) or regression targets.
+        model_factory: builds a freshly initialised model (called under a fixed seed).
+        loss_fn: mean-reduced loss ``loss_fn(model(x), y) -> scalar``.
+        batch_size: mini-batch size of one primary step.
+        classification: whether accuracy is meaningful (argmax over the model's outputs).
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    model_factory: Callable[[], nn.Module]
+    loss_fn: LossFn = F.cross_entropy
+    batch_size: int = 50
+    classification: bool = True
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError(f"task {self.name!r}: inputs and labels differ in length")
+        if len(self.x_train) == 0 or len(self.x_test) == 0:
+            raise ValueError(f"task {self.name!r}: empty train or test set")
+        if not 1 <= self.batch_size:
+            raise ValueError(f"task {self.name!r}: batch_size must be >= 1, got {self.batch_size}")
+        self.batch_size = min(self.batch_size, len(self.x_train))
+
+    @classmethod
+    def from_tensors(
+        cls,
+        x_train: Tensor,
+        y_train: Tensor,
+        x_test: Tensor,
+        y_test: Tensor,
+        model_factory: Callable[[], nn.Module],
+        loss_fn: LossFn = F.cross_entropy,
+        batch_size: int = 50,
+        name: str = "custom",
+        classification: bool | None = None,
+    ) -> "Task":
+        """Build a task from your own tensors, model factory and loss.
+
+        ``classification`` defaults to ``True`` when the labels are integer tensors.
+        """
+        tensors = [torch.as_tensor(t) for t in (x_train, y_train, x_test, y_test)]
+        if classification is None:
+            classification = not torch.is_floating_point(tensors[1])
+        return cls(name, *tensors, model_factory=model_factory, loss_fn=loss_fn,
+                   batch_size=batch_size, classification=classification)
+
+
+# --------------------------------------------------------------------------- models
+def digits_cnn() -> nn.Module:
+    """conv3x3x16-ReLU-maxpool2-conv3x3x32-ReLU-maxpool2-fc64-ReLU-fc10 on 1x8x8 inputs."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+def mnist_cnn() -> nn.Module:
+    """The paper's (TensorFlow tutorial's) MNIST CNN on 1x28x28 inputs:
+    conv5x5x32-pool-conv5x5x64-pool-fc1024-fc10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Linear(1024, 10),
+    )
+
+
+def cifar10_cnn() -> nn.Module:
+    """The paper's (TensorFlow tutorial's) CIFAR-10 CNN on 3x32x32 inputs: two conv5x5x64
+    layers each followed by max-pooling, fully connected 384 and 192, linear output."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 384), nn.ReLU(), nn.Linear(384, 192), nn.ReLU(),
+        nn.Linear(192, 10),
+    )
+
+
+def linear_regression_2d() -> nn.Module:
+    """Two weights, no bias: the loss surface is a 2-D quadratic (Figure 4's contours)."""
+    return nn.Linear(2, 1, bias=False)
+
+
+# --------------------------------------------------------------------------- tasks
+def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Task:
+    """scikit-learn's 1,797 8x8 digits, pixels/16, a fixed 80/20 split (seed 0), batch 50."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.int64)
+    idx_train, idx_test = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=split_seed)
+    return Task("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test],
+                model_factory=digits_cnn, batch_size=50)
+
+
+def regression2d(n_train: int = 1000, n_test: int = 1000, noise: float = 1.0,
+                 task_seed: int = 0, batch_size: int = 10) -> Task:
+    """A random two-weight linear regression ``y = x . w* + noise`` with anisotropic inputs,
+    so the loss contours are ellipses and the gradients of small batches disagree."""
+    g = torch.Generator().manual_seed(task_seed)
+    w_star = 2.0 * torch.randn(2, generator=g)
+    scale = torch.tensor([1.0, 0.3])
+
+    def sample(n: int) -> tuple[Tensor, Tensor]:
+        x = torch.randn(n, 2, generator=g) * scale
+        y = x @ w_star + noise * torch.randn(n, generator=g)
+        return x, y.unsqueeze(1)
+
+    x_train, y_train = sample(n_train)
+    x_test, y_test = sample(n_test)
+    return Task("regression2d", x_train, y_train, x_test, y_test,
+                model_factory=linear_regression_2d, loss_fn=F.mse_loss,
+                batch_size=batch_size, classification=False,
+                meta={"w_star": w_star.tolist(), "input_scale": scale.tolist()})
+
+
+_TORCHVISION = {
+    # task name: (torchvision class name, folder it keeps its raw files in, files it needs)
+    "mnist": ("MNIST", "MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw",
+                      ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py",
+                ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                 "data_batch_5", "test_batch", "batches.meta"]),
+}
+
+
+def default_data_root() -> Path:
+    """``$LRRL_DATA`` if set, else ``~/.cache/lrrl/data``."""
+    return Path(os.environ.get("LRRL_DATA", Path.home() / ".cache" / "lrrl" / "data"))
+
+
+def _load_torchvision(name: str, data_root: str | os.PathLike | None, download: bool):
+    import torchvision
+
+    cls_name, folder, needed = _TORCHVISION[name]
+    root = Path(data_root) if data_root is not None else default_data_root()
+    if data_root is not None and not root.is_dir():
+        raise DatasetUnavailableError(
+            f"--data-root {root} does not exist or is not a directory. Point --data-root at the "
+            f"folder that contains {folder}/ (files: {', '.join(needed)}).")
+    cls = getattr(torchvision.datasets, cls_name)
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(cls(str(root), train=train, download=download))
+        except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
+            missing = [f for f in needed if not (root / folder / f).exists()]
+            what = (f"missing files under {root / folder}: {', '.join(missing)}" if missing
+                    else f"the files under {root / folder} could not be read "
+                         f"(half-downloaded or corrupt?): {exc}")
+            raise DatasetUnavailableError(
+                f"{name}: {what}. Downloading {'failed' if download else 'is disabled'}. "
+                f"Either allow network access, or put the dataset files in "
+                f"<DIR>/{folder}/ and pass --data-root <DIR> (data_root=<DIR> in Python). "
+                f"If the files are corrupt, delete them and download again.") from exc
+    return splits
+
+
+def _mnist_like(name: str, data_root, download: bool) -> Task:
+    train, test = _load_torchvision(name, data_root, download)
+
+    def tensors(ds):
+        x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)
+        return x, ds.targets.to(torch.int64)
+
+    return Task(name, *tensors(train), *tensors(test), model_factory=mnist_cnn, batch_size=50)
+
+
+def mnist(data_root=None, download: bool = True) -> Task:
+    """MNIST, pixels in [0, 1], the paper's CNN, batch 50."""
+    return _mnist_like("mnist", data_root, download)
+
+
+def fashion_mnist(data_root=None, download: bool = True) -> Task:
+    """Fashion-MNIST, pixels in [0, 1], the paper's MNIST CNN, batch 50."""
+    return _mnist_like("fashion-mnist", data_root, download)
+
+
+def cifar10(data_root=None, download: bool = True) -> Task:
+    """CIFAR-10, pixels in [0, 1] minus the per-pixel training mean, the paper's CNN, batch 50."""
+    train, test = _load_torchvision("cifar10", data_root, download)
+
+    def tensors(ds):
+        x = torch.as_tensor(ds.data, dtype=torch.float32).div_(255.0).permute(0, 3, 1, 2)
+        return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    x_train, y_train = tensors(train)
+    x_test, y_test = tensors(test)
+    mean = x_train.mean(dim=0, keepdim=True)
+    return Task("cifar10", x_train - mean, y_train, x_test - mean, y_test,
+                model_factory=cifar10_cnn, batch_size=50)
+
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "digits": digits,
+    "regression2d": regression2d,
+    "mnist": mnist,
+    "fashion-mnist": fashion_mnist,
+    "cifar10": cifar10,
+}
+#: tasks that need no files and no network
+OFFLINE_TASKS = ("digits", "regression2d")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(name: str, data_root: str | None, download: bool) -> Task:
+    builder = TASKS[name]
+    if name in OFFLINE_TASKS:
+        return builder()
+    return builder(data_root=data_root, download=download)
+
+
+def make_task(task: str | Task, data_root: str | os.PathLike | None = None,
+              download: bool = True) -> Task:
+    """Return a :class:`Task` by name (cached per process), or ``task`` itself if it is one."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return _cached(task, None if data_root is None else str(data_root), download)
