@@ -22,6 +22,8 @@ FEATURES: dict[str, tuple[float, float | None]] = {
     "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
 }
 REWARDS = ("same-batch", "next-batch", "validation")
+#: smallest log10 of a loss-like observation entry with ``log_observations=True``
+LOG_FLOOR = -8.0
 ACTIONS = ("absolute", "relative", "raw")
 
 
@@ -45,7 +47,7 @@ class LearningRateEnv(gym.Env):
     ``action="absolute"`` (default, the paper's): ``Box(-1, 1, (n,), float32)`` mapped
     log-uniformly onto ``[lr_min, lr_max]``: ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)``.
     ``action="relative"``: ``Box(-1, 1, (n,))``, the rate is multiplied by
-    ``relative_factor ** a`` (so within ``[1/f, f]``) every ``relative_every`` steps, starting
+    ``relative_factor ** a`` (so within ``[1/f, f]``) every ``relative_every`` env steps, starting
     from ``initial_lr`` and clipped to ``[lr_min, lr_max]`` (Xu, Dai, Kemp, Metz 2019).
     ``action="raw"``: ``Box(lr_min, lr_max, (n,))``, the learning rate itself.
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
@@ -57,6 +59,8 @@ class LearningRateEnv(gym.Env):
     the extra features named in ``features`` in the order given (off by default):
     ``lr`` (log-scaled onto [-1, 1], one per group; always on with ``action="relative"``),
     ``step_fraction``, ``loss_ema``, ``loss_var``, ``val_loss``, ``grad_norm``.
+    With ``log_observations=True`` the loss-like entries (all but ``lr`` and ``step_fraction``)
+    are given as ``log10`` in ``[-8, log10(obs_max)]``: losses span decades during training.
 
     ## Rewards
     ``reward="same-batch"`` (the paper's): ``f(w_t; x_i) - f(w_{t+1}; x_i)``.
@@ -72,6 +76,8 @@ class LearningRateEnv(gym.Env):
     first observation, or above ``obs_max``) ends the episode with ``terminated=True`` and
     reward ``-divergence_penalty`` (default 10, in reward units: far more than any
     loss decrement a normal episode can earn, so that divergence always costs the agent).
+    A task whose first loss is already at or above ``obs_max`` would diverge at every step:
+    ``reset()`` warns about it once (raise ``obs_max`` or rescale the targets).
 
     ## Starting State
     The primary model's weights are ``w0``, drawn from ``seed`` (fixed for all episodes by
@@ -80,7 +86,7 @@ class LearningRateEnv(gym.Env):
     ``w0`` and restarts the batch order from ``s``.
 
     ## Episode End
-    Truncation after ``episode_length`` steps (the paper's reset frequency ``e``);
+    Truncation after ``episode_length`` primary updates (the paper's reset frequency ``e``);
     termination on divergence.
 
     ## Arguments
@@ -91,13 +97,18 @@ class LearningRateEnv(gym.Env):
     reward, reward_transform, reward_scale, validation_size, validation_batch_size,
     rotating_validation: see Rewards. features: extra state features. obs_max: observation cap.
     per_group: one rate per layer. divergence_factor, divergence_penalty: see Rewards.
-    fresh_w0: re-draw ``w0`` every episode. eval_every: every N steps (and at reset) put the
-    full train/test loss and accuracy in ``info["eval"]`` (0: never). seed: default seed.
+    fresh_w0: re-draw ``w0`` every episode. eval_every: every N primary updates (and at reset
+    and at the episode's end) put the full train/test loss and accuracy in ``info["eval"]``
+    (0: never). updates_per_step: primary updates per env step (``k``, default 1, the paper's):
+    the action's rate is held for ``k`` updates, each on its own batch; the reward compares the
+    reward batch before and after the whole block; ``episode_length`` and ``eval_every`` still
+    count primary updates, so an episode has ``ceil(episode_length / k)`` env steps.
+    seed: default seed.
     device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
 
     ## Info
     ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
-    ``step``, ``critic_next_obs`` (the next observation with its loss entry replaced by
+    ``step`` (primary updates so far), ``critic_next_obs`` (the next observation with its loss entry replaced by
     ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due.
     """
 
@@ -128,6 +139,8 @@ class LearningRateEnv(gym.Env):
         divergence_penalty: float = 10.0,
         fresh_w0: bool = False,
         eval_every: int = 0,
+        updates_per_step: int = 1,
+        log_observations: bool = False,
         seed: int = 0,
         device: str = "auto",
         data_root: str | None = None,
@@ -147,6 +160,8 @@ class LearningRateEnv(gym.Env):
         unknown = [f for f in features if f not in FEATURES]
         if unknown:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
+        if updates_per_step < 1:
+            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
         if relative_factor <= 1 or relative_every < 1:
             raise ValueError("need relative_factor > 1 and relative_every >= 1")
         features = list(dict.fromkeys(features))
@@ -163,6 +178,8 @@ class LearningRateEnv(gym.Env):
                                       validation_size=validation_size, data_root=data_root,
                                       download=download)
         self.episode_length = int(episode_length)
+        self.updates_per_step = int(updates_per_step)
+        self.log_observations = bool(log_observations)
         self.lr_min, self.lr_max = float(lr_min), float(lr_max)
         self.action_mode, self.reward_mode, self.reward_transform = action, reward, reward_transform
         self.relative_factor, self.relative_every = float(relative_factor), int(relative_every)
@@ -181,16 +198,24 @@ class LearningRateEnv(gym.Env):
             self.action_space = spaces.Box(lr_min, lr_max, (n,), np.float32)
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
-        low, high = [0.0], [self.obs_max]
+        # loss-like entries (bound None above) are in [0, obs_max], or their log10 in
+        # [LOG_FLOOR, log10(obs_max)] with log_observations
+        loss_bounds = ((LOG_FLOOR, math.log10(self.obs_max)) if self.log_observations
+                       else (0.0, self.obs_max))
+        self._loss_like = [True]
+        low, high = [loss_bounds[0]], [loss_bounds[1]]
         for name in self.features:
             lo, hi = FEATURES[name]
             width = n if name == "lr" else 1
-            low += [lo] * width
-            high += [self.obs_max if hi is None else hi] * width
+            low += [loss_bounds[0] if hi is None else lo] * width
+            high += [loss_bounds[1] if hi is None else hi] * width
+            self._loss_like += [hi is None] * width
+        self._loss_like = np.array(self._loss_like)
         self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32),
                                             dtype=np.float32)
         self._log_range = math.log(self.lr_max / self.lr_min)
         self._seeded = False
+        self._warned_obs_max = False
 
     # ------------------------------------------------------------------ helpers
     def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
@@ -202,27 +227,45 @@ class LearningRateEnv(gym.Env):
         return self.lr_min * np.exp((np.asarray(a, dtype=np.float64) + 1.0) / 2.0 * self._log_range)
 
     def _validate_action(self, action: Any) -> np.ndarray:
-        arr = np.asarray(action)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        try:
+            arr = np.asarray(action)
+        except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy refuses
+            raise ValueError(f"action must be an array of shape ({self.n_groups},), "
+                             f"got {action!r}: {exc}") from exc
+        if arr.dtype.kind not in "biuf":  # complex, timedelta, str, object, ...: not a rate
             raise TypeError(f"action must be numeric, got dtype {arr.dtype} ({action!r})")
-        arr = arr.astype(np.float64)
         if arr.size != self.n_groups or arr.ndim > 2:
             raise ValueError(f"action must have shape ({self.n_groups},), got {arr.shape}")
-        arr = arr.reshape(self.n_groups)
+        with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, refused below
+            arr = arr.astype(np.float64).reshape(self.n_groups)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"action must be finite, got {arr.tolist()}")
         return np.clip(arr, self.action_space.low, self.action_space.high)
 
     def _action_to_lr(self, a: np.ndarray) -> np.ndarray:
-        if self.action_mode == "raw":
-            return a
+        if self.action_mode == "raw":  # the box's float32 bounds may lie just outside the range
+            return np.clip(a, self.lr_min, self.lr_max)
         if self.action_mode == "absolute":
             return np.clip(self.unit_to_lr(a), self.lr_min, self.lr_max)
-        if self._t % self.relative_every != 0:  # relative, between decision points: hold
+        if (self._t // self.updates_per_step) % self.relative_every != 0:  # relative: hold between decisions
             return self._lr
         return np.clip(self._lr * self.relative_factor ** a, self.lr_min, self.lr_max)
 
+    def _squash_loss(self, loss: float) -> float:
+        """A loss as the observation shows it: NaN and +inf -> ``obs_max``, clipped to ``[0, obs_max]``,
+        then log10 with ``log_observations``
+        (plain float math: numpy's nan_to_num/clip cost more than the digits task's forward pass)."""
+        if loss != loss or loss > self.obs_max:  # NaN, +inf or above the cap
+            loss = self.obs_max
+        elif loss < 0.0:
+            loss = 0.0
+        if self.log_observations:
+            return math.log10(max(loss, 10.0**LOG_FLOOR))
+        return loss
+
     def _observation(self, loss: float) -> np.ndarray:
+        if not self.features:  # the default loss-only state: no numpy passes needed
+            return np.array([self._squash_loss(loss)], dtype=np.float32)
         values = [loss]
         for name in self.features:
             if name == "lr":
@@ -239,6 +282,8 @@ class LearningRateEnv(gym.Env):
                 values.append(self._grad_norm)
         obs = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=self.obs_max,
                             posinf=self.obs_max, neginf=0.0)
+        if self.log_observations:
+            obs[self._loss_like] = np.log10(np.clip(obs[self._loss_like], 10.0**LOG_FLOOR, self.obs_max))
         return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
 
     def _grad_norm_tensor(self) -> torch.Tensor:
@@ -278,6 +323,12 @@ class LearningRateEnv(gym.Env):
         self._val_loss = values[1] if needs_val else 0.0
         self._grad_norm = values[-1] if "grad_norm" in self.features else 0.0
         self._initial_loss = self._loss
+        if not self._loss < self.obs_max and not self._warned_obs_max:
+            # every step would count as divergence and the observation would be stuck at obs_max
+            self._warned_obs_max = True
+            gym.logger.warn(f"the initial mini-batch loss {self._loss:.4g} is not below obs_max="
+                            f"{self.obs_max:g}: every step will end the episode as diverged. "
+                            f"Pass a larger obs_max, or rescale the task's targets.")
         self._ema, self._var = self._loss, 0.0
         info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss}
         if self.eval_every:
@@ -311,9 +362,18 @@ class LearningRateEnv(gym.Env):
             else:
                 before_known = self._val_loss  # the fixed batch's loss at w_t, from the last step
 
-        trainer.update(lr.tolist())
+        # the block of updates at this rate: the first uses the gradient of x_i at w_t already in
+        # .grad; each further one (updates_per_step > 1) draws its own batch
+        t_before = self._t
+        # (at least one: stepping on past truncation without reset still counts its update)
+        n_updates = max(1, min(self.updates_per_step, self.episode_length - self._t))
+        rates = lr.tolist()
+        trainer.update(rates)
+        for _ in range(n_updates - 1):
+            trainer.loss_and_grad(trainer.next_batch())
+            trainer.update(rates)
         self._lr = lr
-        self._t += 1
+        self._t += n_updates
 
         if self.reward_mode == "same-batch":
             pending.append(trainer.batch_loss(self._idx))
@@ -356,12 +416,12 @@ class LearningRateEnv(gym.Env):
 
         obs = self._observation(next_obs_loss)
         critic_obs = obs.copy()
-        critic_obs[0] = np.float32(np.clip(np.nan_to_num(loss_after, nan=self.obs_max,
-                                                         posinf=self.obs_max), 0.0, self.obs_max))
+        critic_obs[0] = self._squash_loss(loss_after)
         info = {"lr": self._info_lr(), "loss_before": loss_before, "loss_after": loss_after,
                 "batch_loss": batch_loss, "diverged": diverged, "step": self._t,
                 "critic_next_obs": critic_obs}
         truncated = self._t >= self.episode_length and not diverged
-        if self.eval_every and (self._t % self.eval_every == 0 or truncated) and not diverged:
+        crossed = self._t // max(self.eval_every, 1) > t_before // max(self.eval_every, 1)
+        if self.eval_every and (crossed or truncated) and not diverged:
             info["eval"] = trainer.evaluate()
         return obs, float(reward), diverged, truncated, info

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,7 +34,9 @@ OPTIMIZERS = {
     "adamw": ("torch.optim", "AdamW", {}),
     "adagrad": ("torch.optim", "Adagrad", {}),
     "rmsprop": ("torch.optim", "RMSprop", {}),
-    # learning-rate-free optimizers (the ``lrfree`` extra); their lr is a multiplier, 1.0 by default
+    # learning-rate-free optimizers (the ``lrfree`` extra); their lr is a multiplier, 1.0 by default.
+    # Prodigy and D-Adaptation scale it by an adapted step d that starts at d0 = 1e-6, so their
+    # steps at lr = 1e6 are only about 1 (tests/test_env.py's divergence test uses 1e12 for them)
     "schedulefree-sgd": ("schedulefree", "SGDScheduleFree", {}),
     "schedulefree-adamw": ("schedulefree", "AdamWScheduleFree", {}),
     "prodigy": ("prodigyopt", "Prodigy", {}),
@@ -63,7 +66,8 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, **kwargs) ->
     else:
         matches = [n for n in dir(torch.optim) if n.lower() == key
                    and isinstance(getattr(torch.optim, n), type)
-                   and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)]
+                   and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+                   and getattr(torch.optim, n) is not torch.optim.Optimizer]  # not the base class
         if not matches:
             raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)} "
                              f"or a torch.optim class name")
@@ -208,7 +212,8 @@ class PrimaryTrainer:
 
     def set_lr(self, lr: float | Sequence[float]) -> None:
         groups = self.optimizer.param_groups
-        rates = [float(lr)] * len(groups) if isinstance(lr, (int, float)) else [float(r) for r in lr]
+        # any scalar (python, numpy, 0-d tensor) means one rate for all groups
+        rates = [float(lr)] * len(groups) if np.ndim(lr) == 0 else [float(r) for r in lr]
         if len(rates) != len(groups):
             raise ValueError(f"got {len(rates)} learning rates for {len(groups)} parameter groups")
         for group, rate in zip(groups, rates):
@@ -216,10 +221,13 @@ class PrimaryTrainer:
 
     @torch.no_grad()
     def batch_loss(self, idx: Tensor, split: str = "train") -> Tensor:
-        """Loss of the current weights on batch ``idx`` of ``split`` (``train`` or ``val``)."""
+        """Loss of the current weights on batch ``idx`` of ``split`` (``train`` or ``val``).
+
+        Measured at the same point as :meth:`loss_and_grad` (for schedule-free optimizers the
+        gradient point, not the averaged one), so that a before/after pair of losses compares
+        one sequence of weights; :meth:`evaluate` uses the averaged point."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_val, self.y_val)
-        with self._eval_weights():
-            return self.loss_fn(self.model(x[idx]), y[idx])
+        return self.loss_fn(self.model(x[idx]), y[idx])
 
     def grads(self) -> list[Tensor]:
         """The gradients currently in ``.grad`` (zeros for parameters without one)."""

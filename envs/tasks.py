@@ -80,12 +80,26 @@ class Task:
         """Build a task from your own tensors, model factory and loss.
 
         ``classification`` defaults to ``True`` when the labels are integer tensors.
+        One forward pass on two training examples checks that model, data and loss fit
+        together (a scalar loss), so a mismatch is a ``ValueError`` here rather than a shape
+        error deep inside the first training step.
         """
         tensors = [torch.as_tensor(t) for t in (x_train, y_train, x_test, y_test)]
         if classification is None:
             classification = not torch.is_floating_point(tensors[1])
-        return cls(name, *tensors, model_factory=model_factory, loss_fn=loss_fn,
+        task = cls(name, *tensors, model_factory=model_factory, loss_fn=loss_fn,
                    batch_size=batch_size, classification=classification)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():  # leave the global RNG alone
+                loss = loss_fn(model_factory()(task.x_train[:2]), task.y_train[:2])
+        except Exception as exc:
+            raise ValueError(f"task {name!r}: the model and loss do not fit the data "
+                             f"(x_train {tuple(task.x_train.shape)} {task.x_train.dtype}, y_train "
+                             f"{tuple(task.y_train.shape)} {task.y_train.dtype}): {exc}") from exc
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            raise ValueError(f"task {name!r}: loss_fn must return a scalar (mean-reduced) tensor, "
+                             f"got {getattr(loss, 'shape', type(loss).__name__)}")
+        return task
 
 
 # --------------------------------------------------------------------------- models
@@ -173,6 +187,10 @@ _TORCHVISION = {
 }
 
 
+#: shape of one example as torchvision returns it (``ds.data[i]``), to catch wrong files early
+_EXAMPLE_SHAPE = {"mnist": (28, 28), "fashion-mnist": (28, 28), "cifar10": (32, 32, 3)}
+
+
 def default_data_root() -> Path:
     """``$LRRL_DATA`` if set, else ``~/.cache/lrrl/data``."""
     return Path(os.environ.get("LRRL_DATA", Path.home() / ".cache" / "lrrl" / "data"))
@@ -194,14 +212,29 @@ def _load_torchvision(name: str, data_root: str | os.PathLike | None, download: 
             splits.append(cls(str(root), train=train, download=download))
         except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError, ...
             missing = [f for f in needed if not (root / folder / f).exists()]
-            what = (f"missing files under {root / folder}: {', '.join(missing)}" if missing
-                    else f"the files under {root / folder} could not be read "
-                         f"(half-downloaded or corrupt?): {exc}")
+            where = (f"put the dataset files in <DIR>/{folder}/ and pass --data-root <DIR> "
+                     f"(data_root=<DIR> in Python)")
+            if missing:
+                problem = (f"missing files under {root / folder}: {', '.join(missing)}. "
+                           f"Downloading {'failed' if download else 'is disabled'}. "
+                           f"Either allow network access (download=True), or {where}")
+            else:  # all files present: torchvision could not read or verify them
+                problem = (f"the files under {root / folder} could not be read or failed their "
+                           f"checksum (half-downloaded or corrupt?): {exc}. Fix: delete them and "
+                           f"download again (needs network), or {where}")
+            raise DatasetUnavailableError(f"{name}: {problem}.") from exc
+    for ds, split in zip(splits, ("train", "test")):
+        # torchvision reads files whatever their sizes; a mismatch would only surface later as a
+        # shape error deep inside the model, so say here which files are wrong and what to do.
+        shape, n_labels = tuple(ds.data.shape[1:]), len(ds.targets)
+        problem = (f"{len(ds.data)} images but {n_labels} labels" if len(ds.data) != n_labels
+                   else f"examples of shape {shape}, expected {_EXAMPLE_SHAPE[name]}"
+                   if shape != _EXAMPLE_SHAPE[name] else "")
+        if problem:
             raise DatasetUnavailableError(
-                f"{name}: {what}. Downloading {'failed' if download else 'is disabled'}. "
-                f"Either allow network access, or put the dataset files in "
-                f"<DIR>/{folder}/ and pass --data-root <DIR> (data_root=<DIR> in Python). "
-                f"If the files are corrupt, delete them and download again.") from exc
+                f"{name}: the {split} files under {root / folder} hold {problem}: they are not "
+                f"(intact) {name} files. Delete them and download again, or point --data-root "
+                f"<DIR> at a folder whose {folder}/ holds the real files.")
     return splits
 
 

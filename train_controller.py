@@ -1,0 +1,410 @@
+"""Train a learning-rate controller: the paper's actor-critic, or SB3 DDPG/TD3, on LearningRateEnv.
+
+    python train_controller.py                      # the paper's agent on digits, a few minutes on CPU
+    python train_controller.py --agent td3 --steps 20000 --task digits,regression2d
+    python train_controller.py --resume runs/actor-critic-digits-seed0 --steps 20000
+
+Writes a run directory (``--out``, default ``runs/<agent>-<task>-seed<seed>``):
+``controller.pt`` (actor-critic) or ``controller.zip`` (SB3), ``settings.json`` (agent, preset,
+env_kwargs, agent_kwargs, train), ``tb/`` (TensorBoard, SB3 layout: ``rollout/ep_rew_mean``,
+``env/lr``, ``env/batch_loss``, ...) and ``summary.json``. Load a run with
+``agents.checkpoint.load_controller(DIR)``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+AGENTS = ("actor-critic", "ddpg", "td3")
+DEFAULT_STEPS = 10_000
+
+
+# --------------------------------------------------------------------------- arguments
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off") else _finite_float(text)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults only (``None`` means: the preset's value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agents.presets import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="train_controller.py", usage="%(prog)s [options]   (--help lists them)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=_HelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--agent", choices=AGENTS, default=None,
+                   help="controller to train (default actor-critic; on --resume, the run's own)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
+                   help="env + agent configuration; the flags below override single values")
+    g.add_argument("--task", default=None,
+                   help="task name, or a comma-separated list (e.g. digits,regression2d) for "
+                        "round-robin episodes across tasks (default digits)")
+    g.add_argument("--steps", type=_positive_int, default=None,
+                   help=f"total env steps to train for (default {DEFAULT_STEPS}); with --resume, "
+                        f"the total including the steps already done")
+    g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="device of the primary model and the agent (small nets: cpu is fastest)")
+    g.add_argument("--threads", type=_nonneg_int, default=1,
+                   help="torch CPU threads (0: torch's default); 1 is fastest for these small nets")
+    g.add_argument("--out", default=None,
+                   help="run directory (default runs/<agent>-<task>-seed<seed>; with --resume, the "
+                        "resumed run's directory)")
+    g.add_argument("--data-root", default=None, help="directory holding datasets (mnist, cifar10)")
+    g.add_argument("--checkpoint-every", type=_nonneg_int, default=1000,
+                   help="write an atomic checkpoint every N env steps (0: only at the end)")
+    g.add_argument("--resume", default=None,
+                   help="continue a run: its directory or checkpoint file (settings come from it)")
+    g.add_argument("--log-every", type=_positive_int, default=1,
+                   help="log env/lr and env/batch_loss to TensorBoard every N steps")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = p.add_argument_group("environment (override the preset)")
+    e.add_argument("--episode-length", type=_positive_int, default=None,
+                   help="steps per episode (the paper's reset frequency e)")
+    e.add_argument("--reward", choices=("same-batch", "next-batch", "validation"), default=None,
+                   help="reward batch")
+    e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,
+                   help="loss decrement, or decrement of log loss")
+    e.add_argument("--action", choices=("absolute", "relative", "raw"), default=None,
+                   help="absolute log-lr, relative multiplicative change, or the raw rate")
+    e.add_argument("--features", default=None,
+                   help="comma-separated extra state features (lr, step_fraction, loss_ema, "
+                        "loss_var, val_loss, grad_norm); 'none' for the loss only")
+    e.add_argument("--lr-min", type=_finite_float, default=None, help="smallest learning rate")
+    e.add_argument("--lr-max", type=_finite_float, default=None, help="largest learning rate")
+    e.add_argument("--optimizer", default=None, help="primary optimizer (sgd, momentum, adam, ...)")
+    e.add_argument("--per-group", action=argparse.BooleanOptionalAction, default=None,
+                   help="one learning rate per layer (a vector action)")
+
+    a = p.add_argument_group("agent hyperparameters (override the preset)")
+    a.add_argument("--gamma", type=_finite_float, default=None, help="discount factor (all agents)")
+    a.add_argument("--noise", type=_finite_float, default=None,
+                   help="std of Gaussian exploration noise in [-1, 1] action units (all agents)")
+    a.add_argument("--m-phi", type=_positive_int, default=None,
+                   help="actor-critic: steps averaged per critic update")
+    a.add_argument("--m-theta", type=_positive_int, default=None,
+                   help="actor-critic: steps averaged per actor update")
+    a.add_argument("--actor-lr", type=_finite_float, default=None, help="actor-critic: actor Adam lr")
+    a.add_argument("--critic-lr", type=_finite_float, default=None, help="actor-critic: critic Adam lr")
+    a.add_argument("--separate-sample", action=argparse.BooleanOptionalAction, default=None,
+                   help="actor-critic: actor update on the next batch's state (the paper's choice)")
+    a.add_argument("--target-tau", type=_optional_float, default=None,
+                   help="actor-critic: Polyak rate of target networks ('none': no targets, the paper)")
+    a.add_argument("--normalize-obs", action=argparse.BooleanOptionalAction, default=None,
+                   help="actor-critic: running mean/std normalisation of observations")
+    a.add_argument("--reward-scale", type=_finite_float, default=None,
+                   help="actor-critic: multiply rewards by this")
+    a.add_argument("--agent-lr", type=_finite_float, default=None, help="ddpg/td3: Adam learning rate")
+    a.add_argument("--learning-starts", type=_nonneg_int, default=None,
+                   help="ddpg/td3: random-action steps before learning")
+    a.add_argument("--batch-size", type=_positive_int, default=None, help="ddpg/td3: replay minibatch")
+    a.add_argument("--buffer-size", type=_positive_int, default=None, help="ddpg/td3: replay buffer size")
+    return p
+
+
+# --------------------------------------------------------------------------- configuration
+def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """Preset + flags -> settings dict (keys agent, preset, env_kwargs, agent_kwargs, train)."""
+    from agents.presets import get_preset
+    from agents.sb3 import SB3_HYPERPARAMS
+
+    preset = get_preset(args.preset)
+    env_kwargs = preset["env"]
+    for flag, key in [("episode_length", "episode_length"), ("reward", "reward"),
+                      ("reward_transform", "reward_transform"), ("action", "action"),
+                      ("lr_min", "lr_min"), ("lr_max", "lr_max"), ("optimizer", "optimizer"),
+                      ("per_group", "per_group")]:
+        if getattr(args, flag) is not None:
+            env_kwargs[key] = getattr(args, flag)
+    if args.features is not None:
+        env_kwargs["features"] = [] if args.features.lower() == "none" else \
+            [f.strip() for f in args.features.split(",") if f.strip()]
+    agent = args.agent or "actor-critic"
+    ac_only = ["m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
+               "normalize_obs", "reward_scale"]
+    sb3_only = ["agent_lr", "learning_starts", "batch_size", "buffer_size"]
+    wrong = [f for f in (ac_only if agent != "actor-critic" else sb3_only) if getattr(args, f) is not None]
+    if wrong:
+        parser.error(f"--{wrong[0].replace('_', '-')} does not apply to --agent {agent}")
+    shared = preset["agent"]
+    if args.gamma is not None:
+        shared["gamma"] = args.gamma
+    if args.noise is not None:
+        shared["noise_std"] = args.noise
+    if agent == "actor-critic":
+        agent_kwargs = shared
+        for flag in ("m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
+                     "normalize_obs", "reward_scale"):
+            if getattr(args, flag) is not None:
+                agent_kwargs[flag] = getattr(args, flag)
+        if args.target_tau is not None:
+            agent_kwargs["target_tau"] = args.target_tau
+    else:
+        agent_kwargs = dict(SB3_HYPERPARAMS)
+        agent_kwargs["gamma"] = shared["gamma"]
+        agent_kwargs["action_noise_std"] = shared["noise_std"]
+        for flag, key in [("agent_lr", "learning_rate"), ("learning_starts", "learning_starts"),
+                          ("batch_size", "batch_size"), ("buffer_size", "buffer_size")]:
+            if getattr(args, flag) is not None:
+                agent_kwargs[key] = getattr(args, flag)
+    task = args.task or "digits"
+    seed = 0 if args.seed is None else args.seed
+    return {"agent": agent, "preset": args.preset, "env_kwargs": env_kwargs, "agent_kwargs": agent_kwargs,
+            "train": {"task": task, "steps": args.steps or DEFAULT_STEPS, "seed": seed,
+                      "device": args.device, "data_root": args.data_root,
+                      "checkpoint_every": args.checkpoint_every}}
+
+
+def _parse_tasks(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    from envs.tasks import TASKS
+
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        parser.error("--task: give a task name")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"--task: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)} "
+                     f"(or a comma-separated list of them)")
+    return tasks
+
+
+def make_training_env(settings: dict):
+    """The env of a run: one LearningRateEnv per task (round-robin episodes if several).
+
+    The full train/test loss is evaluated at each episode's end (``eval_every=episode_length``)
+    so the summary can report the final primary loss; this is a training-time setting only.
+    """
+    from envs.learning_rate_env import LearningRateEnv
+
+    env_kwargs = dict(settings["env_kwargs"])
+    train = settings["train"]
+    tasks = train["task"].split(",")
+    envs = [LearningRateEnv(task=t, seed=train["seed"], device=train["device"], data_root=train["data_root"],
+                            eval_every=env_kwargs["episode_length"], **env_kwargs) for t in tasks]
+    return envs[0] if len(envs) == 1 else RoundRobinEnv(envs)
+
+
+def _round_robin_class():
+    import gymnasium as gym
+
+    class RoundRobin(gym.Env):
+        """Episodes cycle through several envs with identical spaces (multi-task training)."""
+
+        metadata = {"render_modes": []}
+
+        def __init__(self, envs: list) -> None:
+            super().__init__()
+            first = envs[0]
+            for other in envs[1:]:
+                if other.observation_space != first.observation_space or \
+                        other.action_space != first.action_space:
+                    raise ValueError(
+                        f"tasks {first.trainer.task.name!r} and {other.trainer.task.name!r} have different "
+                        f"observation/action spaces (e.g. per_group with different layer counts); "
+                        f"they cannot share one controller")
+            self.envs, self.index = envs, -1
+            self.observation_space, self.action_space = first.observation_space, first.action_space
+
+        @property
+        def current(self):
+            return self.envs[max(self.index, 0)]
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            super().reset(seed=seed)
+            self.index = (self.index + 1) % len(self.envs)
+            obs, info = self.envs[self.index].reset(seed=seed, options=options)
+            info["task"] = self.envs[self.index].trainer.task.name
+            return obs, info
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.envs[self.index].step(action)
+            info["task"] = self.envs[self.index].trainer.task.name
+            return obs, reward, terminated, truncated, info
+
+    return RoundRobin
+
+
+def RoundRobinEnv(envs: list):  # noqa: N802 - a factory that reads like a class
+    """Round-robin env over ``envs`` (built lazily so ``--help`` does not import gymnasium)."""
+    return _round_robin_class()(envs)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from agents.actor_critic import ActorCritic
+    from agents.checkpoint import (CHECKPOINT_NAMES, CheckpointError, atomic_write_json,
+                                   remove_stale_temp_files, resolve_run)
+    from agents.sb3 import (EnvInfoCallback, PeriodicCheckpoint, TqdmCallback, box_to_json,
+                            load_sb3_safely, make_sb3_agent, save_sb3_atomic)
+    from envs.primary import resolve_device
+    from envs.tasks import DatasetUnavailableError
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device: {exc}")
+
+    # ---- settings: fresh from preset + flags, or from the run being resumed
+    resume_ckpt = None
+    if args.resume is not None:
+        try:
+            resume_ckpt, run_dir, settings = resolve_run(args.resume)
+        except CheckpointError as exc:
+            parser.error(f"--resume: {exc}")
+        if args.agent is not None and args.agent != settings["agent"]:
+            parser.error(f"--resume: the run was trained with --agent {settings['agent']}, not {args.agent}")
+        out = Path(args.out) if args.out else run_dir
+        if args.steps is not None:
+            settings["train"]["steps"] = args.steps
+        settings["train"]["device"] = args.device
+        settings["train"]["checkpoint_every"] = args.checkpoint_every
+        if args.data_root is not None:
+            settings["train"]["data_root"] = args.data_root
+    else:
+        settings = _configure(args, parser)
+        _parse_tasks(settings["train"]["task"], parser)
+        out = Path(args.out) if args.out else Path("runs") / (
+            f"{settings['agent']}-{settings['train']['task'].replace(',', '+')}-seed{settings['train']['seed']}")
+    if settings["train"]["data_root"] is not None and not Path(settings["train"]["data_root"]).is_dir():
+        parser.error(f"--data-root: {settings['train']['data_root']!r} is not a directory")
+    agent_name, train = settings["agent"], settings["train"]
+    ckpt_path = out / CHECKPOINT_NAMES[agent_name]
+
+    # ---- env and agent
+    try:
+        env = make_training_env(settings)
+    except DatasetUnavailableError as exc:
+        parser.error(f"--task: {exc}")
+    except (ValueError, TypeError) as exc:
+        parser.error(f"bad environment settings: {exc}")
+    settings["spaces"] = {"observation": box_to_json(env.observation_space),
+                          "action": box_to_json(env.action_space)}
+    try:
+        if agent_name == "actor-critic":
+            if resume_ckpt is not None:
+                model = ActorCritic.load(resume_ckpt, env=env, device=train["device"])
+            else:
+                model = ActorCritic(env, **settings["agent_kwargs"], seed=train["seed"], device=train["device"])
+            save = lambda m: m.save(ckpt_path)  # noqa: E731
+        else:
+            if resume_ckpt is not None:
+                model = load_sb3_safely(resume_ckpt, settings, env=env, device=train["device"])
+            else:
+                model = make_sb3_agent(agent_name, env, seed=train["seed"], device=train["device"],
+                                       **settings["agent_kwargs"])
+            save = lambda m: save_sb3_atomic(m, ckpt_path)  # noqa: E731
+    except CheckpointError as exc:
+        parser.error(f"--resume: {exc}")
+    except (ValueError, TypeError) as exc:
+        parser.error(f"bad agent settings: {exc}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out, (ckpt_path.name, "settings.json", "summary.json"))
+    atomic_write_json(out / "settings.json", settings)  # first, so a killed run can be resumed
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+    done_before = int(model.num_timesteps)
+    remaining = max(0, train["steps"] - done_before)
+    info_cb = EnvInfoCallback(log_every=args.log_every)
+    callbacks = [info_cb, PeriodicCheckpoint(train["checkpoint_every"], save)]
+    if not args.no_progress:
+        callbacks.append(TqdmCallback(total=train["steps"], desc=f"{agent_name} on {train['task']}"))
+
+    # ---- train
+    start = time.time()
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=callbacks, log_interval=1,
+                        reset_num_timesteps=resume_ckpt is None, progress_bar=False)
+    except KeyboardInterrupt:
+        save(model)
+        print(f"\ninterrupted at step {model.num_timesteps}; checkpoint saved, continue with:\n"
+              f"  python train_controller.py --resume {out}", file=sys.stderr)
+        return 130
+    wall = time.time() - start
+    save(model)
+
+    # ---- summary
+    last = info_cb.last_episode or {}
+    summary = {
+        "agent": agent_name, "task": train["task"], "seed": train["seed"], "out": str(out),
+        "steps_total": int(model.num_timesteps), "steps_this_run": int(model.num_timesteps) - done_before,
+        "resumed_from_step": done_before if resume_ckpt is not None else None,
+        "episodes_this_run": info_cb.episodes,
+        "final_train_loss": last.get("final_train_loss"),
+        "final_test_loss": last.get("final_test_loss"),
+        "final_test_accuracy": last.get("final_test_accuracy"),
+        "final_batch_loss": last.get("final_batch_loss"),
+        "last_episode_diverged": last.get("diverged"),
+        "last_episode_mean_lr": last.get("mean_lr"),
+        "mean_lr": info_cb.mean_lr,
+        "wall_time_s": round(wall, 2),
+        "checkpoint": str(ckpt_path),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    print(f"\n{agent_name} on {train['task']} (seed {train['seed']}): {summary['steps_total']} steps "
+          f"({summary['steps_this_run']} this run, {summary['episodes_this_run']} episodes) "
+          f"in {wall:.1f} s\n"
+          f"  last episode: final train loss {fmt(summary['final_train_loss'])}, "
+          f"test loss {fmt(summary['final_test_loss'])}, final batch loss {fmt(summary['final_batch_loss'])}, "
+          f"mean lr {fmt(summary['last_episode_mean_lr'])}, diverged {fmt(summary['last_episode_diverged'])}\n"
+          f"  mean lr over training {fmt(summary['mean_lr'])}\n"
+          f"  saved {ckpt_path}, {out / 'settings.json'}, {out / 'summary.json'}, TensorBoard: {out / 'tb'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
