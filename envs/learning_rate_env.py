@@ -21,7 +21,7 @@ FEATURES: dict[str, tuple[float, float | None]] = {
     "val_loss": (0.0, None),      # loss on the validation batch
     "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
 }
-REWARDS = ("same-batch", "next-batch", "validation")
+REWARDS = ("same-batch", "next-batch", "validation", "probe")
 #: smallest log10 of a loss-like observation entry with ``log_observations=True``
 LOG_FLOOR = -8.0
 ACTIONS = ("absolute", "relative", "raw")
@@ -69,6 +69,10 @@ class LearningRateEnv(gym.Env):
     ``reward="validation"``: the decrement of the loss on a batch of ``validation_batch_size``
     examples from a validation split held out of the training set (``validation_size``
     examples), fixed or redrawn each step (``rotating_validation``).
+    ``reward="probe"``: the same on a probe batch of ``validation_batch_size`` examples of the
+    training set itself (fixed or rotating): a low-noise measure of training-loss progress, for
+    when the goal is the training loss (the validation split's loss stops falling once the
+    model fits its training set, so it rewards generalisation, not optimisation).
     ``reward_transform="log-ratio"`` gives ``log(before) - log(after)`` instead of
     ``before - after``. Rewards are multiplied by ``reward_scale``.
     ``info["loss_before"]`` / ``info["loss_after"]`` are the two losses the reward compares.
@@ -214,6 +218,12 @@ class LearningRateEnv(gym.Env):
         self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32),
                                             dtype=np.float32)
         self._log_range = math.log(self.lr_max / self.lr_min)
+        # validation/probe rewards compare a held batch before and after the update
+        self._held = reward in ("validation", "probe")
+        self._held_split = "val" if reward == "validation" else "train"
+        n_train = len(self.trainer.x_train)
+        self._probe_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(777))[
+            :min(self.validation_batch_size, n_train)].to(self.trainer.device)
         self._seeded = False
         self._warned_obs_max = False
 
@@ -292,6 +302,16 @@ class LearningRateEnv(gym.Env):
     def _val_idx(self) -> torch.Tensor:
         return self.trainer.validation_batch(self.validation_batch_size, self.rotating_validation)
 
+    def _held_idx(self) -> torch.Tensor:
+        """The reward batch of the validation and probe rewards (fixed unless rotating)."""
+        if self.reward_mode == "validation":
+            return self._val_idx()
+        n = len(self.trainer.x_train)
+        if self.rotating_validation:
+            return torch.randperm(n, generator=self.trainer._batch_gen,
+                                  device=self.trainer.device)[:self.validation_batch_size]
+        return self._probe_idx
+
     def _track_loss(self, loss: float) -> None:
         if not math.isfinite(loss):
             return
@@ -313,14 +333,16 @@ class LearningRateEnv(gym.Env):
         self._lr = np.full(self.n_groups, self.initial_lr)
         self._idx = self.trainer.next_batch()
         pending = [self.trainer.loss_and_grad(self._idx)]
-        needs_val = self.reward_mode == "validation" or "val_loss" in self.features
-        if needs_val:
+        if self._held:
+            pending.append(self.trainer.batch_loss(self._held_idx(), split=self._held_split))
+        if "val_loss" in self.features:
             pending.append(self.trainer.batch_loss(self._val_idx(), split="val"))
         if "grad_norm" in self.features:
             pending.append(self._grad_norm_tensor())
         values = torch.stack(pending).tolist()
         self._loss = values[0]
-        self._val_loss = values[1] if needs_val else 0.0
+        self._held_loss = values[1] if self._held else 0.0
+        self._val_loss = values[1 + self._held] if "val_loss" in self.features else 0.0
         self._grad_norm = values[-1] if "grad_norm" in self.features else 0.0
         self._initial_loss = self._loss
         if not self._loss < self.obs_max and not self._warned_obs_max:
@@ -351,16 +373,16 @@ class LearningRateEnv(gym.Env):
         # the loss before the update on the reward batch (same-batch: already known, f(w_t; x_i))
         before_known = self._loss
         pending: list[torch.Tensor] = []
-        val_idx = next_idx = None
+        held_idx = next_idx = None
         if self.reward_mode == "next-batch":
             next_idx = trainer.next_batch()
             pending.append(trainer.batch_loss(next_idx))
-        elif self.reward_mode == "validation":
-            val_idx = self._val_idx()
+        elif self._held:
+            held_idx = self._held_idx()
             if self.rotating_validation:
-                pending.append(trainer.batch_loss(val_idx, split="val"))
+                pending.append(trainer.batch_loss(held_idx, split=self._held_split))
             else:
-                before_known = self._val_loss  # the fixed batch's loss at w_t, from the last step
+                before_known = self._held_loss  # the fixed batch's loss at w_t, from the last step
 
         # the block of updates at this rate: the first uses the gradient of x_i at w_t already in
         # .grad; each further one (updates_per_step > 1) draws its own batch
@@ -377,27 +399,26 @@ class LearningRateEnv(gym.Env):
 
         if self.reward_mode == "same-batch":
             pending.append(trainer.batch_loss(self._idx))
-        elif self.reward_mode == "validation":
-            pending.append(trainer.batch_loss(val_idx, split="val"))
+        elif self._held:
+            pending.append(trainer.batch_loss(held_idx, split=self._held_split))
         if next_idx is None:
             next_idx = trainer.next_batch()
         next_loss = trainer.loss_and_grad(next_idx)  # next observation and next gradient at once
         if self.reward_mode == "next-batch":
             pending.append(next_loss)  # f(w_{t+1}; x_j) is the reward's "after" too
         pending.append(next_loss)
-        if "val_loss" in self.features and self.reward_mode != "validation":
+        if "val_loss" in self.features:
             pending.append(trainer.batch_loss(self._val_idx(), split="val"))
         if "grad_norm" in self.features:
             pending.append(self._grad_norm_tensor())
         values = torch.stack(pending).tolist()  # the step's one host-device synchronisation
-        if (self.reward_mode == "same-batch" or
-                             (self.reward_mode == "validation" and not self.rotating_validation)):
+        if self.reward_mode == "same-batch" or (self._held and not self.rotating_validation):
             values.insert(0, before_known)
         loss_before, loss_after, next_obs_loss = values[:3]
         batch_loss = self._loss
-        if self.reward_mode == "validation":
-            self._val_loss = loss_after
-        elif "val_loss" in self.features:
+        if self._held:
+            self._held_loss = loss_after
+        if "val_loss" in self.features:
             self._val_loss = values[3]
         if "grad_norm" in self.features:
             self._grad_norm = values[-1]

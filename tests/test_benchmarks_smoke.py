@@ -1,0 +1,75 @@
+"""Smoke tests: every benchmark script runs at a tiny size, prints its figures and writes valid JSON.
+
+They keep the scripts from rotting; the figures themselves are not checked beyond being finite
+and positive (timings on a shared CI machine mean nothing at this size).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
+from benchmarks import env_overhead, memory, peer_dacbench  # noqa: E402
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_env_overhead_tiny(tmp_path, capsys):
+    out = tmp_path / "overhead.json"
+    assert env_overhead.main(["--tasks", "digits", "mnist-cnn", "--steps", "2", "--repeats", "2",
+                              "--warmup", "1", "--n-train", "200", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "digits" in printed and "mnist-cnn" in printed and "x [" in printed
+    data = json.loads(out.read_text())
+    assert [r["task"] for r in data["results"]] == ["digits", "mnist-cnn"]
+    for res in data["results"]:
+        assert set(res["ratio_to_plain"]) == {"floor", "env", "gym"}
+        for clock in ("ratio_to_plain", "cpu_ratio_to_plain"):
+            for s in res[clock].values():
+                assert _finite_positive(s["median"]) and s["min"] <= s["median"] <= s["max"]
+        assert all(len(ts) == 2 for ts in res["raw_wall_seconds"].values())
+
+
+def test_env_overhead_rejects_bad_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        env_overhead.main(["--steps", "0"])
+    assert exc.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
+def test_peer_dacbench_tiny(tmp_path, capsys):
+    """Passes with or without dacbench: without it the DACBench side must say why."""
+    out = tmp_path / "peer.json"
+    assert peer_dacbench.main(["--steps", "1", "--repeats", "1", "--n-train", "500", "--n-test", "50",
+                               "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "steps/s" in printed
+    data = json.loads(out.read_text())
+    assert _finite_positive(data["ours"]["steps_per_second"]["median"])
+    # our env passes both checkers on the random-MNIST task
+    assert data["ours"]["checkers"]["gymnasium"]["passed"], data["ours"]["checkers"]
+    assert data["ours"]["checkers"]["sb3"]["passed"], data["ours"]["checkers"]
+    dac = data["dacbench"]
+    if dac["available"]:
+        assert _finite_positive(dac["steps_per_second"]["median"])
+    else:
+        assert "dacbench" in dac["reason"] and "DACBench side not measured" in printed
+
+
+def test_memory_tiny(tmp_path, capsys):
+    out = tmp_path / "memory.json"
+    code = memory.main(["--cases", "env-mnist-cnn", "train-digits", "--n-train", "300", "--n-test", "50",
+                        "--steps", "2", "--train-steps", "4", "--episode-length", "2", "--json", str(out)])
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert code == 0, data["results"]
+    assert "peak MiB" in printed and "env-mnist-cnn" in printed
+    by_case = {r["case"]: r for r in data["results"]}
+    env = by_case["env-mnist-cnn"]
+    assert env["rss_after_data_mb"] <= env["rss_after_steps_mb"] <= env["peak_rss_mb"]
+    assert _finite_positive(by_case["train-digits"]["peak_rss_mb"])
