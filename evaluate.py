@@ -79,7 +79,7 @@ BASELINE_ENV = {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0}
 #: controller env settings that shape its observations/actions (everything else is not used)
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size")
+                       "per_group", "validation_batch_size", "log_observations", "updates_per_step")
 LRFREE_PACKAGES = {"schedulefree-sgd": "schedulefree", "schedulefree-adamw": "schedulefree",
                    "prodigy": "prodigyopt", "dadapt-sgd": "dadaptation", "dadapt-adam": "dadaptation"}
 
@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint file (controller.pt / controller.zip) inside them")
     p.add_argument("--task", default="digits",
                    help="evaluation task: digits (default, offline), regression2d (offline, adds "
-                        "the paper's Figures 4 and 5), mnist, fashion-mnist, cifar10")
+                        "the paper's Figures 4 and 5), mnist, fashion-mnist, cifar10, or a user task "
+                        "'package.module:function' (a function returning an envs.Task, e.g. "
+                        "benchmarks.transfer:wine_task); a controller trained on another task is "
+                        "labelled '(trained on TASK)'")
     p.add_argument("--steps", type=int, default=1000, help="updates (mini-batches) per run")
     p.add_argument("--seeds", default="5",
                    help=f"a count N (held-out seeds {DEFAULT_SEED_START}..{DEFAULT_SEED_START}+N-1) "
@@ -677,8 +680,9 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     torch.set_num_threads(1)
     seeds = parse_seeds(args.seeds)
     names = parse_baselines(args.baselines)
-    if args.task not in TASKS:
-        raise UsageError(f"unknown task {args.task!r}; choose one of: {', '.join(TASKS)}")
+    if args.task not in TASKS and ":" not in args.task:
+        raise UsageError(f"unknown task {args.task!r}; choose one of: {', '.join(TASKS)}, "
+                         f"or 'package.module:function' returning an envs.Task")
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if args.jobs < 1:
@@ -693,7 +697,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise UsageError(str(exc)) from None
     try:
         task = make_task(args.task, data_root=args.data_root)
-    except DatasetUnavailableError as exc:
+    except (DatasetUnavailableError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
     # ---- controllers: load now, so a bad file is a clear error before any work starts

@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--optimizer", default=None, help="primary optimizer (sgd, momentum, adam, ...)")
     e.add_argument("--per-group", action=argparse.BooleanOptionalAction, default=None,
                    help="one learning rate per layer (a vector action)")
+    e.add_argument("--updates-per-step", type=_positive_int, default=None,
+                   help="primary updates per env step: the chosen rate is held for k updates")
+    e.add_argument("--log-observations", action=argparse.BooleanOptionalAction, default=None,
+                   help="loss-like observation entries as log10")
+    e.add_argument("--fresh-w0", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-draw the primary model's initial weights every episode")
+    e.add_argument("--initial-lr", type=_finite_float, default=None,
+                   help="starting rate of --action relative (default: geometric mean of the range)")
+    e.add_argument("--relative-factor", type=_finite_float, default=None,
+                   help="--action relative: the rate changes by at most this factor per decision")
 
     a = p.add_argument_group("agent hyperparameters (override the preset)")
     a.add_argument("--gamma", type=_finite_float, default=None, help="discount factor (all agents)")
@@ -138,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="actor-critic: running mean/std normalisation of observations")
     a.add_argument("--reward-scale", type=_finite_float, default=None,
                    help="actor-critic: multiply rewards by this")
+    a.add_argument("--twin-critics", action=argparse.BooleanOptionalAction, default=None,
+                   help="actor-critic: two critics, TD target from their minimum (TD3-style)")
+    a.add_argument("--select-best", type=_nonneg_int, default=None, metavar="N",
+                   help="actor-critic: every N episodes run one deterministic episode on the "
+                        "validation seed(s) (--eval-seed) and save the actor with the best return "
+                        "as the checkpoint, not the last one (0: off)")
+    a.add_argument("--collapse-termination", action=argparse.BooleanOptionalAction, default=None,
+                   help="training only: end an episode as diverged (penalty) when the loss climbs "
+                        "back to chance level (agents.wrappers.CollapseTermination)")
+    a.add_argument("--eval-seed", type=_nonneg_int, action="append", default=None,
+                   help="validation primary seed for --select-best (repeatable; default 500: "
+                        "neither a training seed nor an evaluate.py test seed 1000+)")
     a.add_argument("--agent-lr", type=_finite_float, default=None, help="ddpg/td3: Adam learning rate")
     a.add_argument("--learning-starts", type=_nonneg_int, default=None,
                    help="ddpg/td3: random-action steps before learning")
@@ -157,7 +179,9 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     for flag, key in [("episode_length", "episode_length"), ("reward", "reward"),
                       ("reward_transform", "reward_transform"), ("action", "action"),
                       ("lr_min", "lr_min"), ("lr_max", "lr_max"), ("optimizer", "optimizer"),
-                      ("per_group", "per_group")]:
+                      ("per_group", "per_group"), ("updates_per_step", "updates_per_step"),
+                      ("log_observations", "log_observations"), ("fresh_w0", "fresh_w0"),
+                      ("initial_lr", "initial_lr"), ("relative_factor", "relative_factor")]:
         if getattr(args, flag) is not None:
             env_kwargs[key] = getattr(args, flag)
     if args.features is not None:
@@ -165,7 +189,7 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
             [f.strip() for f in args.features.split(",") if f.strip()]
     agent = args.agent or "actor-critic"
     ac_only = ["m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
-               "normalize_obs", "reward_scale"]
+               "normalize_obs", "reward_scale", "twin_critics", "select_best", "eval_seed"]
     sb3_only = ["agent_lr", "learning_starts", "batch_size", "buffer_size"]
     wrong = [f for f in (ac_only if agent != "actor-critic" else sb3_only) if getattr(args, f) is not None]
     if wrong:
@@ -178,7 +202,7 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     if agent == "actor-critic":
         agent_kwargs = shared
         for flag in ("m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
-                     "normalize_obs", "reward_scale"):
+                     "normalize_obs", "reward_scale", "twin_critics"):
             if getattr(args, flag) is not None:
                 agent_kwargs[flag] = getattr(args, flag)
         if args.target_tau is not None:
@@ -196,7 +220,15 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     return {"agent": agent, "preset": args.preset, "env_kwargs": env_kwargs, "agent_kwargs": agent_kwargs,
             "train": {"task": task, "steps": args.steps or DEFAULT_STEPS, "seed": seed,
                       "device": args.device, "data_root": args.data_root,
-                      "checkpoint_every": args.checkpoint_every}}
+                      "checkpoint_every": args.checkpoint_every,
+                      # checkpoint selection (actor-critic only): flag, else the preset's "train"
+                      "select_best": (args.select_best if args.select_best is not None else
+                                      preset.get("train", {}).get("select_best", 0)
+                                      if agent == "actor-critic" else 0),
+                      "eval_seeds": args.eval_seed or preset.get("train", {}).get("eval_seeds", [500]),
+                      "collapse_termination": bool(
+                          args.collapse_termination if args.collapse_termination is not None
+                          else preset.get("train", {}).get("collapse_termination", False))}}
 
 
 def _parse_tasks(text: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -205,7 +237,7 @@ def _parse_tasks(text: str, parser: argparse.ArgumentParser) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     if not tasks:
         parser.error("--task: give a task name")
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASKS and ":" not in t]  # "pkg.module:function": a user task
     if unknown:
         parser.error(f"--task: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)} "
                      f"(or a comma-separated list of them)")
@@ -225,6 +257,10 @@ def make_training_env(settings: dict):
     tasks = train["task"].split(",")
     envs = [LearningRateEnv(task=t, seed=train["seed"], device=train["device"], data_root=train["data_root"],
                             eval_every=env_kwargs["episode_length"], **env_kwargs) for t in tasks]
+    if train.get("collapse_termination"):
+        from agents.wrappers import CollapseTermination
+
+        envs = [CollapseTermination(e) for e in envs]
     return envs[0] if len(envs) == 1 else RoundRobinEnv(envs)
 
 
@@ -243,7 +279,7 @@ def _round_robin_class():
                 if other.observation_space != first.observation_space or \
                         other.action_space != first.action_space:
                     raise ValueError(
-                        f"tasks {first.trainer.task.name!r} and {other.trainer.task.name!r} have different "
+                        f"tasks {first.unwrapped.trainer.task.name!r} and {other.unwrapped.trainer.task.name!r} have different "
                         f"observation/action spaces (e.g. per_group with different layer counts); "
                         f"they cannot share one controller")
             self.envs, self.index = envs, -1
@@ -257,12 +293,12 @@ def _round_robin_class():
             super().reset(seed=seed)
             self.index = (self.index + 1) % len(self.envs)
             obs, info = self.envs[self.index].reset(seed=seed, options=options)
-            info["task"] = self.envs[self.index].trainer.task.name
+            info["task"] = self.envs[self.index].unwrapped.trainer.task.name
             return obs, info
 
         def step(self, action):
             obs, reward, terminated, truncated, info = self.envs[self.index].step(action)
-            info["task"] = self.envs[self.index].trainer.task.name
+            info["task"] = self.envs[self.index].unwrapped.trainer.task.name
             return obs, reward, terminated, truncated, info
 
     return RoundRobin
@@ -362,12 +398,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_progress:
         callbacks.append(TqdmCallback(total=train["steps"], desc=f"{agent_name} on {train['task']}"))
 
+    # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
+    select = {}
+    if agent_name == "actor-critic" and train.get("select_best", 0) > 0:
+        from envs.learning_rate_env import LearningRateEnv
+
+        eval_kwargs = {**settings["env_kwargs"], "fresh_w0": False}
+        select = {"eval_env": LearningRateEnv(task=train["task"].split(",")[0], device=train["device"],
+                                              data_root=train["data_root"], **eval_kwargs),
+                  "eval_freq": int(train["select_best"]),
+                  "eval_seeds": tuple(int(s) for s in train.get("eval_seeds", [500]))}
+
     # ---- train
     start = time.time()
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=1,
-                        reset_num_timesteps=resume_ckpt is None, progress_bar=False)
+                        reset_num_timesteps=resume_ckpt is None, progress_bar=False, **select)
     except KeyboardInterrupt:
         save(model)
         print(f"\ninterrupted at step {model.num_timesteps}; checkpoint saved, continue with:\n"
@@ -390,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "last_episode_diverged": last.get("diverged"),
         "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
+        "best_eval_return": getattr(model, "best_eval_return", None) if select else None,
+        "best_eval_timestep": getattr(model, "best_eval_timestep", None) if select else None,
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }

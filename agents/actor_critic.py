@@ -40,7 +40,17 @@ Robustness levers beyond the paper, all off by default (= the paper's behaviour)
 - ``normalize_obs``: running mean/std of the observations (updated during ``learn``, frozen in
   ``predict``, saved in the checkpoint) applied to both networks' inputs.
 - ``reward_scale``: the reward is multiplied by this before the TD error.
-(Twin critics are not implemented; the hooks are ``_td_target`` and ``train_step``.)
+- ``twin_critics``: two critics trained on the same TD target, which uses the smaller of their
+  (target) values at the next state (TD3's clipped double Q, Fujimoto et al. 2018): it curbs the
+  over-estimation that walks the actor into the lr region where training collapses. The actor
+  ascends the first critic.
+- ``learning_starts``: the first ``N`` env steps take uniformly random actions in ``[-1, 1]``
+  and train the critic only (SB3's ``learning_starts``): the critic sees the whole lr range
+  before the actor follows its ``dQ/da``; otherwise an untrained critic's random slope can
+  drive the tanh actor into a bound in a few episodes, where its gradient vanishes for good.
+- Checkpoint selection: ``learn(eval_env=..., eval_freq=N)`` runs a deterministic episode on
+  fixed validation seed(s) every ``N`` training episodes (and at the end) and leaves the actor
+  with the best validation return in place when ``learn`` returns (see :meth:`learn`).
 """
 from __future__ import annotations
 
@@ -148,6 +158,8 @@ class ActorCritic:
         target_tau: ``None`` (the paper: no target networks) or the Polyak rate of target nets.
         normalize_obs: normalise observations with running statistics.
         reward_scale: multiplies rewards before the TD error.
+        twin_critics: two critics, TD target from their minimum (TD3-style clipped double Q).
+        learning_starts: env steps of uniformly random actions (critic-only training) first.
         hidden_size / num_layers / critic_hidden: network sizes (paper: 20, 2, 10).
         seed: seeds network initialisation, exploration noise and the env's first reset.
         device: ``auto``, ``cpu`` or ``cuda``. tensorboard_log / verbose: as in SB3.
@@ -166,6 +178,8 @@ class ActorCritic:
         target_tau: float | None = None,
         normalize_obs: bool = False,
         reward_scale: float = 1.0,
+        twin_critics: bool = False,
+        learning_starts: int = 0,
         hidden_size: int = 20,
         num_layers: int = 2,
         critic_hidden: int = 10,
@@ -178,6 +192,8 @@ class ActorCritic:
     ) -> None:
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if learning_starts < 0:
+            raise ValueError(f"learning_starts must be >= 0, got {learning_starts}")
         if m_phi < 1 or m_theta < 1:
             raise ValueError(f"m_phi and m_theta must be >= 1, got {m_phi}, {m_theta}")
         if noise_std < 0 or not math.isfinite(noise_std):
@@ -198,6 +214,7 @@ class ActorCritic:
                           separate_sample=bool(separate_sample),
                           target_tau=None if target_tau is None else float(target_tau),
                           normalize_obs=bool(normalize_obs), reward_scale=float(reward_scale),
+                          twin_critics=bool(twin_critics), learning_starts=int(learning_starts),
                           hidden_size=int(hidden_size), num_layers=int(num_layers),
                           critic_hidden=int(critic_hidden))
         for key, value in self.hyper.items():
@@ -213,6 +230,7 @@ class ActorCritic:
                 torch.manual_seed(seed)
             self.actor = Actor(obs_dim, self.act_dim, hidden_size, num_layers).to(self.device)
             self.critic = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device)
+            self.critic2 = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device) if twin_critics else None
         self.obs_rms = RunningMeanStd(obs_dim).to(self.device)
         self.actor_target = self.critic_target = None
         if target_tau is not None:
@@ -220,8 +238,12 @@ class ActorCritic:
             self.critic_target = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device)
             self.actor_target.load_state_dict(self.actor.state_dict())
             self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic2_target = None
+        if twin_critics and target_tau is not None:
+            self.critic2_target = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device)
+            self.critic2_target.load_state_dict(self.critic2.state_dict())
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        self.critic_optimizer = torch.optim.Adam(self._critic_parameters(), lr=critic_lr)
         self.noise_generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
         self.num_timesteps = 0
@@ -229,6 +251,8 @@ class ActorCritic:
         self._critic_steps = self._actor_steps = 0  # gradients accumulated in the current window
         self._n_updates = 0
         self._needs_first_reset = True
+        self.best_eval_return: float | None = None  # set by learn(eval_env=...): checkpoint selection
+        self.best_eval_timestep: int | None = None
         self.ep_info_buffer: deque = deque(maxlen=100)
         self._logger: Logger | None = None
         self._custom_logger = False
@@ -269,14 +293,22 @@ class ActorCritic:
             -1, self.obs_rms.mean.numel())
         return self.obs_rms(x) if self.normalize_obs else x
 
+    def _critic_parameters(self) -> list[nn.Parameter]:
+        twin = [] if self.critic2 is None else list(self.critic2.parameters())
+        return list(self.critic.parameters()) + twin
+
     # ------------------------------------------------------------------ Algorithm 1, lines 13-26
     def _td_target(self, reward: float, critic_next_obs: Tensor, terminated: bool, state: LSTMState) -> Tensor:
-        """``r + gamma * Q(s_i^{t+1}, pi(s_i^{t+1}))`` (target nets if ``target_tau``), no gradient."""
+        """``r + gamma * Q(s_i^{t+1}, pi(s_i^{t+1}))`` (target nets if ``target_tau``; the
+        minimum of the two critics with ``twin_critics``), no gradient."""
         actor = self.actor if self.actor_target is None else self.actor_target
         critic = self.critic if self.critic_target is None else self.critic_target
         with torch.no_grad():
             next_action, _ = actor(critic_next_obs, state)
             q_next = critic(critic_next_obs, next_action)
+            if self.critic2 is not None:
+                critic2 = self.critic2 if self.critic2_target is None else self.critic2_target
+                q_next = torch.minimum(q_next, critic2(critic_next_obs, next_action))
         return self.reward_scale * reward + self.gamma * (1.0 - float(terminated)) * q_next
 
     def train_step(self, obs: Any, action_unit: Any, reward: float, critic_next_obs: Any,
@@ -305,6 +337,8 @@ class ActorCritic:
         q = self.critic(s, a)
         delta = target - q                      # (1,)
         critic_loss = 0.5 * delta.pow(2).sum() / self.m_phi  # d/dphi = -delta * dQ/dphi / m_phi
+        if self.critic2 is not None:  # the twin fits the same target
+            critic_loss = critic_loss + 0.5 * (target - self.critic2(s, a)).pow(2).sum() / self.m_phi
         critic_loss.backward()
         self._critic_steps += 1
         if self._critic_steps == self.m_phi:
@@ -314,8 +348,13 @@ class ActorCritic:
             self._n_updates += 1
             if self.target_tau is not None:
                 sb3_utils.polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.target_tau)
+                if self.critic2_target is not None:
+                    sb3_utils.polyak_update(self.critic2.parameters(), self.critic2_target.parameters(),
+                                            self.target_tau)
                 sb3_utils.polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.target_tau)
 
+        if self.num_timesteps <= self.learning_starts:  # warm-up: the critic learns alone
+            return {"delta": float(delta.item()), "q": float(q.item()), "q_actor": float("nan")}
         # --- actor (Eq. 9) on s_j^{t+1} (separate sample) or s_i^{t+1}, averaged over m_theta steps
         s_actor = self._obs_tensor(actor_next_obs) if self.separate_sample else s_i_next
         a_actor, _ = self.actor(s_actor, state)
@@ -345,7 +384,8 @@ class ActorCritic:
     # ------------------------------------------------------------------ Algorithm 1
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
               tb_log_name: str = "ActorCritic", reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> "ActorCritic":
+              progress_bar: bool = False, eval_env: gym.Env | None = None, eval_freq: int = 0,
+              eval_seeds: tuple[int, ...] = (500,)) -> "ActorCritic":
         """Train for ``total_timesteps`` env steps (Algorithm 1's ``T``), SB3-style.
 
         ``callback``: an SB3 ``BaseCallback``, a list of them, or a function
@@ -353,6 +393,15 @@ class ActorCritic:
         Episode statistics are logged (``rollout/ep_rew_mean``, ...) every ``log_interval``
         episodes. With ``reset_num_timesteps=False`` training continues the step count (resume);
         a resumed run starts a fresh episode (the primary model's weights are not checkpointed).
+
+        Checkpoint selection (off unless ``eval_env`` and ``eval_freq > 0``): every ``eval_freq``
+        training episodes, and once more at the end, the current actor runs one deterministic
+        episode on ``eval_env`` per seed in ``eval_seeds`` (``reset(seed=s)``: the same ``w0``
+        and batch order every time; use seeds that are neither training nor test seeds). The
+        actor (and observation normaliser) with the highest mean return is restored when
+        ``learn`` returns; ``best_eval_return`` / ``best_eval_timestep`` record it and
+        ``eval/mean_reward`` is logged. Why: the critic's ``dQ/da`` oscillates, so the last
+        actor is a draw from a cycle, not the best one seen (the paper keeps the last).
         """
         if self.env is None:
             raise ValueError("learn() needs an env: pass one to the constructor, load() or set_env()")
@@ -373,10 +422,15 @@ class ActorCritic:
         if self.normalize_obs:
             self.obs_rms.update(torch.as_tensor(obs, device=self.device))
         stats = {"delta": [], "q": [], "q_actor": []}
+        selecting = eval_env is not None and eval_freq > 0
+        if selecting:
+            self.best_eval_return, self.best_eval_timestep, best = -math.inf, None, None
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total:
             # lines 3-6: the actor picks a_t = pi(s_t) (plus exploration noise)
             action_unit, next_state = self._act(obs, state, explore=True)
+            if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
+                action_unit = (2 * torch.rand(self.act_dim, generator=self.noise_generator) - 1).numpy()
             # lines 8-12 and 20-21: the env trains the primary model and measures s_i^{t+1}, s_j^{t+1}
             new_obs, reward, terminated, truncated, info = env.step(self._from_unit(action_unit))
             self.num_timesteps += 1
@@ -396,6 +450,8 @@ class ActorCritic:
                 self._episode_num += 1
                 if "episode" in info:
                     self.ep_info_buffer.append(info["episode"])
+                if selecting and self._episode_num % eval_freq == 0:
+                    best = self._select(eval_env, eval_seeds, best)
                 if log_interval and self._episode_num % log_interval == 0:
                     self._dump_logs(stats, start_time, start_steps)
                     stats = {k: [] for k in stats}
@@ -405,8 +461,36 @@ class ActorCritic:
                     self.obs_rms.update(torch.as_tensor(obs, device=self.device))
             else:
                 obs, state = new_obs, next_state
+        if selecting:
+            best = self._select(eval_env, eval_seeds, best)
+            self.actor.load_state_dict(best["actor"])
+            self.obs_rms.load_state_dict(best["obs_rms"])
         callback.on_training_end()
         return self
+
+    def evaluate_return(self, env: gym.Env, seeds: tuple[int, ...] = (500,)) -> float:
+        """Mean undiscounted return of the deterministic policy: one episode per seed, each
+        from ``env.reset(seed=s)``. The env is stepped until it terminates or truncates."""
+        returns = []
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            state, total, done = self.actor.initial_state(1), 0.0, False
+            while not done:
+                action_unit, state = self._act(obs, state, explore=False)
+                obs, reward, terminated, truncated, _ = env.step(self._from_unit(action_unit))
+                total, done = total + float(reward), terminated or truncated
+            returns.append(total)
+        return float(np.mean(returns))
+
+    def _select(self, eval_env: gym.Env, eval_seeds: tuple[int, ...], best: dict | None) -> dict:
+        """Evaluate the current actor; keep a copy of it in ``best`` if it is the best so far."""
+        value = self.evaluate_return(eval_env, eval_seeds)
+        self.logger.record("eval/mean_reward", value)
+        if best is None or value > self.best_eval_return:
+            self.best_eval_return, self.best_eval_timestep = value, self.num_timesteps
+            best = {"actor": {k: v.detach().clone() for k, v in self.actor.state_dict().items()},
+                    "obs_rms": {k: v.clone() for k, v in self.obs_rms.state_dict().items()}}
+        return best
 
     def _init_callback(self, callback: Any, progress_bar: bool) -> BaseCallback:
         if isinstance(callback, list):
@@ -503,6 +587,10 @@ class ActorCritic:
         if self.target_tau is not None:
             payload["actor_target"] = self.actor_target.state_dict()
             payload["critic_target"] = self.critic_target.state_dict()
+        if self.critic2 is not None:
+            payload["critic2"] = self.critic2.state_dict()
+            if self.critic2_target is not None:
+                payload["critic2_target"] = self.critic2_target.state_dict()
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -529,6 +617,10 @@ class ActorCritic:
             if agent.target_tau is not None:
                 agent.actor_target.load_state_dict(payload.get("actor_target", payload["actor"]))
                 agent.critic_target.load_state_dict(payload.get("critic_target", payload["critic"]))
+            if agent.critic2 is not None:
+                agent.critic2.load_state_dict(payload["critic2"])
+                if agent.critic2_target is not None:
+                    agent.critic2_target.load_state_dict(payload.get("critic2_target", payload["critic2"]))
             agent.num_timesteps = int(payload["num_timesteps"])
             agent._episode_num = int(payload["episode_num"])
             agent._n_updates = int(payload["n_updates"])

@@ -123,8 +123,8 @@ def run_case(case: str, args) -> dict:
     return {**json.loads(lines[-1]), "seconds": seconds}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import RESULTS_DIR, fail, machine_info, write_json
+def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.common import RESULTS_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=60_000,
                         help="random MNIST training examples (default 60000, the real size)")
     parser.add_argument("--n-test", type=int, default=10_000, help="random MNIST test examples (default 10000)")
-    parser.add_argument("--train-steps", type=int, default=40,
-                        help="train_controller steps (default 40)")
+    parser.add_argument("--train-steps", type=int, default=20,
+                        help="train_controller steps (default 20: one episode, ending in one full evaluation)")
     parser.add_argument("--episode-length", type=int, default=20,
                         help="train_controller episode length; each episode ends with a full "
                              "evaluation (default 20)")
@@ -144,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(RESULTS_DIR / "memory.json"),
                         help="where to write the results (default results/bench/memory.json)")
     parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import fail, machine_info, write_json
+
+    args = build_parser().parse_args(argv)
     if min(args.steps, args.n_train, args.n_test, args.train_steps, args.episode_length, args.threads) < 1:
         fail("all sizes must be >= 1")
     if args.n_train < 50:

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per repeat (default 30)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat (default 20)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per env (default 3)")
     parser.add_argument("--n-train", type=int, default=60_000,
                         help="random training examples (default 60000, MNIST's size; DACBench's step "

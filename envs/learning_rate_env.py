@@ -2,29 +2,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 
+# observations and the action -> rate mapping live in envs.control (shared with the scheduler)
+from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, grad_norm  # noqa: F401
 from envs.primary import PrimaryTrainer
 from envs.tasks import Task
 
-#: named extra state features, and their observation bounds (``obs_max`` stands for ``None``)
-FEATURES: dict[str, tuple[float, float | None]] = {
-    "lr": (-1.0, 1.0),            # current learning rate, log-scaled onto [-1, 1] (one per group)
-    "step_fraction": (0.0, 1.0),  # step / episode_length
-    "loss_ema": (0.0, None),      # exponential moving average (0.9) of the mini-batch loss
-    "loss_var": (0.0, None),      # exponential moving variance (0.9) of the mini-batch loss
-    "val_loss": (0.0, None),      # loss on the validation batch
-    "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
-}
 REWARDS = ("same-batch", "next-batch", "validation", "probe")
-#: smallest log10 of a loss-like observation entry with ``log_observations=True``
-LOG_FLOOR = -8.0
-ACTIONS = ("absolute", "relative", "raw")
 
 
 class LearningRateEnv(gym.Env):
@@ -168,9 +157,6 @@ class LearningRateEnv(gym.Env):
             raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
         if relative_factor <= 1 or relative_every < 1:
             raise ValueError("need relative_factor > 1 and relative_every >= 1")
-        features = list(dict.fromkeys(features))
-        if action == "relative" and "lr" not in features:
-            features.insert(0, "lr")  # a relative action is meaningless without the current rate
         needs_val = reward == "validation" or "val_loss" in features
         if validation_size is None:
             validation_size = validation_batch_size if needs_val else 0
@@ -192,32 +178,21 @@ class LearningRateEnv(gym.Env):
         self.reward_scale = float(reward_scale)
         self.validation_batch_size = int(validation_batch_size)
         self.rotating_validation = bool(rotating_validation)
-        self.features = tuple(features)
         self.obs_max = float(obs_max)
         self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
         self.fresh_w0, self.eval_every, self.default_seed = bool(fresh_w0), int(eval_every), int(seed)
 
-        n = self.n_groups = self.trainer.n_groups
-        if action == "raw":
-            self.action_space = spaces.Box(lr_min, lr_max, (n,), np.float32)
-        else:
-            self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
-        # loss-like entries (bound None above) are in [0, obs_max], or their log10 in
-        # [LOG_FLOOR, log10(obs_max)] with log_observations
-        loss_bounds = ((LOG_FLOOR, math.log10(self.obs_max)) if self.log_observations
-                       else (0.0, self.obs_max))
-        self._loss_like = [True]
-        low, high = [loss_bounds[0]], [loss_bounds[1]]
-        for name in self.features:
-            lo, hi = FEATURES[name]
-            width = n if name == "lr" else 1
-            low += [loss_bounds[0] if hi is None else lo] * width
-            high += [loss_bounds[1] if hi is None else hi] * width
-            self._loss_like += [hi is None] * width
-        self._loss_like = np.array(self._loss_like)
-        self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32),
-                                            dtype=np.float32)
-        self._log_range = math.log(self.lr_max / self.lr_min)
+        self.n_groups = self.trainer.n_groups
+        # the controller's interface (observation, action -> rate, running state): one owner,
+        # shared with agents.scheduler.ControllerScheduler
+        self.control = ControlState(
+            self.n_groups, lr_min=lr_min, lr_max=lr_max, action=action, relative_factor=relative_factor,
+            relative_every=relative_every, initial_lr=initial_lr, features=features, obs_max=obs_max,
+            log_observations=log_observations, episode_length=episode_length,
+            updates_per_step=updates_per_step)
+        self.features = self.control.features
+        self.action_space = self.control.action_space
+        self.observation_space = self.control.observation_space
         # validation/probe rewards compare a held batch before and after the update
         self._held = reward in ("validation", "probe")
         self._held_split = "val" if reward == "validation" else "train"
@@ -228,76 +203,29 @@ class LearningRateEnv(gym.Env):
         self._warned_obs_max = False
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def _t(self) -> int:
+        """Primary updates so far in this episode."""
+        return self.control.t
+
+    @property
+    def _lr(self) -> np.ndarray:
+        """The current rate(s), shape ``(n_groups,)``."""
+        return self.control.lr
+
     def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
         """Learning rate -> its log-scaled position in [-1, 1] (inverse of the absolute action)."""
-        return 2.0 * np.log(np.asarray(lr, dtype=np.float64) / self.lr_min) / self._log_range - 1.0
+        return self.control.lr_to_unit(lr)
 
     def unit_to_lr(self, a: np.ndarray | float) -> np.ndarray:
         """Absolute action in [-1, 1] -> learning rate in [lr_min, lr_max], log-uniformly."""
-        return self.lr_min * np.exp((np.asarray(a, dtype=np.float64) + 1.0) / 2.0 * self._log_range)
-
-    def _validate_action(self, action: Any) -> np.ndarray:
-        try:
-            arr = np.asarray(action)
-        except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy refuses
-            raise ValueError(f"action must be an array of shape ({self.n_groups},), "
-                             f"got {action!r}: {exc}") from exc
-        if arr.dtype.kind not in "biuf":  # complex, timedelta, str, object, ...: not a rate
-            raise TypeError(f"action must be numeric, got dtype {arr.dtype} ({action!r})")
-        if arr.size != self.n_groups or arr.ndim > 2:
-            raise ValueError(f"action must have shape ({self.n_groups},), got {arr.shape}")
-        with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, refused below
-            arr = arr.astype(np.float64).reshape(self.n_groups)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"action must be finite, got {arr.tolist()}")
-        return np.clip(arr, self.action_space.low, self.action_space.high)
-
-    def _action_to_lr(self, a: np.ndarray) -> np.ndarray:
-        if self.action_mode == "raw":  # the box's float32 bounds may lie just outside the range
-            return np.clip(a, self.lr_min, self.lr_max)
-        if self.action_mode == "absolute":
-            return np.clip(self.unit_to_lr(a), self.lr_min, self.lr_max)
-        if (self._t // self.updates_per_step) % self.relative_every != 0:  # relative: hold between decisions
-            return self._lr
-        return np.clip(self._lr * self.relative_factor ** a, self.lr_min, self.lr_max)
+        return self.control.unit_to_lr(a)
 
     def _squash_loss(self, loss: float) -> float:
-        """A loss as the observation shows it: NaN and +inf -> ``obs_max``, clipped to ``[0, obs_max]``,
-        then log10 with ``log_observations``
-        (plain float math: numpy's nan_to_num/clip cost more than the digits task's forward pass)."""
-        if loss != loss or loss > self.obs_max:  # NaN, +inf or above the cap
-            loss = self.obs_max
-        elif loss < 0.0:
-            loss = 0.0
-        if self.log_observations:
-            return math.log10(max(loss, 10.0**LOG_FLOOR))
-        return loss
-
-    def _observation(self, loss: float) -> np.ndarray:
-        if not self.features:  # the default loss-only state: no numpy passes needed
-            return np.array([self._squash_loss(loss)], dtype=np.float32)
-        values = [loss]
-        for name in self.features:
-            if name == "lr":
-                values.extend(self.lr_to_unit(self._lr).tolist())
-            elif name == "step_fraction":
-                values.append(self._t / self.episode_length)
-            elif name == "loss_ema":
-                values.append(self._ema)
-            elif name == "loss_var":
-                values.append(self._var)
-            elif name == "val_loss":
-                values.append(self._val_loss)
-            elif name == "grad_norm":
-                values.append(self._grad_norm)
-        obs = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=self.obs_max,
-                            posinf=self.obs_max, neginf=0.0)
-        if self.log_observations:
-            obs[self._loss_like] = np.log10(np.clip(obs[self._loss_like], 10.0**LOG_FLOOR, self.obs_max))
-        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+        return self.control.squash_loss(loss)
 
     def _grad_norm_tensor(self) -> torch.Tensor:
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in self.trainer.grads()]))
+        return grad_norm(self.trainer.parameters())
 
     def _val_idx(self) -> torch.Tensor:
         return self.trainer.validation_batch(self.validation_batch_size, self.rotating_validation)
@@ -312,13 +240,6 @@ class LearningRateEnv(gym.Env):
                                   device=self.trainer.device)[:self.validation_batch_size]
         return self._probe_idx
 
-    def _track_loss(self, loss: float) -> None:
-        if not math.isfinite(loss):
-            return
-        delta = loss - self._ema
-        self._ema += 0.1 * delta
-        self._var = 0.9 * (self._var + 0.1 * delta * delta)
-
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -329,8 +250,6 @@ class LearningRateEnv(gym.Env):
         else:
             self.trainer.reset(new_w0=self.fresh_w0)
         self._seeded = True
-        self._t = 0
-        self._lr = np.full(self.n_groups, self.initial_lr)
         self._idx = self.trainer.next_batch()
         pending = [self.trainer.loss_and_grad(self._idx)]
         if self._held:
@@ -342,8 +261,9 @@ class LearningRateEnv(gym.Env):
         values = torch.stack(pending).tolist()
         self._loss = values[0]
         self._held_loss = values[1] if self._held else 0.0
-        self._val_loss = values[1 + self._held] if "val_loss" in self.features else 0.0
-        self._grad_norm = values[-1] if "grad_norm" in self.features else 0.0
+        obs = self.control.start(self._loss,
+                                 val_loss=values[1 + self._held] if "val_loss" in self.features else 0.0,
+                                 grad_norm=values[-1] if "grad_norm" in self.features else 0.0)
         self._initial_loss = self._loss
         if not self._loss < self.obs_max and not self._warned_obs_max:
             # every step would count as divergence and the observation would be stuck at obs_max
@@ -351,11 +271,10 @@ class LearningRateEnv(gym.Env):
             gym.logger.warn(f"the initial mini-batch loss {self._loss:.4g} is not below obs_max="
                             f"{self.obs_max:g}: every step will end the episode as diverged. "
                             f"Pass a larger obs_max, or rescale the task's targets.")
-        self._ema, self._var = self._loss, 0.0
         info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss}
         if self.eval_every:
             info["eval"] = self.trainer.evaluate()
-        return self._observation(self._loss), info
+        return obs, info
 
     @property
     def current_batch(self) -> torch.Tensor:
@@ -368,7 +287,7 @@ class LearningRateEnv(gym.Env):
     def step(self, action):
         if not self._seeded:
             raise RuntimeError("call reset() before step()")
-        lr = self._action_to_lr(self._validate_action(action))
+        lr = self.control.decide(action)
         trainer = self.trainer
         # the loss before the update on the reward batch (same-batch: already known, f(w_t; x_i))
         before_known = self._loss
@@ -388,14 +307,13 @@ class LearningRateEnv(gym.Env):
         # .grad; each further one (updates_per_step > 1) draws its own batch
         t_before = self._t
         # (at least one: stepping on past truncation without reset still counts its update)
-        n_updates = max(1, min(self.updates_per_step, self.episode_length - self._t))
+        n_updates = self.control.block_length()
         rates = lr.tolist()
         trainer.update(rates)
         for _ in range(n_updates - 1):
             trainer.loss_and_grad(trainer.next_batch())
             trainer.update(rates)
-        self._lr = lr
-        self._t += n_updates
+        self.control.advance(lr, n_updates)
 
         if self.reward_mode == "same-batch":
             pending.append(trainer.batch_loss(self._idx))
@@ -418,12 +336,10 @@ class LearningRateEnv(gym.Env):
         batch_loss = self._loss
         if self._held:
             self._held_loss = loss_after
-        if "val_loss" in self.features:
-            self._val_loss = values[3]
-        if "grad_norm" in self.features:
-            self._grad_norm = values[-1]
         self._idx, self._loss = next_idx, next_obs_loss
-        self._track_loss(next_obs_loss)
+        obs = self.control.observe(next_obs_loss,
+                                   val_loss=values[3] if "val_loss" in self.features else None,
+                                   grad_norm=values[-1] if "grad_norm" in self.features else None)
 
         limit = min(self.obs_max, self.divergence_factor * max(self._initial_loss, 1e-12))
         worst = max(loss_after, next_obs_loss)
@@ -435,7 +351,6 @@ class LearningRateEnv(gym.Env):
         else:
             reward = self.reward_scale * (loss_before - loss_after)
 
-        obs = self._observation(next_obs_loss)
         critic_obs = obs.copy()
         critic_obs[0] = self._squash_loss(loss_after)
         info = {"lr": self._info_lr(), "loss_before": loss_before, "loss_after": loss_after,

@@ -294,9 +294,36 @@ def _cached(name: str, data_root: str | None, download: bool) -> Task:
 
 def make_task(task: str | Task, data_root: str | os.PathLike | None = None,
               download: bool = True) -> Task:
-    """Return a :class:`Task` by name (cached per process), or ``task`` itself if it is one."""
+    """Return a :class:`Task` by name (cached per process), or ``task`` itself if it is one.
+
+    A name ``"package.module:function"`` imports ``function`` and calls it with no arguments: a
+    user task (e.g. built with :meth:`Task.from_tensors`), usable wherever a task name is
+    (``evaluate.py --task mypkg.tasks:wine``, ``LearningRateEnv(task=...)``)."""
     if isinstance(task, Task):
         return task
+    if isinstance(task, str) and ":" in task:
+        return user_task(task)
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)} "
+                         f"(or 'package.module:function' returning a Task)")
     return _cached(task, None if data_root is None else str(data_root), download)
+
+
+@functools.lru_cache(maxsize=8)
+def user_task(spec: str) -> Task:
+    """``"package.module:function"`` -> ``function()``, which must return a :class:`Task`
+    (cached per process). Errors are ``ValueError`` with what to fix."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"task {spec!r}: expected 'package.module:function'")
+    try:
+        builder = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"task {spec!r}: cannot import {attr!r} from {module_name!r} ({exc})") from None
+    task = builder()
+    if not isinstance(task, Task):
+        raise ValueError(f"task {spec!r}: {attr}() returned {type(task).__name__}, not an envs.Task "
+                         f"(build one with Task.from_tensors)")
+    return task

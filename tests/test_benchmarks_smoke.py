@@ -62,14 +62,30 @@ def test_peer_dacbench_tiny(tmp_path, capsys):
 
 
 def test_memory_tiny(tmp_path, capsys):
+    """One case through the subprocess pipeline (train_controller on the random-MNIST task), one in-process."""
     out = tmp_path / "memory.json"
-    code = memory.main(["--cases", "env-mnist-cnn", "train-digits", "--n-train", "300", "--n-test", "50",
-                        "--steps", "2", "--train-steps", "4", "--episode-length", "2", "--json", str(out)])
+    sizes = ["--n-train", "300", "--n-test", "50", "--steps", "2", "--train-steps", "3", "--episode-length", "2"]
+    code = memory.main(["--cases", "train-mnist-cnn", *sizes, "--json", str(out)])
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
     assert code == 0, data["results"]
-    assert "peak MiB" in printed and "env-mnist-cnn" in printed
-    by_case = {r["case"]: r for r in data["results"]}
-    env = by_case["env-mnist-cnn"]
-    assert env["rss_after_data_mb"] <= env["rss_after_steps_mb"] <= env["peak_rss_mb"]
-    assert _finite_positive(by_case["train-digits"]["peak_rss_mb"])
+    assert "peak MiB" in printed and "train-mnist-cnn" in printed
+    (train,) = data["results"]
+    assert train["case"] == "train-mnist-cnn" and _finite_positive(train["peak_rss_mb"])
+    assert "--task" in train["argv"] and "mnist" in train["argv"]
+
+    args = memory.build_parser().parse_args(sizes)
+    env = memory.child("env-mnist-cnn", args)
+    assert 0 < env["rss_after_data_mb"] <= env["rss_after_steps_mb"] <= env["rss_after_evaluate_mb"] <= env["peak_rss_mb"]
+
+
+def test_controller_overhead_tiny(tmp_path, capsys):
+    from benchmarks import controller_overhead
+
+    out = tmp_path / "controller.json"
+    assert controller_overhead.main(["--tasks", "digits", "--steps", "2", "--repeats", "1", "--warmup", "1",
+                                     "--json", str(out)]) == 0
+    assert "inference" in capsys.readouterr().out
+    (res,) = json.loads(out.read_text())["results"]
+    assert set(res["ratio_to_plain"]) == {"env", "inference", "learning"}
+    assert all(_finite_positive(s["median"]) for s in res["ratio_to_plain"].values())

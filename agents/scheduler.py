@@ -1,0 +1,236 @@
+"""``ControllerScheduler``: a trained learning-rate controller as a drop-in scheduler for any
+PyTorch training loop and any ``torch.optim.Optimizer``.
+
+    from agents import ControllerScheduler
+
+    scheduler = ControllerScheduler("runs/digits", optimizer, total_steps=1000)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        scheduler.step(loss)      # the controller sets this update's rate from this batch's loss
+        optimizer.step()
+
+What the controller sees and how its action becomes a rate is
+:class:`envs.control.ControlState`, the same object :class:`~envs.LearningRateEnv` uses, built
+from the controller's own training settings (``env_kwargs``): so a loop driven by this scheduler
+reproduces the env's rates and weights exactly (``tests/test_scheduler.py``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.control import ControlState, grad_norm
+
+#: ``env_kwargs`` keys that shape a controller's observations and actions
+_CONTROL_KEYS = ("lr_min", "lr_max", "action", "relative_factor", "relative_every", "initial_lr",
+                 "features", "obs_max", "log_observations", "updates_per_step")
+
+
+class ControllerScheduler:
+    """Let a trained controller set the learning rate of ``optimizer``, one mini-batch at a time.
+
+    Shaped like ``torch.optim.lr_scheduler`` (``step``, ``get_last_lr``, ``state_dict``,
+    ``load_state_dict``), with ``ReduceLROnPlateau``'s ``step(metric)``: here the metric is the
+    mini-batch loss.
+
+    **Where to call** ``step(loss)``. The controller chooses update ``t``'s rate from the loss
+    ``f(w_t; x_t)`` of the batch that update uses (Xu et al. 2017; :class:`~envs.LearningRateEnv`).
+    The exact equivalent of the env is therefore::
+
+        loss.backward(); scheduler.step(loss); optimizer.step()
+
+    Calling ``step(loss)`` after ``optimizer.step()`` (the ``ReduceLROnPlateau`` habit) works
+    too: the rate chosen from batch ``t``'s loss is then used by update ``t + 1``, a lag of one
+    batch, like every torch scheduler; the very first update then uses the optimizer's own rate.
+
+    Args:
+        controller: a trained controller: a run directory of ``train_controller.py`` or its
+            checkpoint file (loaded with :func:`agents.checkpoint.load_controller`), a loaded
+            :class:`~agents.checkpoint.Controller`, or any object with SB3's
+            ``predict(obs, state, episode_start, deterministic)`` (then pass ``env_kwargs``).
+        optimizer: any ``torch.optim.Optimizer``. Its param groups' ``"lr"`` are overwritten.
+            A per-group controller (trained with ``per_group=True``) needs exactly as many param
+            groups as it has outputs; a single-rate controller sets the same rate in every group.
+        total_steps: the number of optimizer updates this run will make (``step_fraction``'s
+            denominator, and where the env's episode would end). Default: the controller's
+            training ``episode_length``. Beyond it, ``step_fraction`` stays at 1.
+        env_kwargs: the controller's ``LearningRateEnv`` settings; default ``controller.env_kwargs``.
+            Entries given here override the controller's.
+        deterministic: use the controller's deterministic action (no exploration noise).
+        device: device to load a controller from a path onto.
+
+    Features: ``val_loss`` needs ``step(loss, val_loss=...)``; ``grad_norm`` is read from the
+    parameters' ``.grad`` at ``step`` time (so call ``step`` before ``optimizer.zero_grad()``).
+    With ``updates_per_step = k > 1`` the controller decides every ``k``-th call and the rate is
+    held in between (the other calls' losses are not observed, as in the env). Divergence does
+    not stop anything here: the loss observation is capped at ``obs_max`` as in the env.
+    """
+
+    def __init__(self, controller: Any, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
+                 env_kwargs: dict | None = None, deterministic: bool = True, device: str = "cpu") -> None:
+        if isinstance(controller, (str, os.PathLike)):
+            from agents.checkpoint import load_controller
+
+            controller = load_controller(controller, device=device)
+        if not hasattr(controller, "predict"):
+            raise TypeError(f"controller must have a predict(obs, state, episode_start, deterministic) "
+                            f"method (a trained controller), got {type(controller).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.controller, self.optimizer, self.deterministic = controller, optimizer, bool(deterministic)
+        kwargs = {**(getattr(controller, "env_kwargs", None) or {}), **(env_kwargs or {})}
+        episode_length = int(kwargs.get("episode_length", 200))
+        self.total_steps = int(total_steps) if total_steps is not None else episode_length
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+        model = getattr(controller, "model", controller)
+        act_space = getattr(model, "action_space", None)
+        n_out = int(np.prod(act_space.shape)) if act_space is not None else (
+            len(optimizer.param_groups) if kwargs.get("per_group") else 1)
+        n_groups = len(optimizer.param_groups)
+        if n_out != 1 and n_out != n_groups:
+            raise ValueError(
+                f"this controller sets {n_out} learning rates (one per parameter group: it was trained "
+                f"with per_group=True on a model with {n_out} layers) but the optimizer has {n_groups} "
+                f"param groups; build the optimizer with one group per layer in the same order "
+                f"(e.g. envs.primary.layer_groups(model)), or use a single-rate controller")
+        self.n_rates = n_out
+        self.control = ControlState(n_out, episode_length=self.total_steps,
+                                    **{k: kwargs[k] for k in _CONTROL_KEYS if k in kwargs})
+        obs_space = getattr(model, "observation_space", None)
+        if obs_space is not None and obs_space.shape != self.control.observation_space.shape:
+            raise ValueError(f"the controller expects observations of shape {obs_space.shape}, but its "
+                             f"env_kwargs give {self.control.observation_space.shape}: pass the "
+                             f"env_kwargs it was trained with")
+        self._warn_optimizer(kwargs.get("optimizer"))
+
+        self._calls = 0        # step() calls so far (= optimizer updates, with the exact placement)
+        self._next_decision = 0  # call index of the next decision (updates_per_step > 1 holds)
+        self._rnn_state: Any = None
+        self._started = False
+        self._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
+
+    def _warn_optimizer(self, trained_with: str | None) -> None:
+        """Warn when the optimizer differs from the one the controller was trained for (a rate
+        for SGD is not a rate for Adam); it still runs."""
+        if not trained_with:
+            return
+        from envs.primary import OPTIMIZERS
+
+        entry = OPTIMIZERS.get(str(trained_with).lower())
+        expected = entry[1] if entry else str(trained_with)
+        actual = type(self.optimizer).__name__
+        if expected.lower() != actual.lower():
+            warnings.warn(f"this controller was trained to set the learning rate of {trained_with!r} "
+                          f"({expected}), not {actual}: its rates may not suit this optimizer",
+                          stacklevel=3)
+
+    # ------------------------------------------------------------------ the torch scheduler API
+    def step(self, loss: torch.Tensor | float, val_loss: torch.Tensor | float | None = None) -> None:
+        """Observe this mini-batch's ``loss`` (a 0-d tensor or float; one ``.item()`` sync) and
+        set the optimizer's rate(s) for the next ``optimizer.step()``."""
+        if self._calls < self._next_decision:  # inside an updates_per_step block: hold the rate
+            self._calls += 1
+            return
+        control = self.control
+        if "val_loss" in control.features and val_loss is None:
+            raise ValueError("this controller observes the validation loss (feature 'val_loss'): "
+                             "call step(loss, val_loss=...)")
+        values = [loss]
+        if "grad_norm" in control.features:
+            values.append(grad_norm([p for g in self.optimizer.param_groups for p in g["params"]]))
+        if val_loss is not None:
+            values.append(val_loss)
+        numbers = _to_floats(values)
+        gnorm = numbers[1] if "grad_norm" in control.features else None
+        vloss = numbers[-1] if val_loss is not None else None
+
+        start = not self._started  # (SB3 controllers keep no recurrent state: a flag, not state is None)
+        self._started = True
+        if start:
+            obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=gnorm or 0.0)
+        else:
+            obs = control.observe(numbers[0], val_loss=vloss, grad_norm=gnorm)
+        action, self._rnn_state = self.controller.predict(
+            obs, state=self._rnn_state, episode_start=np.array([start]), deterministic=self.deterministic)
+        lr = control.decide(np.asarray(action, dtype=np.float64).reshape(-1))
+        # the rate is held for a block of updates (the env's updates_per_step, shortened at the
+        # episode's end; after total_steps, full blocks)
+        block = control.block_length() if control.t < self.total_steps else control.updates_per_step
+        control.advance(lr, block)
+        self._next_decision = self._calls + block
+        self._calls += 1
+        self._set_lr(lr)
+
+    def _set_lr(self, lr: np.ndarray) -> None:
+        rates = lr.tolist() if self.n_rates > 1 else [float(lr[0])] * len(self.optimizer.param_groups)
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        self._last_lr = rates
+
+    def get_last_lr(self) -> list[float]:
+        """The rate of each param group as last set by :meth:`step` (before the first call: the
+        optimizer's own rates)."""
+        return list(self._last_lr)
+
+    @property
+    def last_epoch(self) -> int:
+        """``step`` calls so far (torch schedulers' counter name)."""
+        return self._calls
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to resume the rate sequence: the observation state, the controller's
+        recurrent (LSTM) state and the counters (tensors and plain numbers; ``torch.save``-able and
+        loadable with ``weights_only=True``). The controller itself is not included."""
+        rnn = self._rnn_state
+        return {
+            "calls": self._calls, "next_decision": self._next_decision, "started": self._started,
+            "total_steps": self.total_steps, "last_lr": list(self._last_lr),
+            "control": self.control.state_dict(),
+            "rnn_state": None if rnn is None else [torch.as_tensor(np.asarray(s)) for s in rnn],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (and re-apply its last rates to the optimizer)."""
+        if int(state["total_steps"]) != self.total_steps:
+            raise ValueError(f"the state was saved with total_steps={state['total_steps']}, this "
+                             f"scheduler has {self.total_steps}")
+        self._calls, self._next_decision = int(state["calls"]), int(state["next_decision"])
+        self._started = bool(state["started"])
+        self.control.load_state_dict(state["control"])
+        rnn = state["rnn_state"]
+        self._rnn_state = None if rnn is None else tuple(np.asarray(s) for s in rnn)
+        self._last_lr = [float(v) for v in state["last_lr"]]
+        if self._calls:
+            for group, rate in zip(self.optimizer.param_groups, self._last_lr):
+                group["lr"] = rate
+
+    def __repr__(self) -> str:
+        name = getattr(self.controller, "name", type(self.controller).__name__)
+        return (f"ControllerScheduler(controller={name!r}, optimizer={type(self.optimizer).__name__}, "
+                f"total_steps={self.total_steps}, rates={self.n_rates})")
+
+
+
+def _to_floats(values: list) -> list[float]:
+    """Tensors and numbers -> Python floats, with one host-device synchronisation."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    if not tensors:
+        return [float(v) for v in values]
+    if len(values) == 1:
+        return [values[0].detach().item()]
+    device = tensors[0].device
+    return torch.stack([v.detach().reshape(()).to(device, torch.float64) if torch.is_tensor(v)
+                        else torch.tensor(float(v), dtype=torch.float64, device=device)
+                        for v in values]).tolist()
+
+
+__all__ = ["ControllerScheduler"]

@@ -1,0 +1,51 @@
+"""Training-time gymnasium wrappers for ``LearningRateEnv`` (they change rewards/termination only,
+never the primary model's trajectory, so evaluation needs none of them)."""
+from __future__ import annotations
+
+import gymnasium as gym
+
+
+class CollapseTermination(gym.Wrapper):
+    """End the episode as diverged when primary training collapses back to its initial loss.
+
+    A too-large rate can kill a classifier (dead ReLUs): the loss jumps back to chance level
+    (``ln 10 = 2.30`` on digits) and stays there whatever the rate. ``LearningRateEnv``'s
+    divergence test (loss above ``divergence_factor`` x the initial loss) misses this, since
+    chance level *is* the initial loss; so the agent gets no penalty, the episode runs on in a
+    dead state that looks like the start state, and random exploration fills the critic's data
+    with it. Here: once the loss the reward compares (``info["loss_after"]``) has fallen below
+    ``drop`` x the episode's first mini-batch loss, a later ``loss_after`` at or above
+    ``fraction`` x that first loss ends the episode (``terminated=True``) with reward
+    ``-penalty`` and ``info["diverged"] = info["collapsed"] = True``.
+
+    Args:
+        env: a ``LearningRateEnv`` (or a wrapper of one): needs ``info["batch_loss"]`` at reset
+            and ``info["loss_after"]`` at each step.
+        fraction: the collapse threshold, as a fraction of the first loss (default 0.9).
+        drop: training must first have reached this fraction of the first loss (default 0.5).
+        penalty: the reward of the collapsing step; ``None``: the env's ``divergence_penalty``.
+    """
+
+    def __init__(self, env: gym.Env, fraction: float = 0.9, drop: float = 0.5,
+                 penalty: float | None = None) -> None:
+        super().__init__(env)
+        if not 0 < drop < fraction:
+            raise ValueError(f"need 0 < drop < fraction, got drop={drop}, fraction={fraction}")
+        self.fraction, self.drop = float(fraction), float(drop)
+        self.penalty = float(getattr(env.unwrapped, "divergence_penalty", 10.0) if penalty is None else penalty)
+        self._first = self._lowest = float("nan")
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._first = self._lowest = float(info["batch_loss"])
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        after = float(info.get("loss_after", float("nan")))
+        trained = self._lowest < self.drop * self._first
+        self._lowest = min(self._lowest, after) if after == after else self._lowest
+        if not terminated and trained and not after < self.fraction * self._first:  # NaN counts too
+            info = {**info, "diverged": True, "collapsed": True}
+            return obs, -self.penalty, True, False, info
+        return obs, reward, terminated, truncated, info

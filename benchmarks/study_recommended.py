@@ -1,0 +1,309 @@
+"""Study: do trained learning-rate controllers beat tuned optimizers on held-out seeds? (issue 8)
+
+    python benchmarks/study_recommended.py                       # small default sizes, minutes
+    python benchmarks/study_recommended.py --controller-seeds 5 --eval-seeds 5 \\
+        --train-steps 40000 --jobs 2 --out results/study-digits      # the full study (issue 8)
+
+For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
+``train_controller.py`` (its ``main``: the one training entry point) for every controller-training
+seed ``0 .. K-1``, then each controller runs one deterministic episode of ``--steps`` primary
+updates on every held-out primary seed ``1000 .. 1000+N-1`` (never used in training; checkpoint
+selection uses seed 500). Baselines run on the same held-out seeds through the same env
+(:func:`agents.baselines.run_episode`): constant SGD 0.5 (the issue's bar), a fine grid of
+constant SGD rates, cosine-decayed SGD and constant Adam; the best rate of each family is
+chosen on the held-out seeds themselves, which favours the baselines.
+
+The score is the full-training-set loss after the last update (lower is better; a diverged run
+counts as ``inf``). A controller "beats SGD 0.5" when its mean final loss over the held-out seeds
+is below constant SGD 0.5's mean over the same seeds.
+
+Training budgets are counted in PRIMARY updates (``--train-steps``) for every configuration, so
+a configuration that holds each rate for ``k`` updates gets ``train_steps / k`` env steps: the
+same amount of primary training, whatever the decision frequency.
+
+Writes ``--out``/``study.json`` (every number), ``--out``/``runs/<config>-seed<k>/`` (the trained
+controllers, loadable with ``agents.checkpoint.load_controller``) and prints the table. Finished
+controllers are reused when the script is rerun with the same ``--out`` (delete the run
+directory to retrain).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+HELD_OUT_START = 1000  # evaluate.py's held-out seeds; train_controller uses small seeds, selection 500
+
+#: configuration name -> train_controller.py flags (on top of ``--preset``)
+CONFIGS: dict[str, dict[str, Any]] = {
+    # the paper's configuration (agents/presets.py "paper"): same-batch reward, absolute action,
+    # loss-only state, episode length 200, separate-sample update on
+    "paper": {"preset": "paper", "flags": []},
+    "paper-no-separate": {"preset": "paper", "flags": ["--no-separate-sample"]},
+    # the measured winner (agents/presets.py "recommended") and ablations of it
+    "recommended": {"preset": "recommended", "flags": []},
+    "rec-no-select": {"preset": "recommended", "flags": ["--select-best", "0"]},
+    "rec-same-batch": {"preset": "recommended", "flags": ["--reward", "same-batch"]},
+    "rec-td3": {"preset": "recommended", "flags": ["--agent", "td3"]},
+}
+DEFAULT_CONFIGS = ("paper", "paper-no-separate", "recommended", "rec-no-select", "rec-same-batch")
+
+#: baseline families: (label, optimizer, policy kind, rates); the best rate per family is reported
+BASELINES: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "sgd": ("sgd", "constant", (0.3, 0.5, 0.6, 0.7, 0.8)),
+    "cosine": ("sgd", "cosine", (0.5, 0.7, 1.0, 1.5)),
+    "adam": ("adam", "constant", (0.003, 0.005, 0.01, 0.02)),
+}
+BAR = ("sgd", 0.5)  # the issue's bar: constant SGD at 0.5
+
+
+# --------------------------------------------------------------------------- workers
+def _env_for(task: str, steps: int, env_kwargs: dict | None = None):
+    from envs.learning_rate_env import LearningRateEnv
+
+    kwargs = dict(env_kwargs or {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0})
+    kwargs.pop("fresh_w0", None)
+    # the reward does not change a trajectory; a held-out validation split would change the
+    # training set, so controllers are rolled out with the full training set like the baselines
+    if kwargs.get("reward") == "validation" and "val_loss" not in kwargs.get("features", []):
+        kwargs["reward"] = "probe"
+    kwargs["episode_length"] = steps
+    return LearningRateEnv(task=task, device="cpu", eval_every=steps, **kwargs)
+
+
+def _final(res) -> dict:
+    loss = math.inf if res.diverged or not res.train_loss else float(res.train_loss[-1])
+    return {"train_loss": loss, "test_loss": res.test_loss[-1] if res.test_loss and not res.diverged else None,
+            "diverged": bool(res.diverged), "mean_lr": float(np.mean(res.lr)) if res.lr else None,
+            "lr_quartiles": [float(np.quantile(res.lr, q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)]
+            if res.lr else None}
+
+
+def run_baseline(job: dict) -> dict:
+    """One baseline episode: job = {task, steps, family, optimizer, kind, lr, seed}."""
+    import torch
+
+    torch.set_num_threads(1)
+    from agents.baselines import ConstantLR, CosineLR, run_episode
+
+    env = _env_for(job["task"], job["steps"], {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0,
+                                               "optimizer": job["optimizer"]})
+    policy = ConstantLR(job["lr"]) if job["kind"] == "constant" else CosineLR(job["lr"])
+    return {**job, **_final(run_episode(env, policy, seed=job["seed"]))}
+
+
+def train_controller(job: dict) -> dict:
+    """Train one controller with train_controller.py (skipped if its run directory is complete)."""
+    import contextlib
+    import io
+
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(job["out"])
+    if (out / "summary.json").is_file():
+        return {**job, "reused": True, **json.loads((out / "summary.json").read_text())}
+    import train_controller as tc
+
+    argv = ["--preset", job["preset"], "--task", job["task"], "--seed", str(job["seed"]),
+            "--out", str(out), "--no-progress", "--checkpoint-every", "0",
+            "--steps", str(job["env_steps"]), *job["flags"]]
+    start = time.time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = tc.main(argv)
+    if code != 0:
+        raise RuntimeError(f"train_controller.py {' '.join(argv)} exited with {code}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {**job, "reused": False, "wall_s": round(time.time() - start, 1), **summary}
+
+
+def eval_controller(job: dict) -> dict:
+    """One deterministic episode of a trained controller on one held-out seed."""
+    import torch
+
+    torch.set_num_threads(1)
+    from agents.baselines import ControllerPolicy, run_episode
+    from agents.checkpoint import load_controller
+
+    ctrl = load_controller(job["run"])
+    env = _env_for(job["task"], job["steps"], ctrl.env_kwargs)
+    return {**job, **_final(run_episode(env, ControllerPolicy(ctrl), seed=job["seed"]))}
+
+
+def env_steps_for(config: dict, train_steps: int) -> int:
+    """--train-steps (primary updates) -> env steps for this configuration."""
+    from agents.presets import get_preset
+
+    k = get_preset(config["preset"])["env"].get("updates_per_step", 1)
+    flags = config["flags"]
+    if "--updates-per-step" in flags:
+        k = int(flags[flags.index("--updates-per-step") + 1])
+    return max(1, math.ceil(train_steps / k))
+
+
+# --------------------------------------------------------------------------- orchestration
+def _map(fn, jobs: list[dict], n_jobs: int, desc: str) -> list[dict]:
+    from tqdm import tqdm
+
+    if n_jobs <= 1:
+        return [fn(j) for j in tqdm(jobs, desc=desc, leave=False)]
+    ctx = multiprocessing.get_context("spawn")  # no forked torch state
+    with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(fn, j) for j in jobs]
+        for _ in tqdm(cf.as_completed(futures), total=len(futures), desc=desc, leave=False):
+            pass
+        return [f.result() for f in futures]
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(v)):
+        return math.inf, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarise(results: dict) -> dict:
+    """Per-configuration and per-baseline aggregates (see the module docstring)."""
+    seeds = results["eval_seeds"]
+    base = {}
+    for run in results["baseline_runs"]:
+        base.setdefault((run["family"], run["lr"]), {})[run["seed"]] = run["train_loss"]
+    bar_by_seed = base[BAR]
+    bar_mean = _stats([bar_by_seed[s] for s in seeds])[0]
+    rows = []
+    for family in BASELINES:
+        cands = {lr: _stats([per[s] for s in seeds]) for (f, lr), per in base.items() if f == family}
+        best_lr = min(cands, key=lambda lr: cands[lr][0])
+        rows.append({"name": f"{family} best (lr {best_lr:g})", "family": family, "lr": best_lr,
+                     "mean": cands[best_lr][0], "std_heldout": cands[best_lr][1],
+                     "grid": {str(lr): cands[lr][0] for lr in sorted(cands)}})
+    rows.insert(0, {"name": f"{BAR[0]} {BAR[1]:g} (the bar)", "family": BAR[0], "lr": BAR[1],
+                    "mean": bar_mean, "std_heldout": _stats([bar_by_seed[s] for s in seeds])[1]})
+    configs = []
+    for name in results["configs"]:
+        runs = [r for r in results["controller_runs"] if r["config"] == name]
+        per_ctrl = {}
+        for r in runs:
+            per_ctrl.setdefault(r["controller_seed"], []).append(r["train_loss"])
+        means = [_stats(v)[0] for _, v in sorted(per_ctrl.items())]
+        finite = [m for m in means if math.isfinite(m)]
+        configs.append({
+            "name": name,
+            "mean_over_controllers": _stats(means)[0],
+            "std_across_controllers": _stats(finite)[1] if len(finite) == len(means) else math.nan,
+            "median_over_controllers": float(np.median(means)) if means else math.nan,
+            "std_across_heldout": float(np.mean([_stats(v)[1] for v in per_ctrl.values()])) if per_ctrl else math.nan,
+            "per_controller_mean": means,
+            "beats_bar": int(sum(m < bar_mean for m in means)), "n_controllers": len(means),
+            "diverged_runs": int(sum(r["diverged"] for r in runs)),
+            "median_lr": float(np.median([r["lr_quartiles"][2] for r in runs if r["lr_quartiles"]])) if runs else None,
+        })
+    return {"baselines": rows, "configs": configs, "bar_mean": bar_mean}
+
+
+def format_table(summary: dict, results: dict) -> str:
+    fmt = lambda v: "inf" if v == math.inf else ("n/a" if v is None or v != v else f"{v:.3g}")  # noqa: E731
+    lines = [f"task {results['task']}, {results['steps']} updates, held-out seeds {results['eval_seeds']}, "
+             f"controller seeds {results['controller_seeds']}, {results['train_steps']} training updates",
+             "", "| method | final train loss, mean | std (held-out seeds) | std (controller seeds) | "
+             "median over controllers | beats SGD 0.5 | diverged runs | median lr |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary["baselines"]:
+        lines.append(f"| {row['name']} | {fmt(row['mean'])} | {fmt(row['std_heldout'])} | - | - | - | - | "
+                     f"{row['lr']:g} |")
+    for c in summary["configs"]:
+        lines.append(f"| {c['name']} | {fmt(c['mean_over_controllers'])} | {fmt(c['std_across_heldout'])} | "
+                     f"{fmt(c['std_across_controllers'])} | {fmt(c['median_over_controllers'])} | "
+                     f"{c['beats_bar']}/{c['n_controllers']} | {c['diverged_runs']} | {fmt(c['median_lr'])} |")
+    lines.append("")
+    for c in summary["configs"]:
+        lines.append(f"{c['name']}: per-controller mean final loss " +
+                     ", ".join(fmt(m) for m in c["per_controller_mean"]))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="study_recommended.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                   help=f"comma-separated configurations, from: {', '.join(CONFIGS)}")
+    p.add_argument("--controller-seeds", type=int, default=2, help="controllers per configuration (seeds 0..K-1)")
+    p.add_argument("--eval-seeds", type=int, default=3, help="held-out primary seeds (1000..1000+N-1)")
+    p.add_argument("--steps", type=int, default=1000, help="primary updates per evaluation episode")
+    p.add_argument("--train-steps", type=int, default=20000,
+                   help="primary updates per controller training run (env steps = this / updates_per_step)")
+    p.add_argument("--task", default="digits", help="task name (envs.tasks)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--out", default="results/study", help="output directory")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines (and the 'beats' column)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"--configs: unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    for flag in ("controller_seeds", "eval_seeds", "steps", "train_steps", "jobs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    from envs.tasks import TASKS
+
+    if args.task not in TASKS:
+        parser.error(f"--task: unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(HELD_OUT_START, HELD_OUT_START + args.eval_seeds))
+    ctrl_seeds = list(range(args.controller_seeds))
+    start = time.time()
+
+    baseline_jobs = [] if args.no_baselines else [
+        {"task": args.task, "steps": args.steps, "family": fam, "optimizer": opt, "kind": kind,
+         "lr": lr, "seed": s}
+        for fam, (opt, kind, lrs) in BASELINES.items() for lr in lrs for s in seeds]
+    train_jobs = [{"config": name, "preset": CONFIGS[name]["preset"], "flags": list(CONFIGS[name]["flags"]),
+                   "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_steps),
+                   "out": str(out / "runs" / f"{name}-seed{k}")}
+                  for name in configs for k in ctrl_seeds]
+    trained = _map(train_controller, train_jobs, args.jobs, "training controllers")
+    eval_jobs = [{"config": t["config"], "controller_seed": t["seed"], "run": t["out"], "task": args.task,
+                  "steps": args.steps, "seed": s} for t in trained for s in seeds]
+    evaluated = _map(eval_controller, eval_jobs, args.jobs, "evaluating controllers")
+    baselines = _map(run_baseline, baseline_jobs, args.jobs, "baselines")
+
+    results = {"task": args.task, "steps": args.steps, "train_steps": args.train_steps,
+               "eval_seeds": seeds, "controller_seeds": ctrl_seeds, "configs": configs,
+               "config_flags": {c: CONFIGS[c] for c in configs},
+               "command": "python benchmarks/study_recommended.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "training": trained, "controller_runs": evaluated, "baseline_runs": baselines}
+    if baselines:
+        summary = summarise(results)
+        results["summary"] = summary
+        table = format_table(summary, results)
+    else:
+        table = "\n".join(f"{r['config']} seed {r['controller_seed']} on {r['seed']}: {r['train_loss']:.3g}"
+                          for r in evaluated)
+    results["wall_time_s"] = round(time.time() - start, 1)
+    (out / "study.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(table)
+    print(f"\nwrote {out / 'study.json'} ({results['wall_time_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""``ControlState``: what a learning-rate controller sees and how its action becomes a rate.
+
+The one owner of a controller's interface, shared by :class:`~envs.learning_rate_env.LearningRateEnv`
+(training and evaluation) and :class:`agents.scheduler.ControllerScheduler` (any PyTorch loop):
+
+- the **observation**: the mini-batch loss, then the named extra features (``lr``,
+  ``step_fraction``, ``loss_ema``, ``loss_var``, ``val_loss``, ``grad_norm``), optionally
+  log10-scaled (``log_observations``), clipped to the observation box;
+- the **action -> learning-rate mapping**: ``absolute`` (log-uniform on ``[lr_min, lr_max]``),
+  ``relative`` (multiply the current rate by ``relative_factor ** a`` every ``relative_every``
+  decisions) or ``raw``; one rate per parameter group with ``n_groups > 1``;
+- the **running state** those need: primary updates done ``t``, the current rate(s), the loss
+  EMA/variance, the last validation loss and gradient norm.
+
+It holds no model and does no training: its caller measures losses and applies the rates.
+Per decision the caller does ``lr = state.decide(action)``, applies ``lr`` for ``n`` updates,
+``state.advance(lr, n)``, measures the next loss and calls ``state.observe(loss, ...)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+#: named extra state features, and their observation bounds (``None``: a loss-like entry,
+#: bounded by ``obs_max`` or its log10)
+FEATURES: dict[str, tuple[float, float | None]] = {
+    "lr": (-1.0, 1.0),            # current learning rate, log-scaled onto [-1, 1] (one per group)
+    "step_fraction": (0.0, 1.0),  # step / episode_length
+    "loss_ema": (0.0, None),      # exponential moving average (0.9) of the mini-batch loss
+    "loss_var": (0.0, None),      # exponential moving variance (0.9) of the mini-batch loss
+    "val_loss": (0.0, None),      # loss on the validation batch
+    "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
+}
+#: smallest log10 of a loss-like observation entry with ``log_observations=True``
+LOG_FLOOR = -8.0
+ACTIONS = ("absolute", "relative", "raw")
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all gradients in ``.grad`` (parameters without one count as zero), a 0-d
+    tensor on their device (no synchronisation)."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    if not norms:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+class ControlState:
+    """Observation construction and action -> learning-rate mapping of a controller.
+
+    Args:
+        n_groups: number of rates (1, or one per parameter group).
+        lr_min / lr_max: learning-rate range (``0 < lr_min < lr_max < inf``).
+        action: ``absolute``, ``relative`` or ``raw`` (see the module docstring).
+        relative_factor / relative_every / initial_lr: the relative action's step factor, its
+            decision interval (in decisions) and its starting rate (default ``sqrt(lr_min*lr_max)``).
+        features: extra observation entries, in order; ``lr`` is prepended for ``relative``.
+        obs_max: cap of loss-like entries. log_observations: give loss-like entries as log10.
+        episode_length: primary updates per episode (``step_fraction``'s denominator).
+        updates_per_step: primary updates per decision (held rate).
+
+    Attributes: ``observation_space`` and ``action_space`` (``Box``), ``features`` (final
+    tuple), ``t`` (primary updates so far), ``lr`` (current rates, shape ``(n_groups,)``).
+    """
+
+    def __init__(self, n_groups: int = 1, lr_min: float = 1e-5, lr_max: float = 1.0,
+                 action: str = "absolute", relative_factor: float = 2.0, relative_every: int = 1,
+                 initial_lr: float | None = None, features: Sequence[str] = (), obs_max: float = 1e3,
+                 log_observations: bool = False, episode_length: int = 200,
+                 updates_per_step: int = 1) -> None:
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
+            raise ValueError(f"need 0 < lr_min < lr_max < inf, got {lr_min}, {lr_max}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
+        if updates_per_step < 1:
+            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+        if relative_factor <= 1 or relative_every < 1:
+            raise ValueError("need relative_factor > 1 and relative_every >= 1")
+        if n_groups < 1:
+            raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+        features = list(dict.fromkeys(features))
+        if action == "relative" and "lr" not in features:
+            features.insert(0, "lr")  # a relative action is meaningless without the current rate
+        self.n_groups = n = int(n_groups)
+        self.lr_min, self.lr_max = float(lr_min), float(lr_max)
+        self.action_mode = action
+        self.relative_factor, self.relative_every = float(relative_factor), int(relative_every)
+        self.initial_lr = float(np.clip(initial_lr if initial_lr is not None
+                                        else math.sqrt(lr_min * lr_max), lr_min, lr_max))
+        self.features = tuple(features)
+        self.obs_max = float(obs_max)
+        self.log_observations = bool(log_observations)
+        self.episode_length = int(episode_length)
+        self.updates_per_step = int(updates_per_step)
+
+        if action == "raw":
+            self.action_space = spaces.Box(lr_min, lr_max, (n,), np.float32)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
+        # loss-like entries (bound None above) are in [0, obs_max], or their log10 in
+        # [LOG_FLOOR, log10(obs_max)] with log_observations
+        loss_bounds = ((LOG_FLOOR, math.log10(self.obs_max)) if self.log_observations
+                       else (0.0, self.obs_max))
+        loss_like = [True]
+        low, high = [loss_bounds[0]], [loss_bounds[1]]
+        for name in self.features:
+            lo, hi = FEATURES[name]
+            width = n if name == "lr" else 1
+            low += [loss_bounds[0] if hi is None else lo] * width
+            high += [loss_bounds[1] if hi is None else hi] * width
+            loss_like += [hi is None] * width
+        self._loss_like = np.array(loss_like)
+        self.observation_space = spaces.Box(np.array(low, np.float32), np.array(high, np.float32),
+                                            dtype=np.float32)
+        self._log_range = math.log(self.lr_max / self.lr_min)
+        self.start(0.0)
+
+    # ------------------------------------------------------------------ rates
+    def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
+        """Learning rate -> its log-scaled position in [-1, 1] (inverse of the absolute action)."""
+        return 2.0 * np.log(np.asarray(lr, dtype=np.float64) / self.lr_min) / self._log_range - 1.0
+
+    def unit_to_lr(self, a: np.ndarray | float) -> np.ndarray:
+        """Absolute action in [-1, 1] -> learning rate in [lr_min, lr_max], log-uniformly."""
+        return self.lr_min * np.exp((np.asarray(a, dtype=np.float64) + 1.0) / 2.0 * self._log_range)
+
+    def validate_action(self, action: Any) -> np.ndarray:
+        """``action`` as a float64 array of shape ``(n_groups,)``, clipped to the action box.
+        NaN/inf raise ``ValueError``, non-numeric ``TypeError``, wrong shapes ``ValueError``."""
+        try:
+            arr = np.asarray(action)
+        except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy refuses
+            raise ValueError(f"action must be an array of shape ({self.n_groups},), "
+                             f"got {action!r}: {exc}") from exc
+        if arr.dtype.kind not in "biuf":  # complex, timedelta, str, object, ...: not a rate
+            raise TypeError(f"action must be numeric, got dtype {arr.dtype} ({action!r})")
+        if arr.size != self.n_groups or arr.ndim > 2:
+            raise ValueError(f"action must have shape ({self.n_groups},), got {arr.shape}")
+        with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, refused below
+            arr = arr.astype(np.float64).reshape(self.n_groups)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"action must be finite, got {arr.tolist()}")
+        return np.clip(arr, self.action_space.low, self.action_space.high)
+
+    def decide(self, action: Any) -> np.ndarray:
+        """The rates (shape ``(n_groups,)``, float64) for the next block of updates: validates and
+        maps ``action``; does not change the state (call :meth:`advance` once they are applied)."""
+        a = self.validate_action(action)
+        if self.action_mode == "raw":  # the box's float32 bounds may lie just outside the range
+            return np.clip(a, self.lr_min, self.lr_max)
+        if self.action_mode == "absolute":
+            return np.clip(self.unit_to_lr(a), self.lr_min, self.lr_max)
+        if (self.t // self.updates_per_step) % self.relative_every != 0:  # relative: hold between decisions
+            return self.lr
+        return np.clip(self.lr * self.relative_factor ** a, self.lr_min, self.lr_max)
+
+    def block_length(self) -> int:
+        """Primary updates the next decision's rate is held for: ``updates_per_step``, shortened
+        at the episode's end (at least one)."""
+        return max(1, min(self.updates_per_step, self.episode_length - self.t))
+
+    def advance(self, lr: np.ndarray, n_updates: int) -> None:
+        """Record that ``lr`` was applied for ``n_updates`` primary updates."""
+        self.lr = np.asarray(lr, dtype=np.float64).reshape(self.n_groups)
+        self.t += int(n_updates)
+
+    # ------------------------------------------------------------------ observations
+    def start(self, loss: float, val_loss: float = 0.0, grad_norm: float = 0.0) -> np.ndarray:
+        """Start an episode at the loss of ``w0``: ``t = 0``, rates at ``initial_lr``, loss
+        statistics reset. Returns the first observation."""
+        self.t = 0
+        self.lr = np.full(self.n_groups, self.initial_lr)
+        self.ema, self.var = float(loss), 0.0
+        self.val_loss, self.grad_norm = float(val_loss), float(grad_norm)
+        return self.observation(loss)
+
+    def observe(self, loss: float, val_loss: float | None = None,
+                grad_norm: float | None = None) -> np.ndarray:
+        """The observation after an update: track ``loss`` (EMA/variance; non-finite losses are
+        skipped), remember ``val_loss``/``grad_norm`` if given, and return the observation."""
+        if val_loss is not None:
+            self.val_loss = float(val_loss)
+        if grad_norm is not None:
+            self.grad_norm = float(grad_norm)
+        if math.isfinite(loss):
+            delta = loss - self.ema
+            self.ema += 0.1 * delta
+            self.var = 0.9 * (self.var + 0.1 * delta * delta)
+        return self.observation(loss)
+
+    def squash_loss(self, loss: float) -> float:
+        """A loss as the observation shows it: NaN and +inf -> ``obs_max``, clipped to ``[0, obs_max]``,
+        then log10 with ``log_observations``
+        (plain float math: numpy's nan_to_num/clip cost more than the digits task's forward pass)."""
+        if loss != loss or loss > self.obs_max:  # NaN, +inf or above the cap
+            loss = self.obs_max
+        elif loss < 0.0:
+            loss = 0.0
+        if self.log_observations:
+            return math.log10(max(loss, 10.0**LOG_FLOOR))
+        return loss
+
+    def observation(self, loss: float) -> np.ndarray:
+        """The observation vector (float32, in ``observation_space``) for mini-batch ``loss`` and
+        the current state, without tracking ``loss``."""
+        if not self.features:  # the default loss-only state: no numpy passes needed
+            return np.array([self.squash_loss(loss)], dtype=np.float32)
+        values = [loss]
+        for name in self.features:
+            if name == "lr":
+                values.extend(self.lr_to_unit(self.lr).tolist())
+            elif name == "step_fraction":
+                values.append(self.t / self.episode_length)
+            elif name == "loss_ema":
+                values.append(self.ema)
+            elif name == "loss_var":
+                values.append(self.var)
+            elif name == "val_loss":
+                values.append(self.val_loss)
+            elif name == "grad_norm":
+                values.append(self.grad_norm)
+        obs = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=self.obs_max,
+                            posinf=self.obs_max, neginf=0.0)
+        if self.log_observations:
+            obs[self._loss_like] = np.log10(np.clip(obs[self._loss_like], 10.0**LOG_FLOOR, self.obs_max))
+        return np.clip(obs, self.observation_space.low, self.observation_space.high).astype(np.float32)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """The running state as plain Python numbers and lists."""
+        return {"t": self.t, "lr": self.lr.tolist(), "ema": self.ema, "var": self.var,
+                "val_loss": self.val_loss, "grad_norm": self.grad_norm}
+
+    def load_state_dict(self, state: dict) -> None:
+        lr = np.asarray(state["lr"], dtype=np.float64)
+        if lr.shape != (self.n_groups,):
+            raise ValueError(f"state has {lr.size} rates, this controller {self.n_groups}")
+        self.t, self.lr = int(state["t"]), lr
+        self.ema, self.var = float(state["ema"]), float(state["var"])
+        self.val_loss, self.grad_norm = float(state["val_loss"]), float(state["grad_norm"])

@@ -1,0 +1,276 @@
+"""ControllerScheduler: a plain PyTorch loop driven by a controller reproduces the env exactly."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from agents import ActorCritic, ControllerScheduler
+from agents.checkpoint import Controller
+from envs.learning_rate_env import LearningRateEnv
+from envs.primary import build_optimizer, layer_groups
+
+
+def tiny_controller(env_kwargs: dict, obs_dim: int, act_dim: int = 1, seed: int = 0) -> Controller:
+    """A randomly initialised paper actor-critic, its head scaled up so that its actions (and so
+    the rates) vary with the observation instead of sitting near 0."""
+    from gymnasium import spaces
+
+    from envs.control import ControlState
+
+    kw = {k: v for k, v in env_kwargs.items() if k not in ("optimizer", "per_group", "validation_batch_size")}
+    box = ControlState(act_dim, **kw)
+    assert box.observation_space.shape == (obs_dim,)
+    agent = ActorCritic(None, seed=seed, device="cpu", observation_space=box.observation_space,
+                        action_space=box.action_space if isinstance(box.action_space, spaces.Box) else None)
+    with torch.no_grad():
+        agent.actor.head.weight.mul_(8.0)
+        agent.actor.head.bias.fill_(0.1)
+    return Controller("tiny", "actor-critic", agent, {"env_kwargs": dict(env_kwargs)})
+
+
+def run_env(env_kwargs: dict, seed: int, episode_length: int):
+    """The controller in the env: per-update rates, the batches the env drew, final weights."""
+    env = LearningRateEnv("digits", seed=seed, device="cpu", episode_length=episode_length, **env_kwargs)
+    batches: list[torch.Tensor] = []
+    draw = env.trainer.next_batch
+
+    def recording_next_batch():
+        idx = draw()
+        batches.append(idx.clone())
+        return idx
+
+    env.trainer.next_batch = recording_next_batch
+    obs, _ = env.reset(seed=seed)
+    ctrl = tiny_controller(env_kwargs, env.observation_space.shape[0], env.action_space.shape[0])
+    w0 = {k: v.clone() for k, v in env.trainer.w0.items()}
+    rates, state, start, done = [], None, True, False
+    while not done:
+        action, state = ctrl.predict(obs, state=state, episode_start=np.array([start]))
+        start = False
+        t_before = env.control.t
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not terminated, "pick settings that do not diverge"
+        rates += [np.atleast_1d(info["lr"]).tolist()] * (info["step"] - t_before)
+        done = truncated
+    weights = [p.detach().clone() for p in env.trainer.model.parameters()]
+    return ctrl, env, batches, w0, rates, weights
+
+
+def run_loop(ctrl, env, batches, w0, n_updates, optimizer_name, per_group, val_batch=None):
+    """A plain PyTorch loop over the env's batches, rates set by ControllerScheduler."""
+    trainer = env.trainer
+    model = trainer.task.model_factory()
+    model.load_state_dict(w0)
+    groups = layer_groups(model) if per_group else [list(model.parameters())]
+    optimizer = build_optimizer(optimizer_name, [{"params": g} for g in groups], lr=0.5)
+    scheduler = ControllerScheduler(ctrl, optimizer, total_steps=n_updates)
+    loss_fn, x, y = trainer.loss_fn, trainer.x_train, trainer.y_train
+    rates = []
+    for idx in batches[:n_updates]:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        val_loss = None
+        if val_batch:
+            with torch.no_grad():
+                val_loss = loss_fn(model(trainer.x_val[:val_batch]), trainer.y_val[:val_batch])
+        scheduler.step(loss, val_loss=val_loss)
+        optimizer.step()
+        rates.append(scheduler.get_last_lr())
+    return rates, [p.detach().clone() for p in model.parameters()], scheduler
+
+
+CASES = {
+    "paper-default": dict(env={}, steps=30),
+    "features-relative-k3": dict(env={"action": "relative", "updates_per_step": 3, "log_observations": True,
+                                      "features": ["step_fraction", "loss_ema", "loss_var", "grad_norm",
+                                                   "val_loss"],
+                                      "validation_batch_size": 40, "initial_lr": 0.05},
+                                 steps=31, val_batch=40),  # 31: the last block is shortened to 1
+    "per-group-momentum": dict(env={"per_group": True, "optimizer": "momentum", "features": ["lr"],
+                                    "lr_min": 1e-4, "lr_max": 0.3}, steps=25),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_scheduler_reproduces_env_rates_and_weights(case):
+    spec = CASES[case]
+    env_kwargs, steps = dict(spec["env"]), spec["steps"]
+    ctrl, env, batches, w0, env_rates, env_weights = run_env(env_kwargs, seed=7, episode_length=steps)
+    assert len(env_rates) == steps
+    per_group = env_kwargs.get("per_group", False)
+    rates, weights, scheduler = run_loop(ctrl, env, batches, w0, steps, env_kwargs.get("optimizer", "sgd"),
+                                         per_group, spec.get("val_batch"))
+    expected = [r if per_group else r * len(rates[0]) for r in env_rates]
+    assert rates == expected  # exact: the same float64 rates, update by update
+    assert len({tuple(r) for r in rates}) > 3, "the controller should vary the rate"
+    if per_group:
+        assert any(len(set(r)) > 1 for r in rates), "per-group rates should differ between groups"
+    for a, b in zip(weights, env_weights):
+        assert torch.equal(a, b)
+    assert scheduler.last_epoch == steps
+
+
+def _feed(scheduler, losses):
+    out = []
+    for loss in losses:
+        scheduler.step(loss)
+        out.append(scheduler.get_last_lr())
+    return out
+
+
+def test_state_dict_round_trip_resumes_the_same_rates():
+    env_kwargs = {"action": "relative", "features": ["step_fraction", "loss_ema"], "updates_per_step": 2}
+    ctrl = tiny_controller(env_kwargs, obs_dim=4)
+    losses = [2.3 * 0.97 ** i + 0.05 * np.sin(i) for i in range(24)]
+
+    def fresh():
+        param = torch.nn.Parameter(torch.zeros(3))
+        return ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1), total_steps=30)
+
+    straight = _feed(fresh(), losses)
+    first = fresh()
+    head = _feed(first, losses[:11])  # mid-block: 11 is odd with updates_per_step=2
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = fresh()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.get_last_lr() == head[-1]
+    assert head + _feed(resumed, losses[11:]) == straight
+    # without the saved state the sequence differs (the LSTM state and counters matter)
+    assert _feed(fresh(), losses[11:]) != straight[11:]
+
+
+def test_tensor_and_float_losses_give_the_same_rates():
+    ctrl = tiny_controller({}, obs_dim=1)
+    losses = [2.0, 1.5, 1.75, 0.875, 1.125]  # exact in float32
+    param = torch.nn.Parameter(torch.zeros(2))
+    as_float = _feed(ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1)), losses)
+    as_tensor = _feed(ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1)),
+                      [torch.tensor(v, requires_grad=True) * 1.0 for v in losses])
+    assert as_float == as_tensor
+
+
+def test_single_rate_controller_sets_every_group_and_per_group_count_must_match():
+    layers = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)]
+    optimizer = torch.optim.SGD([{"params": layer.parameters()} for layer in layers], lr=0.1)
+    scheduler = ControllerScheduler(tiny_controller({}, obs_dim=1), optimizer)
+    scheduler.step(1.0)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs[0] == lrs[1] and lrs != [0.1, 0.1] and scheduler.get_last_lr() == lrs
+
+    per_group = tiny_controller({"per_group": True}, obs_dim=1, act_dim=3)
+    with pytest.raises(ValueError, match="3 learning rates.*2 param groups"):
+        ControllerScheduler(per_group, optimizer)
+
+
+def test_per_group_scheduler_writes_each_groups_rate():
+    layers = [torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)]
+    optimizer = torch.optim.SGD([{"params": layer.parameters()} for layer in layers], lr=0.1)
+    ctrl = tiny_controller({"per_group": True, "features": ["lr"]}, obs_dim=4, act_dim=3, seed=1)
+    scheduler = ControllerScheduler(ctrl, optimizer)
+    scheduler.step(1.3)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    obs = scheduler.control.start(1.3)  # what the controller saw first
+    action, _ = ctrl.predict(obs, state=None, episode_start=np.array([True]))
+    assert lrs == pytest.approx(scheduler.control.unit_to_lr(action).tolist(), rel=1e-12)
+    assert len(set(lrs)) == 3
+
+
+def test_errors_and_warnings_are_clear():
+    param = torch.nn.Parameter(torch.zeros(2))
+    ctrl = tiny_controller({"features": ["val_loss"], "optimizer": "sgd"}, obs_dim=2)
+    scheduler = ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1))
+    with pytest.raises(ValueError, match="val_loss"):
+        scheduler.step(1.0)
+    scheduler.step(1.0, val_loss=torch.tensor(1.2))
+    with pytest.warns(UserWarning, match="trained to set the learning rate of 'sgd'"):
+        ControllerScheduler(ctrl, torch.optim.Adam([param]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1, momentum=0.9))  # SGD class: no warning
+    with pytest.raises(ValueError, match="observations of shape"):
+        ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1), env_kwargs={"features": []})
+    with pytest.raises(TypeError, match="predict"):
+        ControllerScheduler(object(), torch.optim.SGD([param], lr=0.1))
+
+
+def test_step_after_optimizer_step_lags_by_one_batch():
+    """The ReduceLROnPlateau placement: the same rates, each used one update later."""
+    ctrl = tiny_controller({}, obs_dim=1)
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3), torch.randn(64, 1)
+
+    def train(after: bool):
+        torch.manual_seed(1)
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        scheduler = ControllerScheduler(ctrl, optimizer, total_steps=8)
+        used = []
+        for i in range(8):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x[8 * i:8 * i + 8]), y[8 * i:8 * i + 8])
+            loss.backward()
+            if not after:
+                scheduler.step(loss)
+            used.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if after:
+                scheduler.step(loss)
+        return used
+
+    before, after = train(False), train(True)
+    assert after[0] == 0.01  # the first update uses the optimizer's own rate
+    assert after[1] == before[0]  # same first decision (same first batch, same weights)
+
+
+def test_readme_snippet_runs_with_a_trained_controller(tmp_path, monkeypatch):
+    """Executes exactly the code of .notes/readme_scheduler.md (in a folder where
+    ``runs/digits`` holds a tiny controller from train_controller.py), so the snippet cannot rot."""
+    import re
+    from pathlib import Path
+
+    import train_controller
+
+    text = (Path(__file__).resolve().parents[1] / ".notes" / "readme_scheduler.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert "runs/digits" in code and "ControllerScheduler" in code
+    assert len(code.strip().splitlines()) <= 17
+    monkeypatch.chdir(tmp_path)
+    assert train_controller.main(["--out", "runs/digits", "--steps", "20", "--episode-length", "10",
+                                  "--no-progress", "--checkpoint-every", "0"]) == 0
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the snippet must run without warnings
+        exec(compile(code, "readme_scheduler.md", "exec"), namespace)
+    scheduler = namespace["scheduler"]
+    assert scheduler.last_epoch == 500
+    assert 1e-5 <= scheduler.get_last_lr()[0] <= 1.0
+    assert namespace["optimizer"].param_groups[0]["lr"] == scheduler.get_last_lr()[0]
+
+
+def test_stateless_controller_starts_the_episode_once():
+    """SB3 controllers (DDPG/TD3) return state None: only the first call is an episode start."""
+
+    class Recorder:
+        env_kwargs = {"features": ["step_fraction"]}
+
+        def __init__(self):
+            self.calls = []
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            self.calls.append((obs.copy(), bool(episode_start[0])))
+            return np.array([0.0], np.float32), None
+
+    rec = Recorder()
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = ControllerScheduler(rec, torch.optim.SGD([param], lr=0.1), total_steps=4)
+    _feed(scheduler, [1.0, 0.5, 0.25])
+    assert [start for _, start in rec.calls] == [True, False, False]
+    assert [float(obs[1]) for obs, _ in rec.calls] == [0.0, 0.25, 0.5]  # step_fraction t / total_steps
+    assert scheduler.get_last_lr() == pytest.approx([1e-5 ** 0.5])  # action 0: the log-middle of [1e-5, 1]
