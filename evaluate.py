@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000, help="updates (mini-batches) per run")
     p.add_argument("--seeds", default="5",
                    help=f"a count N (held-out seeds {DEFAULT_SEED_START}..{DEFAULT_SEED_START}+N-1) "
-                        f"or a comma-separated list of seeds")
+                        f"or a comma-separated list of seeds (one explicit seed: '7,')")
     p.add_argument("--baselines", default="all",
                    help="comma-separated baseline names or aliases (all, lrfree, none), see below")
     p.add_argument("--grid", choices=("paper", "fine", "both"), default="both",
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder holding MNIST/CIFAR-10 files")
     p.add_argument("--eval-every", type=int, default=20,
                    help="measure full train/test loss every K updates (curve resolution)")
+    p.add_argument("--divergence-factor", type=float, default=100.0,
+                   help="a run counts as diverged when a mini-batch loss exceeds this multiple of its "
+                        "first one (or is not finite); the env's training default (10) is too tight "
+                        "for small noisy batches such as regression2d's")
     p.add_argument("--episodes", type=int, default=3,
                    help="episodes for the RL policy evaluation of each checkpoint (0: skip)")
     return p
@@ -276,6 +280,7 @@ def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
         env = LearningRateEnv(task=common["task"], optimizer=spec["optimizer"],
                               episode_length=common["steps"], eval_every=common["eval_every"],
                               validation_size=common["validation_size"], device=common["device"],
+                              divergence_factor=common["divergence_factor"],
                               data_root=common["data_root"], seed=spec["seed"], **spec["env"])
         res = run_episode(env, make_policy(spec["policy"], common["device"]), spec["seed"],
                           trace=common["trace"])
@@ -689,6 +694,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if args.eval_every < 1:
         raise UsageError(f"--eval-every must be >= 1, got {args.eval_every}")
+    if not args.divergence_factor > 1:
+        raise UsageError(f"--divergence-factor must be > 1, got {args.divergence_factor}")
     if args.episodes < 0:
         raise UsageError(f"--episodes must be >= 0, got {args.episodes}")
     try:
@@ -737,7 +744,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out.mkdir(parents=True, exist_ok=True)
     trace = args.task == "regression2d"
     common = {"task": args.task, "steps": args.steps, "eval_every": args.eval_every, "device": device,
-              "data_root": args.data_root, "validation_size": validation_size, "trace": trace}
+              "data_root": args.data_root, "validation_size": validation_size, "trace": trace,
+              "divergence_factor": args.divergence_factor}
     show_paper, show_fine = args.grid in ("paper", "both"), args.grid in ("fine", "both")
 
     t_start = time.perf_counter()

@@ -15,15 +15,22 @@ class CollapseTermination(gym.Wrapper):
     dead state that looks like the start state, and random exploration fills the critic's data
     with it. Here: once the loss the reward compares (``info["loss_after"]``) has fallen below
     ``drop`` x the episode's first mini-batch loss, a later ``loss_after`` at or above
-    ``fraction`` x that first loss ends the episode (``terminated=True``) with reward
-    ``-penalty`` and ``info["diverged"] = info["collapsed"] = True``.
+    ``fraction`` x that first loss ends the episode (``terminated=True``, no bootstrapping from
+    the dead state) with ``info["diverged"] = info["collapsed"] = True``. The step's reward is
+    kept by default: with a log-ratio reward on a fixed batch it is the log of the loss jump,
+    which takes back all the progress the episode had earned (returns telescope), so collapse
+    costs the agent exactly what it destroyed. A fixed ``penalty`` (e.g. the env's divergence
+    penalty 10) was measured to be too strong: random exploration over a wide lr range
+    collapses often, and a critic fitted to -10 cliffs extrapolates that every larger rate is
+    worse, so the actor retreats to ``lr_min``.
 
     Args:
         env: a ``LearningRateEnv`` (or a wrapper of one): needs ``info["batch_loss"]`` at reset
             and ``info["loss_after"]`` at each step.
         fraction: the collapse threshold, as a fraction of the first loss (default 0.9).
         drop: training must first have reached this fraction of the first loss (default 0.5).
-        penalty: the reward of the collapsing step; ``None``: the env's ``divergence_penalty``.
+        penalty: ``None`` (default): keep the collapsing step's own reward; a number: the
+            reward of the collapsing step is ``-penalty``.
     """
 
     def __init__(self, env: gym.Env, fraction: float = 0.9, drop: float = 0.5,
@@ -32,7 +39,7 @@ class CollapseTermination(gym.Wrapper):
         if not 0 < drop < fraction:
             raise ValueError(f"need 0 < drop < fraction, got drop={drop}, fraction={fraction}")
         self.fraction, self.drop = float(fraction), float(drop)
-        self.penalty = float(getattr(env.unwrapped, "divergence_penalty", 10.0) if penalty is None else penalty)
+        self.penalty = None if penalty is None else float(penalty)
         self._first = self._lowest = float("nan")
 
     def reset(self, **kwargs):
@@ -47,5 +54,5 @@ class CollapseTermination(gym.Wrapper):
         self._lowest = min(self._lowest, after) if after == after else self._lowest
         if not terminated and trained and not after < self.fraction * self._first:  # NaN counts too
             info = {**info, "diverged": True, "collapsed": True}
-            return obs, -self.penalty, True, False, info
+            return obs, reward if self.penalty is None else -self.penalty, True, False, info
         return obs, reward, terminated, truncated, info

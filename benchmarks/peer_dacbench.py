@@ -171,7 +171,10 @@ def dacbench_via(python: str, args) -> dict:
         cmd = [python, str(Path(__file__).resolve()), "--side", "dacbench", "--json", str(out),
                "--steps", str(args.steps), "--repeats", str(args.repeats), "--n-train", str(args.n_train),
                "--n-test", str(args.n_test), "--threads", str(args.threads)] + (["--no-check"] if args.no_check else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:  # no such interpreter, not executable, ...
+            return {"available": False, "reason": f"--dacbench-python {python} cannot run: {exc}"}
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             return {"available": False, "reason": f"{python} failed: " + " | ".join(tail)}

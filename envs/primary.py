@@ -243,9 +243,11 @@ class PrimaryTrainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, splits: Sequence[str] = ("train", "test"), chunk: int = 2048) -> dict[str, float]:
+    def evaluate(self, splits: Sequence[str] = ("train", "test"), chunk: int = 256) -> dict[str, float]:
         """Full-dataset mean loss (and accuracy for classification) per split, as Python floats:
-        keys ``train_loss``, ``train_accuracy``, ``test_loss``, ...; ``val`` is available too."""
+        keys ``train_loss``, ``train_accuracy``, ``test_loss``, ...; ``val`` is available too.
+        ``chunk``: examples per forward pass; 256 keeps the activations cache-sized (on the MNIST CNN
+        it is faster than 2048 and peaks ~300 MiB lower, see benchmarks/memory.py)."""
         data = {"train": (self.x_train, self.y_train), "test": (self.x_test, self.y_test),
                 "val": (self.x_val, self.y_val)}
         results = {}

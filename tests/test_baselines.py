@@ -39,7 +39,7 @@ def plain_pytorch_final_loss(optimizer_cls, lr: float, seed: int, steps: int) ->
 
 
 COMMON = {"task": "digits", "steps": 40, "eval_every": 20, "device": "cpu", "data_root": None,
-          "validation_size": 0, "trace": False}
+          "validation_size": 0, "trace": False, "divergence_factor": 100.0}
 
 
 @pytest.mark.parametrize("name,cls,lr", [("sgd", torch.optim.SGD, 0.3), ("adam", torch.optim.Adam, 3e-3)])

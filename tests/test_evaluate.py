@@ -179,7 +179,7 @@ def test_real_checkpoint_from_train_controller(tmp_path, capsys):
                                   "--checkpoint-every", "0"]) == 0
     capsys.readouterr()
     out = tmp_path / "eval"
-    text = _run([str(run), "--task", "regression2d", "--steps", "10", "--seeds", "1000",
+    text = _run([str(run), "--task", "regression2d", "--steps", "10", "--seeds", "1",
                  "--baselines", "vsgd", "--episodes", "1", "--eval-every", "5", "--out", str(out)], capsys)
     data = json.loads((out / "results.json").read_text())
     ctrl_rows = [r for r in data["summary"] if r["protocol"] == "controller"]
