@@ -151,12 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--twin-critics", action=argparse.BooleanOptionalAction, default=None,
                    help="actor-critic: two critics, TD target from their minimum (TD3-style)")
     a.add_argument("--select-best", type=_nonneg_int, default=None, metavar="N",
-                   help="actor-critic: every N episodes run one deterministic episode on the "
+                   help="every N episodes run one deterministic episode on the "
                         "validation seed(s) (--eval-seed) and save the actor with the best return "
                         "as the checkpoint, not the last one (0: off)")
     a.add_argument("--collapse-termination", action=argparse.BooleanOptionalAction, default=None,
                    help="training only: end an episode as diverged (penalty) when the loss climbs "
                         "back to chance level (agents.wrappers.CollapseTermination)")
+    a.add_argument("--finite-horizon", action=argparse.BooleanOptionalAction, default=None,
+                   help="training only: the episode's end is terminal, no bootstrapping past it "
+                        "(agents.wrappers.FiniteHorizon; needs step_fraction among the features)")
     a.add_argument("--eval-seed", type=_nonneg_int, action="append", default=None,
                    help="validation primary seed for --select-best (repeatable; default 500: "
                         "neither a training seed nor an evaluate.py test seed 1000+)")
@@ -187,9 +190,9 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     if args.features is not None:
         env_kwargs["features"] = [] if args.features.lower() == "none" else \
             [f.strip() for f in args.features.split(",") if f.strip()]
-    agent = args.agent or "actor-critic"
+    agent = args.agent or preset.get("algo", "actor-critic")
     ac_only = ["m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
-               "normalize_obs", "reward_scale", "twin_critics", "select_best", "eval_seed"]
+               "normalize_obs", "reward_scale", "twin_critics"]
     sb3_only = ["agent_lr", "learning_starts", "batch_size", "buffer_size"]
     wrong = [f for f in (ac_only if agent != "actor-critic" else sb3_only) if getattr(args, f) is not None]
     if wrong:
@@ -208,7 +211,7 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         if args.target_tau is not None:
             agent_kwargs["target_tau"] = args.target_tau
     else:
-        agent_kwargs = dict(SB3_HYPERPARAMS)
+        agent_kwargs = {**SB3_HYPERPARAMS, **preset.get("sb3", {})}
         agent_kwargs["gamma"] = shared["gamma"]
         agent_kwargs["action_noise_std"] = shared["noise_std"]
         for flag, key in [("agent_lr", "learning_rate"), ("learning_starts", "learning_starts"),
@@ -221,14 +224,16 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
             "train": {"task": task, "steps": args.steps or DEFAULT_STEPS, "seed": seed,
                       "device": args.device, "data_root": args.data_root,
                       "checkpoint_every": args.checkpoint_every,
-                      # checkpoint selection (actor-critic only): flag, else the preset's "train"
+                      # checkpoint selection: flag, else the preset's "train" section
                       "select_best": (args.select_best if args.select_best is not None else
-                                      preset.get("train", {}).get("select_best", 0)
-                                      if agent == "actor-critic" else 0),
+                                      preset.get("train", {}).get("select_best", 0)),
                       "eval_seeds": args.eval_seed or preset.get("train", {}).get("eval_seeds", [500]),
                       "collapse_termination": bool(
                           args.collapse_termination if args.collapse_termination is not None
-                          else preset.get("train", {}).get("collapse_termination", False))}}
+                          else preset.get("train", {}).get("collapse_termination", False)),
+                      "finite_horizon": bool(
+                          args.finite_horizon if args.finite_horizon is not None
+                          else preset.get("train", {}).get("finite_horizon", False))}}
 
 
 def _parse_tasks(text: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -261,6 +266,10 @@ def make_training_env(settings: dict):
         from agents.wrappers import CollapseTermination
 
         envs = [CollapseTermination(e) for e in envs]
+    if train.get("finite_horizon"):
+        from agents.wrappers import FiniteHorizon
+
+        envs = [FiniteHorizon(e) for e in envs]
     return envs[0] if len(envs) == 1 else RoundRobinEnv(envs)
 
 
@@ -399,8 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         callbacks.append(TqdmCallback(total=train["steps"], desc=f"{agent_name} on {train['task']}"))
 
     # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
-    select = {}
-    if agent_name == "actor-critic" and train.get("select_best", 0) > 0:
+    select, selector = {}, None
+    if train.get("select_best", 0) > 0:
+        from agents.wrappers import select_best_callback
         from envs.learning_rate_env import LearningRateEnv
 
         eval_kwargs = {**settings["env_kwargs"], "fresh_w0": False}
@@ -408,6 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               data_root=train["data_root"], **eval_kwargs),
                   "eval_freq": int(train["select_best"]),
                   "eval_seeds": tuple(int(s) for s in train.get("eval_seeds", [500]))}
+        if agent_name != "actor-critic":  # SB3 agents: the same selection as a callback
+            selector = select_best_callback(select["eval_env"], select["eval_freq"], select["eval_seeds"])
+            callbacks.append(selector)
+            select = {}
 
     # ---- train
     start = time.time()
@@ -437,8 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "last_episode_diverged": last.get("diverged"),
         "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
-        "best_eval_return": getattr(model, "best_eval_return", None) if select else None,
-        "best_eval_timestep": getattr(model, "best_eval_timestep", None) if select else None,
+        "best_eval_return": (selector.best_return if selector is not None else
+                             getattr(model, "best_eval_return", None) if select else None),
+        "best_eval_timestep": (selector.best_timestep if selector is not None else
+                               getattr(model, "best_eval_timestep", None) if select else None),
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }

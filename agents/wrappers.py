@@ -56,3 +56,73 @@ class CollapseTermination(gym.Wrapper):
             info = {**info, "diverged": True, "collapsed": True}
             return obs, reward if self.penalty is None else -self.penalty, True, False, info
         return obs, reward, terminated, truncated, info
+
+
+class FiniteHorizon(gym.Wrapper):
+    """Report the end of an episode (``truncated``) as a real end (``terminated``), so that TD
+    targets do not bootstrap past it.
+
+    Use it when the task *is* the episode: a controller judged by the primary model's loss
+    after ``episode_length`` updates, with ``step_fraction`` in the observation (without the
+    time in the state the value would not be Markov). With ``gamma = 1`` and a log-ratio reward
+    on a fixed batch the return is then exactly ``log(loss at the start / loss at the end)``:
+    the criterion the controller is evaluated on, with no short-horizon bias (a discounted or
+    bootstrapped return rewards an early decay of the rate, which lowers the loss at once and
+    costs more later; Wu, Ren, Liao and Grosse 2018).
+    """
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or truncated, False, info
+
+
+def deterministic_return(model, env: gym.Env, seeds=(500,)) -> float:
+    """Mean undiscounted return of ``model.predict(..., deterministic=True)`` (SB3 signature,
+    recurrent state carried) over one episode per seed, each from ``env.reset(seed=s)``."""
+    import numpy as np
+
+    returns = []
+    for seed in seeds:
+        obs, _ = env.reset(seed=int(seed))
+        state, start, total, done = None, True, 0.0, False
+        while not done:
+            action, state = model.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, start, done = total + float(reward), False, terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def select_best_callback(eval_env: gym.Env, eval_freq: int, seeds=(500,)):
+    """An SB3 callback (for DDPG/TD3) doing what ``ActorCritic.learn(eval_env=...)`` does:
+    every ``eval_freq`` finished training episodes, and at the end, evaluate the deterministic
+    policy on ``eval_env`` (fixed seeds) and, when training ends, put the policy weights with
+    the best return back into ``model.policy``. ``callback.best_return`` / ``best_timestep``."""
+    import copy
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SelectBest(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.episodes, self.best_return, self.best_timestep, self.best_state = 0, None, None, None
+
+        def _check(self) -> None:
+            value = deterministic_return(self.model, eval_env, seeds)
+            self.logger.record("eval/mean_reward", value)
+            if self.best_return is None or value > self.best_return:
+                self.best_return, self.best_timestep = value, self.num_timesteps
+                self.best_state = copy.deepcopy(self.model.policy.state_dict())
+
+        def _on_step(self) -> bool:
+            self.episodes += int(sum(self.locals.get("dones", [])))
+            if self.locals.get("dones") is not None and any(self.locals["dones"]) \
+                    and self.episodes % eval_freq == 0:
+                self._check()
+            return True
+
+        def _on_training_end(self) -> None:
+            self._check()
+            self.model.policy.load_state_dict(self.best_state)
+
+    return SelectBest()

@@ -53,13 +53,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # loss-only state, episode length 200, separate-sample update on
     "paper": {"preset": "paper", "flags": []},
     "paper-no-separate": {"preset": "paper", "flags": ["--no-separate-sample"]},
-    # the measured winner (agents/presets.py "recommended") and ablations of it
+    # the measured winner (agents/presets.py "recommended": TD3) and ablations of it
     "recommended": {"preset": "recommended", "flags": []},
     "rec-no-select": {"preset": "recommended", "flags": ["--select-best", "0"]},
+    "rec-discounted": {"preset": "recommended", "flags": ["--gamma", "0.9", "--no-finite-horizon"]},
+    "rec-actor-critic": {"preset": "recommended", "flags": ["--agent", "actor-critic"]},
     "rec-same-batch": {"preset": "recommended", "flags": ["--reward", "same-batch"]},
-    "rec-td3": {"preset": "recommended", "flags": ["--agent", "td3"]},
 }
-DEFAULT_CONFIGS = ("paper", "paper-no-separate", "recommended", "rec-no-select", "rec-same-batch")
+DEFAULT_CONFIGS = ("paper", "paper-no-separate", "recommended", "rec-actor-critic")
 
 #: baseline families: (label, optimizer, policy kind, rates); the best rate per family is reported
 BASELINES: dict[str, tuple[str, str, tuple[float, ...]]] = {

@@ -19,6 +19,7 @@ passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
 """
 import gymnasium
 
+from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
@@ -36,6 +37,6 @@ for _env_id, _task in ENV_IDS.items():
         gymnasium.register(id=_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
                            kwargs={"task": _task})
 
-__all__ = ["LearningRateEnv", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+__all__ = ["LearningRateEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
            "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]

@@ -42,6 +42,9 @@ class LearningRateEnv(gym.Env):
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
     Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
     non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
+    This mapping and the observation below are :class:`envs.control.ControlState` (``env.control``),
+    shared with :class:`agents.scheduler.ControllerScheduler`, which runs a trained controller in
+    any PyTorch loop with exactly the env's observations and rates.
 
     ## Observation Space
     ``Box(0, obs_max, (1,), float32)``: the mini-batch loss (clipped to ``obs_max``), followed by
