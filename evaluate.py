@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure full train/test loss every K updates (curve resolution)")
     p.add_argument("--divergence-factor", type=float, default=100.0,
                    help="a run counts as diverged when a mini-batch loss exceeds this multiple of its "
-                        "first one (or is not finite); the env's training default (10) is too tight "
-                        "for small noisy batches such as regression2d's")
+                        "first one (or is not finite); the env's default, generous because small "
+                        "noisy batches such as regression2d's vary tenfold")
     p.add_argument("--episodes", type=int, default=3,
                    help="episodes for the RL policy evaluation of each checkpoint (0: skip)")
     return p

@@ -68,10 +68,14 @@ class LearningRateEnv(gym.Env):
     ``reward_transform="log-ratio"`` gives ``log(before) - log(after)`` instead of
     ``before - after``. Rewards are multiplied by ``reward_scale``.
     ``info["loss_before"]`` / ``info["loss_after"]`` are the two losses the reward compares.
-    **Divergence** (a non-finite loss, or one above ``divergence_factor`` times the episode's
-    first observation, or above ``obs_max``) ends the episode with ``terminated=True`` and
+    **Divergence** (a non-finite loss, or one above ``divergence_factor`` (default 100) times
+    the episode's first observation, or above ``obs_max``) ends the episode with ``terminated=True`` and
     reward ``-divergence_penalty`` (default 10, in reward units: far more than any
     loss decrement a normal episode can earn, so that divergence always costs the agent).
+    The factor is generous on purpose: with small batches (regression2d's 10) one batch's loss
+    can be ten times another's without anything going wrong; a real divergence overshoots any
+    factor within a few steps. A collapse back to chance level is not divergence by this rule
+    (see ``agents.wrappers.CollapseTermination`` for training).
     A task whose first loss is already at or above ``obs_max`` would diverge at every step:
     ``reset()`` warns about it once (raise ``obs_max`` or rescale the targets).
 
@@ -131,7 +135,7 @@ class LearningRateEnv(gym.Env):
         features: Sequence[str] = (),
         obs_max: float = 1e3,
         per_group: bool = False,
-        divergence_factor: float = 10.0,
+        divergence_factor: float = 100.0,
         divergence_penalty: float = 10.0,
         fresh_w0: bool = False,
         eval_every: int = 0,
