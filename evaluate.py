@@ -508,7 +508,8 @@ def plot_losses(rows: list[dict], records: dict[str, dict], path: Path, title: s
             ax.plot(x, m, label=label, lw=1.6, **_style(i))
             ax.fill_between(x, lo, hi, alpha=0.15, color=_style(i)["color"], lw=0)
     for ax, name in zip(axes, ("training loss", "test loss")):
-        ax.set_yscale("log")
+        if any(len(line.get_ydata()) for line in ax.get_lines()):  # log scale needs data (all may diverge)
+            ax.set_yscale("log")
         ax.set_xlabel("mini-batches")
         ax.set_ylabel(name + " (full set)")
         ax.set_title(name)

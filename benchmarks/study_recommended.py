@@ -1,8 +1,14 @@
 """Study: do trained learning-rate controllers beat tuned optimizers on held-out seeds? (issue 8)
 
     python benchmarks/study_recommended.py                       # small default sizes, minutes
-    python benchmarks/study_recommended.py --controller-seeds 5 --eval-seeds 5 \\
-        --train-steps 40000 --jobs 2 --out results/study-digits      # the full study (issue 8)
+    # the issue-8 study (about 45 min on 2 busy cores):
+    python benchmarks/study_recommended.py --configs paper,paper-no-separate,recommended,rec-actor-critic \\
+        --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --jobs 2 --out results/study-digits
+    python benchmarks/study_recommended.py --task regression2d --configs paper,recommended \\
+        --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --out results/study-regression2d
+    # transfer of the digits controllers to a harder synthetic task (no retraining):
+    python benchmarks/study_recommended.py --configs recommended,rec-actor-critic --controller-seeds 5 \\
+        --eval-seeds 5 --train-steps 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
 ``train_controller.py`` (its ``main``: the one training entry point) for every controller-training
@@ -71,9 +77,9 @@ GRIDS: dict[str, dict[str, tuple[str, str, tuple[float, ...]]]] = {
     "regression2d": {"sgd": ("sgd", "constant", (0.005, 0.01, 0.02, 0.03, 0.05)),
                      "cosine": ("sgd", "cosine", (0.02, 0.05, 0.1)),
                      "adam": ("adam", "constant", (0.01, 0.02, 0.03))},
-    "classif20": {"sgd": ("sgd", "constant", (0.03, 0.1, 0.2, 0.3, 0.5)),
-                  "cosine": ("sgd", "cosine", (0.1, 0.3, 0.5, 1.0)),
-                  "adam": ("adam", "constant", (0.0003, 0.001, 0.003, 0.01))},
+    "classif20": {"sgd": ("sgd", "constant", (0.1, 0.3, 0.5, 0.7, 1.0)),
+                  "cosine": ("sgd", "cosine", (0.5, 1.0, 1.5)),
+                  "adam": ("adam", "constant", (0.001, 0.003, 0.01))},
 }
 BASELINES = GRIDS["digits"]
 BAR = ("sgd", 0.5)  # the issue's bar on digits: constant SGD at 0.5; elsewhere the best SGD rate
@@ -82,8 +88,9 @@ BAR = ("sgd", 0.5)  # the issue's bar on digits: constant SGD at 0.5; elsewhere 
 def classif20():
     """A harder synthetic task that needs no download: scikit-learn ``make_classification`` with
     20 classes (40 features, 30 informative, 2 clusters per class, 6,000 examples, 5,000 for
-    training), standardised; an MLP 40-256-256-20 (ReLU), batch 50. Twice the classes of digits,
-    a deeper fully connected model, and a training loss that 1,000 SGD steps do not drive to 0."""
+    training), standardised; an MLP 40-256-256-20 (ReLU), batch 50: twice the classes of digits
+    and another architecture (SGD 0.5 reaches a train loss of 8e-3 in 1,000 steps on seed 1000,
+    SGD 0.1 5e-1, Adam 1e-3 2.4e-1)."""
     import torch
     from sklearn.datasets import make_classification
     from torch import nn
@@ -286,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controller-seeds", type=int, default=2, help="controllers per configuration (seeds 0..K-1)")
     p.add_argument("--eval-seeds", type=int, default=3, help="held-out primary seeds (1000..1000+N-1)")
     p.add_argument("--steps", type=int, default=1000, help="primary updates per evaluation episode")
-    p.add_argument("--train-steps", type=int, default=20000,
+    p.add_argument("--train-steps", type=int, default=10000,
                    help="primary updates per controller training run (env steps = this / updates_per_step)")
     p.add_argument("--task", default="digits", help="task the controllers are trained on (envs.tasks)")
     p.add_argument("--eval-task", default=None,

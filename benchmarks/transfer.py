@@ -251,7 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem)
             skipped.append({"test_task": task, "reason": problem})
             continue
-        results = evaluate_on(task, [c[2] for c in controllers], args, out)
+        try:
+            results = evaluate_on(task, [c[2] for c in controllers], args, out)
+        except (Exception, SystemExit) as exc:  # one task's failure must not lose the others
+            skipped.append({"test_task": task, "reason": f"{task}: evaluate.py failed ({type(exc).__name__}: {exc})"})
+            print(skipped[-1]["reason"], file=sys.stderr)
+            continue
         rows += table_rows(task, results, controllers, args.grid)
 
     from agents.presets import get_preset

@@ -18,7 +18,9 @@ import train_controller
 from agents.checkpoint import CheckpointError, load_controller
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--episode-length", "40", "--no-progress", "--checkpoint-every", "0", "--log-every", "5"]
+# the CLI mechanics are tested on the paper preset (one update per env step, actor-critic by
+# default); "recommended" holds rates for 25 updates and trains TD3
+TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0", "--log-every", "5"]
 SB3_TINY = ["--learning-starts", "40", "--batch-size", "16"]
 
 
@@ -46,7 +48,7 @@ def test_train_load_and_resume(tmp_path, agent):
     batch, _ = controller.predict(np.array([[2.3], [1.0]], np.float32))
     assert batch.shape == (2, 1)
 
-    run(["--resume", out, "--steps", 200, *TINY[2:]])
+    run(["--resume", out, "--steps", 200, *TINY[4:]])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == 120 and summary["steps_total"] == 200
     assert load_controller(out).model.num_timesteps == 200
@@ -126,7 +128,8 @@ def test_corrupt_checkpoint_on_resume_is_a_clear_error(tmp_path, capsys):
 
 def test_sigkill_mid_run_then_resume(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train_controller.py"), "--steps", "100000", "--episode-length", "40",
+    cmd = [sys.executable, str(ROOT / "train_controller.py"), "--preset", "paper", "--steps", "100000",
+           "--episode-length", "40",
            "--checkpoint-every", "30", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
