@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("environment (override the preset)")
     e.add_argument("--episode-length", type=_positive_int, default=None,
                    help="steps per episode (the paper's reset frequency e)")
-    e.add_argument("--reward", choices=("same-batch", "next-batch", "validation"), default=None,
-                   help="reward batch")
+    e.add_argument("--reward", choices=("same-batch", "next-batch", "validation", "probe"), default=None,
+                   help="reward batch: the update's own (paper), the next, a held-out validation batch, or a fixed probe batch of training examples")
     e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,
                    help="loss decrement, or decrement of log loss")
     e.add_argument("--action", choices=("absolute", "relative", "raw"), default=None,
@@ -288,7 +288,8 @@ def _round_robin_class():
                 if other.observation_space != first.observation_space or \
                         other.action_space != first.action_space:
                     raise ValueError(
-                        f"tasks {first.unwrapped.trainer.task.name!r} and {other.unwrapped.trainer.task.name!r} have different "
+                        f"tasks {first.unwrapped.trainer.task.name!r} and "
+                        f"{other.unwrapped.trainer.task.name!r} have different "
                         f"observation/action spaces (e.g. per_group with different layer counts); "
                         f"they cannot share one controller")
             self.envs, self.index = envs, -1

@@ -225,9 +225,10 @@ def summarise(results: dict) -> dict:
     base = {}
     for run in results["baseline_runs"]:
         base.setdefault((run["family"], run["lr"]), {})[run["seed"]] = run["train_loss"]
-    grid = GRIDS.get(results["eval_task"], GRIDS["digits"])
+    eval_task = results.get("eval_task", results["task"])
+    grid = GRIDS.get(eval_task, GRIDS["digits"])
     bar = BAR
-    if results["eval_task"] != "digits" or bar not in base:  # elsewhere: the best constant SGD rate
+    if eval_task != "digits" or bar not in base:  # elsewhere: the best constant SGD rate
         bar = ("sgd", min((lr for f, lr in base if f == "sgd"),
                           key=lambda lr: _stats([base[("sgd", lr)][s] for s in seeds])[0]))
     bar_by_seed = base[bar]
@@ -264,8 +265,9 @@ def summarise(results: dict) -> dict:
 
 
 def format_table(summary: dict, results: dict) -> str:
-    fmt = lambda v: "inf" if v == math.inf else ("n/a" if v is None or v != v else f"{v:.3g}")  # noqa: E731
-    lines = [f"trained on {results['task']}, evaluated on {results['eval_task']}: {results['steps']} updates, "
+    fmt = lambda v: "inf" if v == math.inf else ("n/a" if v is None or v != v else f"{v:.4g}")  # noqa: E731
+    lines = [f"trained on {results['task']}, evaluated on {results.get('eval_task', results['task'])}: "
+             f"{results['steps']} updates, "
              f"held-out seeds {results['eval_seeds']}, "
              f"controller seeds {results['controller_seeds']}, {results['train_steps']} training updates",
              "", "| method | final train loss, mean | std (held-out seeds) | std (controller seeds) | "
@@ -302,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
     p.add_argument("--out", default="results/study", help="output directory")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (and the 'beats' column)")
+    p.add_argument("--render", action="store_true",
+                   help="only print the table of the study JSON already in --out (for --task/--eval-task)")
     return p
 
 
@@ -324,6 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--eval-task: unknown task {eval_task!r}; choose from "
                      f"{', '.join([*TASKS, *EXTRA_TASKS])}")
     out = Path(args.out)
+    if args.render:
+        path = out / ("study.json" if eval_task == args.task else f"study-{eval_task}.json")
+        if not path.is_file():
+            parser.error(f"--render: no {path}")
+        results = json.loads(path.read_text())
+        print(format_table(summarise(results), results))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(HELD_OUT_START, HELD_OUT_START + args.eval_seeds))
     ctrl_seeds = list(range(args.controller_seeds))
@@ -346,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {"task": args.task, "eval_task": eval_task, "steps": args.steps, "train_steps": args.train_steps,
                "eval_seeds": seeds, "controller_seeds": ctrl_seeds, "configs": configs,
                "config_flags": {c: CONFIGS[c] for c in configs},
-               "command": "python benchmarks/study_recommended.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": "python benchmarks/study_recommended.py "
+                          + " ".join(argv if argv is not None else sys.argv[1:]),
                "training": trained, "controller_runs": evaluated, "baseline_runs": baselines}
     if baselines:
         summary = summarise(results)
