@@ -353,7 +353,7 @@ class ActorCritic:
                                             self.target_tau)
                 sb3_utils.polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.target_tau)
 
-        if self.num_timesteps <= self.learning_starts:  # warm-up: the critic learns alone
+        if 0 < self.num_timesteps <= self.learning_starts:  # warm-up (learn counts from 1): critic only
             return {"delta": float(delta.item()), "q": float(q.item()), "q_actor": float("nan")}
         # --- actor (Eq. 9) on s_j^{t+1} (separate sample) or s_i^{t+1}, averaged over m_theta steps
         s_actor = self._obs_tensor(actor_next_obs) if self.separate_sample else s_i_next

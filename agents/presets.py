@@ -48,8 +48,17 @@ PRESETS: dict[str, dict[str, dict]] = {
         },
     },
 }
-# ``recommended``: TD3 (stable-baselines3) on a reformulated task. Each lever answers a failure
-# measured on digits (issue 8; ``benchmarks/study_recommended.py`` reproduces the table):
+# ``recommended``: the paper's actor-critic on a reformulated task: the best configuration
+# MEASURED, but it does NOT reach the issue-8 bar. Study (5 controller seeds x 5 held-out
+# seeds 1000-1004, 1000 updates, 20k training updates per controller, final full-train loss):
+#   python benchmarks/study_recommended.py --configs paper,paper-no-separate,recommended,rec-td3 \
+#       --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --jobs 2 --out results/study-digits
+# digits: recommended 0.54 mean / 0.060 median over controllers (per controller 0.035, 2.26,
+# 0.025, 0.060, 0.32), beats constant SGD 0.5 (4.5e-4) on 0/5 controller seeds; TD3 on the
+# same env ("rec-td3") 0.97 / 0.18 (best controller 4.5e-3, two at chance level); the paper
+# preset 2.29 (all 5 at chance level), paper without the separate-sample update 2.18.
+# Fine-grid constant SGD 0.6: 3.4e-4; Adam 0.01: 1.2e-4.
+# Each lever answers a failure measured on digits:
 # - reward "probe", log-ratio: the decrement of log loss on a FIXED batch of training examples
 #   (the paper's same-batch reward always prefers a bigger step: divergence happens between
 #   batches; the held-out "validation" reward stops improving once the model fits its data);
@@ -63,12 +72,12 @@ PRESETS: dict[str, dict[str, dict]] = {
 #   0.9 or 0.98 the learned schedules decayed early (short-horizon bias: a lower rate lowers
 #   the loss at once and costs more later);
 # - train.collapse_termination: a collapse to chance level ends the episode (agents.wrappers);
+#   its own log-ratio reward is kept (a -10 penalty made the critic shun every large rate);
+# - twin critics, target networks (tau 0.01), 200 warm-up steps of random actions;
 # - train.select_best 5: the policy with the best deterministic return on validation primary
 #   seed 500 (never a test seed) is saved, not the last one;
-# - lr range [1e-3, 1] (the paper's lr_max; the best constant SGD rate, 0.7-0.8, is inside it
+# - lr range [1e-3, 1] (the paper's lr_max; the best constant SGD rate, 0.6-0.8, is inside it
 #   and 0.9-1.0 collapse).
-# The paper's on-policy actor-critic on the same env (``--agent actor-critic``) fell to lr_min
-# in every screening run; see the study table for the measured figures.
 PRESETS["recommended"] = {
     "env": {
         "reward": "probe",
@@ -103,8 +112,8 @@ PRESETS["recommended"] = {
         "twin_critics": True,
         "learning_starts": 200,
     },
-    "algo": "td3",
-    "sb3": {"learning_starts": 200},  # 5 episodes of random relative actions first
+    "algo": "actor-critic",
+    "sb3": {"learning_starts": 200},  # for --agent td3/ddpg: 5 episodes of random actions first
     "train": {"select_best": 5, "eval_seeds": [500], "collapse_termination": True, "finite_horizon": True},
 }
 
