@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task name, or a comma-separated list (e.g. digits,regression2d) for "
                         "round-robin episodes across tasks (default digits)")
     g.add_argument("--steps", type=_positive_int, default=None,
-                   help=f"total env steps to train for (default {DEFAULT_STEPS}); with --resume, "
+                   help=f"total env steps to train for (default: the preset's, else {DEFAULT_STEPS}; "
+                        f"recommended: 800 steps of 25 updates each); with --resume, "
                         f"the total including the steps already done")
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
@@ -221,7 +222,8 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     task = args.task or "digits"
     seed = 0 if args.seed is None else args.seed
     return {"agent": agent, "preset": args.preset, "env_kwargs": env_kwargs, "agent_kwargs": agent_kwargs,
-            "train": {"task": task, "steps": args.steps or DEFAULT_STEPS, "seed": seed,
+            "train": {"task": task, "steps": args.steps or preset.get("train", {}).get("steps", DEFAULT_STEPS),
+                      "seed": seed,
                       "device": args.device, "data_root": args.data_root,
                       "checkpoint_every": args.checkpoint_every,
                       # checkpoint selection: flag, else the preset's "train" section

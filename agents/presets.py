@@ -114,7 +114,9 @@ PRESETS["recommended"] = {
     },
     "algo": "actor-critic",
     "sb3": {"learning_starts": 200},  # for --agent td3/ddpg: 5 episodes of random actions first
-    "train": {"select_best": 5, "eval_seeds": [500], "collapse_termination": True, "finite_horizon": True},
+    # 800 env steps = 20 episodes = 20,000 primary updates: the study's training budget
+    "train": {"steps": 800, "select_best": 5, "eval_seeds": [500], "collapse_termination": True,
+              "finite_horizon": True},
 }
 
 
