@@ -1,4 +1,13 @@
-"""The controller side: the paper's actor-critic, baselines, SB3 glue and checkpoints."""
+"""The controller side: the paper's actor-critic, baselines, SB3 glue, checkpoints and the scheduler.
+
+- :class:`ActorCritic` (``agents.actor_critic``): the paper's agent, SB3-shaped.
+- ``agents.sb3``: DDPG/TD3 from stable-baselines3 on the same env, built by one factory.
+- ``agents.baselines``: tuned-optimizer and adaptive-rate baselines run through the env.
+- :func:`load_controller` (``agents.checkpoint``): any trained run, safely.
+- :class:`ControllerScheduler` (``agents.scheduler``): a trained controller in your own loop.
+"""
 from agents.actor_critic import ActorCritic
 from agents.checkpoint import CheckpointError, Controller, load_controller
 from agents.scheduler import ControllerScheduler
+
+__all__ = ["ActorCritic", "CheckpointError", "Controller", "load_controller", "ControllerScheduler"]

@@ -39,7 +39,6 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing
-import os
 import sys
 import time
 from pathlib import Path

@@ -147,23 +147,15 @@ class LearningRateEnv(gym.Env):
         download: bool = True,
     ) -> None:
         super().__init__()
-        if episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
-            raise ValueError(f"need 0 < lr_min < lr_max < inf, got {lr_min}, {lr_max}")
-        if action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if reward_transform not in ("raw", "log-ratio"):
             raise ValueError(f"reward_transform must be 'raw' or 'log-ratio', got {reward_transform!r}")
+        # the controller-facing arguments (action, lr range, features, ...) are checked by
+        # ControlState below; the unknown-feature check is needed first, for the validation split
         unknown = [f for f in features if f not in FEATURES]
         if unknown:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
-        if updates_per_step < 1:
-            raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
-        if relative_factor <= 1 or relative_every < 1:
-            raise ValueError("need relative_factor > 1 and relative_every >= 1")
         needs_val = reward == "validation" or "val_loss" in features
         if validation_size is None:
             validation_size = validation_batch_size if needs_val else 0
@@ -174,18 +166,10 @@ class LearningRateEnv(gym.Env):
                                       device=device, seed=seed, per_layer=per_group,
                                       validation_size=validation_size, data_root=data_root,
                                       download=download)
-        self.episode_length = int(episode_length)
-        self.updates_per_step = int(updates_per_step)
-        self.log_observations = bool(log_observations)
-        self.lr_min, self.lr_max = float(lr_min), float(lr_max)
-        self.action_mode, self.reward_mode, self.reward_transform = action, reward, reward_transform
-        self.relative_factor, self.relative_every = float(relative_factor), int(relative_every)
-        self.initial_lr = float(np.clip(initial_lr if initial_lr is not None
-                                        else math.sqrt(lr_min * lr_max), lr_min, lr_max))
+        self.reward_mode, self.reward_transform = reward, reward_transform
         self.reward_scale = float(reward_scale)
         self.validation_batch_size = int(validation_batch_size)
         self.rotating_validation = bool(rotating_validation)
-        self.obs_max = float(obs_max)
         self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
         self.fresh_w0, self.eval_every, self.default_seed = bool(fresh_w0), int(eval_every), int(seed)
 
@@ -210,6 +194,16 @@ class LearningRateEnv(gym.Env):
         self._warned_obs_max = False
 
     # ------------------------------------------------------------------ helpers
+    # the controller-facing settings live once, in ControlState
+    episode_length = property(lambda self: self.control.episode_length,
+                              doc="Primary updates per episode (the paper's ``e``).")
+    updates_per_step = property(lambda self: self.control.updates_per_step)
+    lr_min = property(lambda self: self.control.lr_min)
+    lr_max = property(lambda self: self.control.lr_max)
+    initial_lr = property(lambda self: self.control.initial_lr)
+    action_mode = property(lambda self: self.control.action_mode)
+    obs_max = property(lambda self: self.control.obs_max)
+
     @property
     def _t(self) -> int:
         """Primary updates so far in this episode."""

@@ -57,8 +57,9 @@ def test_runner_matches_plain_pytorch_loop(name, cls, lr):
 
 # --------------------------------------------------------------------------- hand computations
 def regression_env(**kw) -> LearningRateEnv:
+    kw = {"episode_length": 5, **kw}
     return LearningRateEnv(task="regression2d", action="raw", lr_min=1e-8, lr_max=10.0,
-                           episode_length=5, device="cpu", **kw)
+                           device="cpu", **kw)
 
 
 def batch_grad_and_hessian(env: LearningRateEnv) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,8 +137,7 @@ def test_sgd_hd_matches_hand_computation():
 
 
 def test_feature_controller_log_linear_rule():
-    env = regression_env(eval_every=0)
-    env.episode_length = 45
+    env = regression_env(eval_every=0, episode_length=45)
     pol = FeatureController(theta=(0.3, 0.0, 0.0), lr0=0.01, every=20)
     res = run_episode(env, pol, seed=1)
     lrs = np.array(res.lr)
