@@ -230,15 +230,16 @@ def test_step_after_optimizer_step_lags_by_one_batch():
 
 
 def test_readme_snippet_runs_with_a_trained_controller(tmp_path, monkeypatch):
-    """Executes exactly the code of .notes/readme_scheduler.md (in a folder where
-    ``runs/digits`` holds a tiny controller from train_controller.py), so the snippet cannot rot."""
+    """Executes exactly the README's scheduler example (in a folder where ``runs/digits`` holds
+    a tiny controller from train_controller.py), so the snippet cannot rot."""
     import re
     from pathlib import Path
 
     import train_controller
 
-    text = (Path(__file__).resolve().parents[1] / ".notes" / "readme_scheduler.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    code = next(b for b in blocks if "ControllerScheduler(" in b)
     assert "runs/digits" in code and "ControllerScheduler" in code
     assert len(code.strip().splitlines()) <= 17
     monkeypatch.chdir(tmp_path)
@@ -247,7 +248,7 @@ def test_readme_snippet_runs_with_a_trained_controller(tmp_path, monkeypatch):
     namespace: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the snippet must run without warnings
-        exec(compile(code, "readme_scheduler.md", "exec"), namespace)
+        exec(compile(code, "README.md", "exec"), namespace)
     scheduler = namespace["scheduler"]
     assert scheduler.last_epoch == 500
     assert 1e-5 <= scheduler.get_last_lr()[0] <= 1.0
