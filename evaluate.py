@@ -617,9 +617,10 @@ def plot_disagreement(rows: list[dict], records: dict[str, dict], seed: int, pat
             continue
         c, st = rec["curves"], _style(i)
         d = np.array([np.nan if v is None else v for v in c["disagreement"]], dtype=float)
-        axes[0].plot(np.arange(len(d)), d, lw=0.6, alpha=0.35, color=st["color"])
+        x = np.asarray(c.get("trace_steps") or np.arange(len(d)))[:len(d)]  # update count of each entry
+        axes[0].plot(x, d, lw=0.6, alpha=0.35, color=st["color"])
         k = max(1, len(d) // 50)  # moving average, so the trend is readable under the noise
-        axes[0].plot(np.arange(len(d))[k - 1:], np.convolve(d, np.ones(k) / k, mode="valid"),
+        axes[0].plot(x[k - 1:], np.convolve(d, np.ones(k) / k, mode="valid"),
                      lw=1.6, label=row["method"], **st)
         for ax, key in zip(axes[1:], ("train_loss", "test_loss")):
             ax.plot(c["eval_steps"][:len(c[key])], c[key], lw=1.6, label=row["method"], **st)

@@ -276,8 +276,10 @@ class ControllerPolicy:
 class EpisodeResult:
     """Curves of one episode. ``eval_steps`` are the update counts at which the full train/test
     losses were measured (0 = at ``w0``); ``lr``/``effective_lr``/``batch_loss`` have one entry
-    per update. ``weights``/``disagreement`` (only with ``trace=True``): the flat weights ``w_t``
-    and ``||g_batch(w_t) - g_full(w_t)||`` before each update."""
+    per update (with ``updates_per_step=k`` a decision's rate, and the batch loss it was chosen
+    from, are repeated over its ``k`` updates). ``weights``/``disagreement`` (only with
+    ``trace=True``): the flat weights ``w_t`` and ``||g_batch(w_t) - g_full(w_t)||`` before each
+    env step, measured at the update counts ``trace_steps``."""
 
     eval_steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -289,6 +291,7 @@ class EpisodeResult:
     batch_loss: list[float] = field(default_factory=list)
     weights: list[list[float]] = field(default_factory=list)
     disagreement: list[float] = field(default_factory=list)
+    trace_steps: list[int] = field(default_factory=list)
     episode_return: float = 0.0
     diverged: bool = False
     steps: int = 0
@@ -327,8 +330,10 @@ def run_episode(env: LearningRateEnv, policy: LRPolicy, seed: int, trace: bool =
     policy.reset(env)
     if "eval" in info:
         res.record_eval(0, info["eval"])
+    step = 0
     for _ in range(env.episode_length):
         if trace:
+            res.trace_steps.append(step)
             g_batch = env.trainer.flat_grad().detach()
             res.weights.append(torch.cat([p.detach().reshape(-1) for p in env.trainer.parameters()]).tolist())
             res.disagreement.append(float(torch.linalg.vector_norm(g_batch - full_gradient(env))))
@@ -337,10 +342,11 @@ def run_episode(env: LearningRateEnv, policy: LRPolicy, seed: int, trace: bool =
         res.episode_return += reward
         lr = info["lr"]
         lr = float(np.exp(np.mean(np.log(lr)))) if np.ndim(lr) else float(lr)  # per-group: geometric mean
-        res.lr.append(lr)
-        res.effective_lr.append(_effective_lr(env, lr))
-        res.batch_loss.append(float(info["batch_loss"]))
-        res.steps = info["step"]
+        n_updates, step = info["step"] - step, info["step"]  # k > 1: the rate held over k updates
+        res.lr.extend([lr] * n_updates)
+        res.effective_lr.extend([_effective_lr(env, lr)] * n_updates)
+        res.batch_loss.extend([float(info["batch_loss"])] * n_updates)
+        res.steps = step
         if "eval" in info:
             res.record_eval(info["step"], info["eval"])
         if terminated or info.get("diverged"):

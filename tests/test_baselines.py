@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import evaluate
-from agents.baselines import (ControllerPolicy, FeatureController, HypergradientSGD, VSGD,
+from agents.baselines import (ConstantLR, ControllerPolicy, FeatureController, HypergradientSGD, VSGD,
                               finite_difference_curvature, run_episode)
 from envs.learning_rate_env import LearningRateEnv
 from envs.tasks import make_task
@@ -166,3 +166,13 @@ def test_controller_policy_carries_state():
     assert res.lr == pytest.approx(expected, rel=1e-5)
     res2 = run_episode(env, pol, seed=0)  # a new episode restarts the recurrent state
     assert res2.lr == pytest.approx(expected, rel=1e-5)
+
+
+def test_curves_have_one_entry_per_update_with_blocks_of_updates():
+    """With updates_per_step=k a decision's rate is held for k updates: the lr curve still has one
+    entry per update, and trace entries carry the update count at which they were measured."""
+    env = regression_env(eval_every=10, episode_length=20, updates_per_step=5)
+    res = run_episode(env, ConstantLR(0.01), seed=1, trace=True)
+    assert res.steps == 20 and len(res.lr) == 20 and np.allclose(res.lr, 0.01)
+    assert res.trace_steps == [0, 5, 10, 15] and len(res.disagreement) == 4
+    assert res.eval_steps == [0, 10, 20]
