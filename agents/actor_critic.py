@@ -354,7 +354,8 @@ class ActorCritic:
                 sb3_utils.polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.target_tau)
 
         if 0 < self.num_timesteps <= self.learning_starts:  # warm-up (learn counts from 1): critic only
-            return {"delta": float(delta.item()), "q": float(q.item()), "q_actor": float("nan")}
+            d, qv = torch.cat([delta.detach(), q.detach()]).tolist()  # one host sync for logging
+            return {"delta": d, "q": qv, "q_actor": float("nan")}
         # --- actor (Eq. 9) on s_j^{t+1} (separate sample) or s_i^{t+1}, averaged over m_theta steps
         s_actor = self._obs_tensor(actor_next_obs) if self.separate_sample else s_i_next
         a_actor, _ = self.actor(s_actor, state)
@@ -369,7 +370,8 @@ class ActorCritic:
             self.actor_optimizer.step()
             self.actor_optimizer.zero_grad(set_to_none=True)
             self._actor_steps = 0
-        return {"delta": float(delta.item()), "q": float(q.item()), "q_actor": float(q_actor.item())}
+        d, qv, qa = torch.cat([delta.detach(), q.detach(), q_actor.detach().reshape(1)]).tolist()
+        return {"delta": d, "q": qv, "q_actor": qa}  # one host sync per step, for logging
 
     # ------------------------------------------------------------------ acting
     def _act(self, obs: np.ndarray, state: LSTMState, explore: bool) -> tuple[np.ndarray, LSTMState]:

@@ -187,9 +187,6 @@ class LearningRateEnv(gym.Env):
         # validation/probe rewards compare a held batch before and after the update
         self._held = reward in ("validation", "probe")
         self._held_split = "val" if reward == "validation" else "train"
-        n_train = len(self.trainer.x_train)
-        self._probe_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(777))[
-            :min(self.validation_batch_size, n_train)].to(self.trainer.device)
         self._seeded = False
         self._warned_obs_max = False
 
@@ -222,9 +219,6 @@ class LearningRateEnv(gym.Env):
         """Absolute action in [-1, 1] -> learning rate in [lr_min, lr_max], log-uniformly."""
         return self.control.unit_to_lr(a)
 
-    def _squash_loss(self, loss: float) -> float:
-        return self.control.squash_loss(loss)
-
     def _grad_norm_tensor(self) -> torch.Tensor:
         return grad_norm(self.trainer.parameters())
 
@@ -235,11 +229,7 @@ class LearningRateEnv(gym.Env):
         """The reward batch of the validation and probe rewards (fixed unless rotating)."""
         if self.reward_mode == "validation":
             return self._val_idx()
-        n = len(self.trainer.x_train)
-        if self.rotating_validation:
-            return torch.randperm(n, generator=self.trainer._batch_gen,
-                                  device=self.trainer.device)[:self.validation_batch_size]
-        return self._probe_idx
+        return self.trainer.probe_batch(self.validation_batch_size, self.rotating_validation)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -353,7 +343,7 @@ class LearningRateEnv(gym.Env):
             reward = self.reward_scale * (loss_before - loss_after)
 
         critic_obs = obs.copy()
-        critic_obs[0] = self._squash_loss(loss_after)
+        critic_obs[0] = self.control.squash_loss(loss_after)
         info = {"lr": self._info_lr(), "loss_before": loss_before, "loss_after": loss_after,
                 "batch_loss": batch_loss, "diverged": diverged, "step": self._t,
                 "critic_next_obs": critic_obs}

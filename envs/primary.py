@@ -130,6 +130,7 @@ class PrimaryTrainer:
         self.y_test = self.task.y_test.to(**to)
         self.batch_size = self.task.batch_size
         self.loss_fn = self.task.loss_fn
+        self._probe: Tensor | None = None  # fixed probe batch, see probe_batch
         self.model: nn.Module
         self.seed(seed)
 
@@ -195,6 +196,17 @@ class PrimaryTrainer:
         if not rotating or size >= n:
             return torch.arange(min(size, n), device=self.device)
         return torch.randperm(n, generator=self._batch_gen, device=self.device)[:size]
+
+    def probe_batch(self, size: int, rotating: bool = False) -> Tensor:
+        """Indices of a probe batch of TRAINING examples: a fixed random subset (the same for
+        every seed, drawn once and kept on the device) or a fresh one from the batch generator."""
+        n = len(self.x_train)
+        if rotating:
+            return torch.randperm(n, generator=self._batch_gen, device=self.device)[:size]
+        if self._probe is None or len(self._probe) != min(size, n):
+            self._probe = torch.randperm(n, generator=torch.Generator().manual_seed(777))[
+                :min(size, n)].to(self.device)
+        return self._probe
 
     # ------------------------------------------------------------------ training
     def loss_and_grad(self, idx: Tensor) -> Tensor:
