@@ -18,7 +18,13 @@ seeds controllers are trained on (train_controller.py uses small seeds). Baselin
   evaluation seeds, which favours the baselines.
 * ``cosine``: SGD with cosine decay, peak tuned on (best decade SGD rate) x 1, 2, 3, 5, 7, 10.
 * ``vsgd``: vSGD (Schaul et al. 2013), global rate, finite-difference curvature; no tuning.
-* ``hd``: SGD-HD (Baydin et al. 2018), lr0 = 0.01, beta tuned on {1e-4, ..., 1}.
+* ``hd``: SGD-HD (Baydin et al. 2018), initial rate tuned on {1e-3, ..., 1} and beta on {1e-4, ..., 1}
+  (as Baydin et al. tune both).
+* ``clipped``: SGD with gradient-norm clipping (``clip_grad_norm_`` then SGD), rate x threshold
+  tuned on {0.1, 1, ..., 1000} x {0.001, ..., 10} (large rates are safe once clipped), then
+  (``--grid fine``) around the best pair (rate x 0.5 ... 7 as for SGD, threshold x 0.3, 1, 3).
+* ``gradnorm``: the gradient-norm rule ``min(geometric ramp lr0 -> lr1, cap / ||g_t||)`` of issue 16,
+  its three constants fitted on *training* seeds 0 and 1 (like the Daniel-style controller).
 * ``feature``: a Daniel et al. (2016)-style log-linear feature controller, its parameters
   fitted on *training* seed 0 (12 candidates), then evaluated on the held-out seeds.
 * ``schedulefree-sgd``, ``schedulefree-adamw``, ``prodigy``, ``dadapt-sgd``, ``dadapt-adam``
@@ -60,12 +66,17 @@ DECADE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_MULTIPLIERS = (0.5, 2.0, 3.0, 5.0, 7.0)
 COSINE_MULTIPLIERS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 HD_BETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-HD_LR0 = 0.01
+#: SGD-HD's initial rates: Baydin et al. tune the initial rate as well as beta
+HD_LR0S = (1e-3, 1e-2, 1e-1, 1.0)
 FEATURE_LR0 = 0.01
 FEATURE_FIT_SEEDS = (0,)
-#: gradient-norm clipping thresholds of clipped SGD's decade grid, and the fine-grid multipliers
-#: of the threshold around the best (rate multipliers are FINE_MULTIPLIERS, as for SGD)
-CLIP_NORMS = (1e-2, 1e-1, 1.0, 10.0)
+#: clipped SGD's decade grid: rates x gradient-norm clipping thresholds. Rates go far above
+#: plain SGD's grid because with clipping a huge rate is safe: at lr = 1000 and max_norm = 1e-3
+#: every step has length ~1 (normalised gradient descent), which measured far better on digits
+#: than any rate <= 8; a grid that stopped at 1 would flatter every controller.
+CLIP_RATES = (1e-1, 1.0, 10.0, 100.0, 1000.0)
+CLIP_NORMS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: the fine grid around the best decade pair: rate x FINE_MULTIPLIERS (as for SGD), threshold x these
 CLIP_NORM_MULTIPLIERS = (0.3, 1.0, 3.0)
 #: training seeds the gradient-norm rule's constants are fitted on (like the Daniel-style one)
 GRAD_NORM_RULE_FIT_SEEDS = (0, 1)
@@ -83,6 +94,8 @@ LABELS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSpro
           "prodigy": "Prodigy", "dadapt-sgd": "D-Adapt SGD", "dadapt-adam": "D-Adapt Adam"}
 #: env settings of every baseline: the action is the learning rate itself
 BASELINE_ENV = {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0}
+#: the same for the clipped and gradient-norm baselines, whose capped rates may be far above 10
+CAPPED_BASELINE_ENV = {**BASELINE_ENV, "lr_max": 1e4}
 #: controller env settings that shape its observations/actions (everything else is not used)
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
@@ -812,20 +825,21 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if "vsgd" in names:
             phase1 += [make_spec("vsgd", s, policy={"kind": "vsgd"}) for s in seeds]
         if "hd" in names:
-            phase1 += [make_spec("hd", s, b, policy={"kind": "hd", "beta": b, "lr0": HD_LR0})
-                       for b in HD_BETAS for s in seeds]
+            phase1 += [make_spec("hd", s, [lr0, b], policy={"kind": "hd", "beta": b, "lr0": lr0})
+                       for lr0 in HD_LR0S for b in HD_BETAS for s in seeds]
         for n in names:
             if n in LRFREE:
                 phase1 += [make_spec(n, s, LRFREE[n], optimizer=n) for s in seeds]
         clip_specs = lambda pairs: [make_spec("clipped", s, [lr, c], policy={  # noqa: E731
-            "kind": "clipped", "lr": lr, "max_norm": c}) for lr, c in pairs for s in seeds]
-        clip_decade = [(lr, c) for lr in DECADE_GRID for c in CLIP_NORMS]
+            "kind": "clipped", "lr": lr, "max_norm": c}, env=CAPPED_BASELINE_ENV) for lr, c in pairs for s in seeds]
+        clip_decade = [(lr, c) for lr in CLIP_RATES for c in CLIP_NORMS]
         if "clipped" in names:
             phase1 += clip_specs(clip_decade)
         if "gradnorm" in names:
             from agents.baselines import GRAD_NORM_RULE_GRID
 
-            phase1 += [make_spec("gradnorm-fit", s, list(c), policy={"kind": "gradnorm", "constants": list(c)})
+            phase1 += [make_spec("gradnorm-fit", s, list(c), policy={"kind": "gradnorm", "constants": list(c)},
+                                 env=CAPPED_BASELINE_ENV)
                        for c in GRAD_NORM_RULE_GRID for s in GRAD_NORM_RULE_FIT_SEEDS]
         if "feature" in names:
             from agents.baselines import FEATURE_CONTROLLER_GRID
@@ -877,8 +891,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
             fit = [r for c in GRAD_NORM_RULE_GRID for r in by("gradnorm-fit", [list(c)], GRAD_NORM_RULE_FIT_SEEDS)]
             rule, _, grids["Gradient-norm rule (fit on training seeds)"] = select_best(fit)
-            phase2 += [make_spec("gradnorm", s, list(rule), policy={"kind": "gradnorm", "constants": list(rule)})
-                       for s in seeds]
+            phase2 += [make_spec("gradnorm", s, list(rule), policy={"kind": "gradnorm", "constants": list(rule)},
+                                 env=CAPPED_BASELINE_ENV) for s in seeds]
         theta = None
         if "feature" in names:
             from agents.baselines import FEATURE_CONTROLLER_GRID
@@ -918,8 +932,9 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         best, _, grids["SGD cosine (peak)"] = select_best(by("cosine", cos_peaks))
         rows.append(summarize("SGD cosine", "tuned peak", by("cosine", [best]), best, "peak"))
     if "hd" in names:
-        best, _, grids["SGD-HD (beta)"] = select_best(by("hd", HD_BETAS))
-        rows.append(summarize("SGD-HD", "tuned beta", by("hd", [best]), best, "beta"))
+        hd_grid = [[lr0, b] for lr0 in HD_LR0S for b in HD_BETAS]
+        best, _, grids["SGD-HD (lr0, beta)"] = select_best(by("hd", hd_grid))
+        rows.append(summarize("SGD-HD", "tuned lr0 and beta", by("hd", [list(best)]), best, "lr0, beta"))
     for n in names:
         if n in LRFREE:
             rows.append(summarize(LABELS[n], "lr-free", by(n, [LRFREE[n]]), LRFREE[n], "lr"))

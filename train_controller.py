@@ -1,11 +1,12 @@
-"""Train a learning-rate controller: the paper's actor-critic, or SB3 DDPG/TD3, on LearningRateEnv.
+"""Train a learning-rate controller: the paper's actor-critic, an episodic policy search, or SB3
+DDPG/TD3, on LearningRateEnv.
 
     python train_controller.py                      # the paper's agent on digits, a few minutes on CPU
     python train_controller.py --agent td3 --steps 20000 --task digits,regression2d
     python train_controller.py --resume runs/actor-critic-digits-seed0 --steps 20000
 
 Writes a run directory (``--out``, default ``runs/<agent>-<task>-seed<seed>``):
-``controller.pt`` (actor-critic) or ``controller.zip`` (SB3), ``settings.json`` (agent, preset,
+``controller.pt`` (actor-critic, policy-search) or ``controller.zip`` (SB3), ``settings.json`` (agent, preset,
 env_kwargs, agent_kwargs, train), ``tb/`` (TensorBoard, SB3 layout: ``rollout/ep_rew_mean``,
 ``env/lr``, ``env/batch_loss``, ...) and ``summary.json``. Load a run with
 ``agents.checkpoint.load_controller(DIR)``.
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-AGENTS = ("actor-critic", "ddpg", "td3")
+AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
 DEFAULT_STEPS = 10_000
 
 
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--agent", choices=AGENTS, default=None,
-                   help="controller to train (default actor-critic; on --resume, the run's own)")
+                   help="controller to train (default: the preset's; on --resume, the run's own)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
                    help="env + agent configuration; the flags below override single values")
     g.add_argument("--task", default=None,
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--twin-critics", action=argparse.BooleanOptionalAction, default=None,
                    help="actor-critic: two critics, TD target from their minimum (TD3-style)")
     a.add_argument("--select-best", type=_nonneg_int, default=None, metavar="N",
-                   help="every N episodes run one deterministic episode on the "
+                   help="every N episodes (policy-search: generations) run one deterministic episode on the "
                         "validation seed(s) (--eval-seed) and save the actor with the best return "
                         "as the checkpoint, not the last one (0: off)")
     a.add_argument("--collapse-termination", action=argparse.BooleanOptionalAction, default=None,
@@ -165,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--eval-seed", type=_nonneg_int, action="append", default=None,
                    help="validation primary seed for --select-best (repeatable; default 500: "
                         "neither a training seed nor an evaluate.py test seed 1000+)")
+    a.add_argument("--population", type=_positive_int, default=None,
+                   help="policy-search: candidate controllers per generation (even)")
+    a.add_argument("--elite-fraction", type=_finite_float, default=None,
+                   help="policy-search: fraction of each generation the search distribution is fitted to")
+    a.add_argument("--init-std", type=_finite_float, default=None,
+                   help="policy-search: initial std of the policy parameters")
+    a.add_argument("--workers", type=_positive_int, default=None,
+                   help="policy-search: processes that run a generation's episodes side by side "
+                        "(default: the machine's cores, at most the population)")
     a.add_argument("--agent-lr", type=_finite_float, default=None, help="ddpg/td3: Adam learning rate")
     a.add_argument("--learning-starts", type=_nonneg_int, default=None,
                    help="ddpg/td3: random-action steps before learning")
@@ -194,10 +204,14 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         env_kwargs["features"] = [] if args.features.lower() == "none" else \
             [f.strip() for f in args.features.split(",") if f.strip()]
     agent = args.agent or preset.get("algo", "actor-critic")
-    ac_only = ["m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
-               "normalize_obs", "reward_scale", "twin_critics"]
-    sb3_only = ["agent_lr", "learning_starts", "batch_size", "buffer_size"]
-    wrong = [f for f in (ac_only if agent != "actor-critic" else sb3_only) if getattr(args, f) is not None]
+    only = {"actor-critic": ["m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
+                             "normalize_obs", "reward_scale", "twin_critics"],
+            "policy-search": ["population", "elite_fraction", "init_std", "workers"],
+            "sb3": ["agent_lr", "learning_starts", "batch_size", "buffer_size"]}
+    family = agent if agent in only else "sb3"
+    wrong = [f for name, flags in only.items() if name != family for f in flags if getattr(args, f) is not None]
+    if agent == "policy-search":  # an episodic search has no discount and no action noise
+        wrong += [f for f in ("gamma", "noise") if getattr(args, f) is not None]
     if wrong:
         parser.error(f"--{wrong[0].replace('_', '-')} does not apply to --agent {agent}")
     shared = preset["agent"]
@@ -205,7 +219,12 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         shared["gamma"] = args.gamma
     if args.noise is not None:
         shared["noise_std"] = args.noise
-    if agent == "actor-critic":
+    if agent == "policy-search":
+        agent_kwargs = dict(preset.get("policy_search", {}))
+        for flag in ("population", "elite_fraction", "init_std"):
+            if getattr(args, flag) is not None:
+                agent_kwargs[flag] = getattr(args, flag)
+    elif agent == "actor-critic":
         agent_kwargs = shared
         for flag in ("m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
                      "normalize_obs", "reward_scale", "twin_critics"):
@@ -228,6 +247,7 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
                       "seed": seed,
                       "device": args.device, "data_root": args.data_root,
                       "checkpoint_every": args.checkpoint_every,
+                      "workers": args.workers,
                       # checkpoint selection: flag, else the preset's "train" section
                       "select_best": (args.select_best if args.select_best is not None else
                                       preset.get("train", {}).get("select_best", 0)),
@@ -333,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from agents.actor_critic import ActorCritic
+    from agents.policy_search import PolicySearch
     from agents.checkpoint import (CHECKPOINT_NAMES, CheckpointError, atomic_write_json,
                                    remove_stale_temp_files, resolve_run)
     from agents.sb3 import (EnvInfoCallback, PeriodicCheckpoint, TqdmCallback, box_to_json,
@@ -381,11 +402,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings["spaces"] = {"observation": box_to_json(env.observation_space),
                           "action": box_to_json(env.action_space)}
     try:
-        if agent_name == "actor-critic":
+        if agent_name in ("actor-critic", "policy-search"):
+            cls = ActorCritic if agent_name == "actor-critic" else PolicySearch
+            extra = {}
+            if agent_name == "policy-search":  # side-by-side episodes: each worker builds the run's env
+                import functools
+                import os
+
+                workers = train.get("workers") or min(os.cpu_count() or 1,
+                                                      settings["agent_kwargs"].get("population", 12))
+                extra = {"workers": workers,
+                         "env_factory": functools.partial(make_training_env, settings) if workers > 1 else None}
             if resume_ckpt is not None:
-                model = ActorCritic.load(resume_ckpt, env=env, device=train["device"])
+                model = cls.load(resume_ckpt, env=env, device=train["device"], **extra)
             else:
-                model = ActorCritic(env, **settings["agent_kwargs"], seed=train["seed"], device=train["device"])
+                model = cls(env, **settings["agent_kwargs"], seed=train["seed"], device=train["device"], **extra)
             save = lambda m: m.save(ckpt_path)  # noqa: E731
         else:
             if resume_ckpt is not None:
@@ -423,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               data_root=train["data_root"], **eval_kwargs),
                   "eval_freq": int(train["select_best"]),
                   "eval_seeds": tuple(int(s) for s in train.get("eval_seeds", [500]))}
-        if agent_name != "actor-critic":  # SB3 agents: the same selection as a callback
+        if agent_name not in ("actor-critic", "policy-search"):  # SB3 agents: the same selection as a callback
             selector = select_best_callback(select["eval_env"], select["eval_freq"], select["eval_seeds"])
             callbacks.append(selector)
             select = {}

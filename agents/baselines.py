@@ -304,8 +304,10 @@ class GradNormRule:
 
 
 #: the constants searched for :class:`GradNormRule` (lr_start, lr_end, step_cap)
+#: (ramps up to 1000: once the step length is capped, large rates are safe and fast on digits)
 GRAD_NORM_RULE_GRID: list[tuple[float, float, float]] = [
-    (a, b, c) for a in (0.5, 1.0, 2.0) for b in (1.0, 2.0, 4.0) for c in (0.25, 0.5, 1.0) if b >= a]
+    (a, b, c) for a in (1.0, 10.0, 100.0) for b in (1.0, 10.0, 100.0, 1000.0) for c in (0.25, 0.5, 1.0)
+    if b >= a]
 
 
 # --------------------------------------------------------------------------- trained controllers

@@ -2,7 +2,7 @@
 
 Checkpoints are untrusted files (researchers share them), so nothing here unpickles code:
 
-- ``.pt`` files (the paper's actor-critic) hold plain state dicts, numbers and a JSON string of
+- ``.pt`` files (the paper's actor-critic, the policy search) hold plain state dicts, numbers and a JSON string of
   settings, and are read with ``torch.load(..., weights_only=True)``;
 - SB3 ``.zip`` files (DDPG/TD3) are read by :func:`agents.sb3.load_sb3_safely`, which replaces
   every cloudpickled entry of the zip by an object rebuilt from ``settings.json``, so SB3 never
@@ -29,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-CHECKPOINT_NAMES = {"actor-critic": "controller.pt", "ddpg": "controller.zip", "td3": "controller.zip"}
+CHECKPOINT_NAMES = {"actor-critic": "controller.pt", "policy-search": "controller.pt",
+                    "ddpg": "controller.zip", "td3": "controller.zip"}
 SETTINGS_NAME = "settings.json"
 
 
@@ -184,11 +185,12 @@ class Controller:
 
     Attributes:
         name: a display name (the run directory's name).
-        agent: ``"actor-critic"``, ``"ddpg"`` or ``"td3"``.
+        agent: ``"actor-critic"``, ``"policy-search"``, ``"ddpg"`` or ``"td3"``.
         env_kwargs: the :class:`~envs.learning_rate_env.LearningRateEnv` keyword arguments the
             controller was trained with (without ``task``/``seed``/``device``).
         settings: the whole ``settings.json`` dict.
-        model: the underlying :class:`~agents.actor_critic.ActorCritic` or SB3 model.
+        model: the underlying :class:`~agents.actor_critic.ActorCritic`,
+            :class:`~agents.policy_search.PolicySearch` or SB3 model.
     """
 
     def __init__(self, name: str, agent: str, model: Any, settings: dict) -> None:
@@ -219,6 +221,10 @@ def load_controller(path: str | os.PathLike, device: str = "cpu") -> Controller:
         from agents.actor_critic import ActorCritic
 
         model = ActorCritic.load(ckpt, device=device)
+    elif agent == "policy-search":
+        from agents.policy_search import PolicySearch
+
+        model = PolicySearch.load(ckpt, device=device)
     else:
         from agents.sb3 import load_sb3_safely
 

@@ -40,7 +40,9 @@ OPTIMIZERS = {
     "schedulefree-sgd": ("schedulefree", "SGDScheduleFree", {}),
     "schedulefree-adamw": ("schedulefree", "AdamWScheduleFree", {}),
     "prodigy": ("prodigyopt", "Prodigy", {}),
-    "dadapt-sgd": ("dadaptation", "DAdaptSGD", {}),
+    # momentum 0.9: how D-Adaptation's authors run DAdaptSGD (its own default, 0, sat at chance
+    # level on digits); optimizer_kwargs={"momentum": 0} restores the package default
+    "dadapt-sgd": ("dadaptation", "DAdaptSGD", {"momentum": 0.9}),
     "dadapt-adam": ("dadaptation", "DAdaptAdam", {}),
 }
 

@@ -129,3 +129,47 @@ def test_clipped_sgd_and_grad_norm_rule_policies():
     norms_bound = [lr <= 2.0 + 1e-12 for lr in result.lr]
     assert result.steps == 30 and all(norms_bound)
     assert result.train_loss[-1] < result.train_loss[0]
+
+
+def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys):
+    """The clipped-SGD grid (decade pairs, then the fine grid around the best pair), the rule
+    fitted on training seeds only, and the median / collapse / per-seed reporting."""
+    import json
+
+    import evaluate
+
+    out = tmp_path / "out"
+    assert evaluate.main(["--task", "regression2d", "--steps", "15", "--seeds", "2", "--eval-every", "5",
+                          "--baselines", "sgd,clipped,gradnorm", "--grid", "both", "--episodes", "0",
+                          "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads((out / "results.json").read_text())
+    runs = data["runs"]
+    decade = {tuple(r["spec"]["param"]) for r in runs.values() if r["spec"]["family"] == "clipped"
+              and r["spec"]["param"][0] in evaluate.CLIP_RATES and r["spec"]["param"][1] in evaluate.CLIP_NORMS}
+    assert len(decade) == len(evaluate.CLIP_RATES) * len(evaluate.CLIP_NORMS)
+    best_decade = min(data["grids"]["SGD, clipped (decade grid: lr, max_norm)"].items(),
+                      key=lambda kv: math.inf if kv[1] is None else kv[1])[0]
+    lr0, c0 = json.loads(best_decade)
+    fine = {tuple(r["spec"]["param"]) for r in runs.values() if r["spec"]["family"] == "clipped"} - decade
+    assert fine and all(any(math.isclose(lr, lr0 * m, rel_tol=0.01) for m in (1.0,) + evaluate.FINE_MULTIPLIERS)
+                        for lr, _ in fine)
+    row = [r for r in data["summary"] if r["method"] == "SGD, clipped"][0]
+    means = {k: (math.inf if v is None else v) for k, v in data["grids"]["SGD, clipped (lr, max_norm)"].items()}
+    assert json.dumps(row["param"]) == min(means, key=means.get)
+    # the rule is fitted on training seeds 0 and 1 only, then run on the held-out seeds
+    fit_seeds = {r["spec"]["seed"] for r in runs.values() if r["spec"]["family"] == "gradnorm-fit"}
+    assert fit_seeds == set(evaluate.GRAD_NORM_RULE_FIT_SEEDS)
+    rule = [r for r in data["summary"] if r["method"] == "Gradient-norm rule"][0]
+    assert rule["seed_list"] == [1000, 1001] and len(rule["train_loss_per_seed"]) == 2
+    assert rule["train_loss_median"] == pytest.approx(float(np.median(rule["train_loss_per_seed"])))
+    assert "median train loss" in text and "collapsed" in text and "Final training loss per seed" in text
+
+
+def test_collapse_counts_diverged_and_chance_level_runs():
+    import evaluate
+
+    ok = {"status": "ok", "final": {"train_loss": 0.1}, "curves": {"train_loss": [2.3, 0.1]}}
+    dead = {"status": "ok", "final": {"train_loss": 2.2}, "curves": {"train_loss": [2.3, 2.2]}}
+    diverged = {"status": "diverged", "final": {"train_loss": None}, "curves": {}}
+    assert [evaluate.collapsed(r) for r in (ok, dead, diverged)] == [False, True, True]

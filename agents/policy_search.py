@@ -1,0 +1,404 @@
+"""Episodic policy search: the cross-entropy method over a small deterministic controller.
+
+Read top to bottom: the policy (:class:`LinearPolicy`), then :class:`PolicySearch` (``learn`` is
+the whole algorithm), then ``predict``/``save``/``load`` in stable-baselines3's shape.
+
+Why an episodic search beside the paper's actor-critic and TD3 (issue 16): the controller is
+judged by one number per episode, the primary model's loss after ``episode_length`` updates,
+and the best controllers sit next to a cliff (a step-length cap twice too large kills the
+network). Value-based agents learn that cliff from a few dozen noisy episodes and retreat from
+it; a search that compares whole episodes of candidate controllers on the SAME primary seed
+(common random numbers) ranks them by exactly the criterion, with no critic to fit. This is
+the family Daniel, Taylor and Nowozin (2016) used to learn step sizes (REPS, an episodic
+policy search); the cross-entropy method (Rubinstein 1999; with the added noise of Szita and
+Lorincz 2006) is its simplest member.
+
+Per generation ``g``:
+
+1. draw ``population`` parameter vectors ``theta_i = mu + sigma * eps_i`` (antithetic pairs
+   ``+eps``/``-eps`` halve the sampling noise of the ranking);
+2. run one episode per candidate, all from ``env.reset(seed=s_g)`` with the same ``s_g`` (the
+   same ``w0`` and batch order), and record its return;
+3. ``mu``, ``sigma`` <- mean and std of the ``elite_fraction`` best candidates, plus extra
+   exploration noise that decays linearly to ``min_std`` over ``noise_decay`` generations;
+4. every ``eval_freq`` generations (checkpoint selection, as :class:`~agents.actor_critic.ActorCritic`
+   does it) the mean policy ``mu`` runs deterministically on fixed validation seeds, and the best
+   ``mu`` seen is the one ``learn`` leaves in place.
+
+The policy is ``a = tanh(W x + b)`` with ``x`` the observation scaled from its (finite) box onto
+``[-1, 1]``: with the capped action and the features ``step_fraction`` and ``grad_norm`` it can
+express a rate and a step-length cap that depend on the time left, the gradient norm and the
+loss. ``predict`` uses ``mu``; it keeps no recurrent state.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections import deque
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common import utils as sb3_utils
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.env_util import is_wrapped
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.monitor import Monitor
+
+from agents.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
+
+FORMAT = "lrrl-policy-search-v1"
+
+# --------------------------------------------------------------------------- worker processes
+_WORKER_ENV: gym.Env | None = None
+
+
+def _init_worker(env_factory: Callable[[], gym.Env]) -> None:
+    """A worker builds its env once (one torch thread: the workers are the parallelism)."""
+    global _WORKER_ENV
+    torch.set_num_threads(1)
+    _WORKER_ENV = env_factory()
+
+
+def _worker_episode(policy: "LinearPolicy", theta: np.ndarray, seed: int) -> list[tuple[float, bool, dict]]:
+    return run_candidate(_WORKER_ENV, policy, theta, seed)
+
+
+def run_candidate(env: gym.Env, policy: "LinearPolicy", theta: np.ndarray, seed: int
+                  ) -> list[tuple[float, bool, dict]]:
+    """One episode of the deterministic policy ``theta`` from ``env.reset(seed=seed)``:
+    ``[(reward, done, info), ...]`` per env step."""
+    obs, _ = env.reset(seed=int(seed))
+    steps, done = [], False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy.action(theta, obs)[0])
+        done = terminated or truncated
+        steps.append((float(reward), bool(done), info))
+    return steps
+
+
+# --------------------------------------------------------------------------- the policy
+class LinearPolicy:
+    """``a = tanh(W x + b)`` on the observation ``x`` scaled from its box onto ``[-1, 1]``
+    (entries with an infinite bound are used as they are); the action is then mapped from
+    ``[-1, 1]`` onto the action box. Parameters are one flat vector ``(W.ravel(), b)``."""
+
+    def __init__(self, observation_space: spaces.Box, action_space: spaces.Box) -> None:
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.act_dim = int(np.prod(action_space.shape))
+        low = observation_space.low.reshape(-1).astype(np.float64)
+        high = observation_space.high.reshape(-1).astype(np.float64)
+        finite = np.isfinite(low) & np.isfinite(high) & (high > low)
+        self._center = np.where(finite, (low + high) / 2, 0.0)
+        self._half = np.where(finite, (high - low) / 2, 1.0)
+        self._act_low = action_space.low.reshape(-1).astype(np.float64)
+        self._act_high = action_space.high.reshape(-1).astype(np.float64)
+        self.action_space = action_space
+        self.n_params = self.act_dim * (self.obs_dim + 1)
+
+    def unit_action(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Action(s) in ``[-1, 1]`` for observation(s) of shape ``(obs_dim,)`` or ``(n, obs_dim)``."""
+        x = (np.asarray(obs, dtype=np.float64).reshape(-1, self.obs_dim) - self._center) / self._half
+        w = theta[:-self.act_dim].reshape(self.act_dim, self.obs_dim)
+        return np.tanh(x @ w.T + theta[-self.act_dim:])
+
+    def action(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        unit = self.unit_action(theta, obs)
+        a = self._act_low + (unit + 1.0) * 0.5 * (self._act_high - self._act_low)
+        return a.astype(self.action_space.dtype)
+
+
+# --------------------------------------------------------------------------- the search
+class PolicySearch:
+    """Cross-entropy-method policy search for a learning-rate controller (see the module docstring).
+
+    Args:
+        env: a single gymnasium env (wrapped in SB3's ``Monitor`` if it is not); ``None`` with
+            both spaces given, to predict only.
+        population: candidates per generation (even: antithetic pairs).
+        elite_fraction: fraction of the population the new mean and std are fitted to.
+        init_std: initial std of every parameter (the mean starts at 0: the action box's centre).
+        min_std: floor of the extra exploration noise added to the elite std.
+        noise_decay: generations over which the extra noise decays from ``init_std`` to ``min_std``.
+        seed: seeds the sampling and the primary seeds of the generations (``seed * 10007 + g``).
+        workers: processes that run a generation's episodes side by side (1: in this process);
+            each builds its own env with ``env_factory`` (a picklable function), since the
+            candidates of a generation are independent episodes. The callbacks still see every
+            step, in order, as each episode comes back.
+        env_factory: builds the env a worker runs (needed with ``workers > 1``).
+        device: kept for the SB3-shaped interface (the policy is a few numpy numbers).
+        tensorboard_log / verbose: as in SB3.
+    """
+
+    def __init__(self, env: gym.Env | None = None, population: int = 12, elite_fraction: float = 0.25,
+                 init_std: float = 0.5, min_std: float = 0.02, noise_decay: int = 10,
+                 seed: int | None = 0, workers: int = 1, env_factory: Callable[[], gym.Env] | None = None,
+                 device: str = "cpu", tensorboard_log: str | None = None,
+                 verbose: int = 0, observation_space: spaces.Box | None = None,
+                 action_space: spaces.Box | None = None) -> None:
+        if population < 2 or population % 2:
+            raise ValueError(f"population must be an even number >= 2 (antithetic pairs), got {population}")
+        if not 0 < elite_fraction <= 1 or int(population * elite_fraction) < 1:
+            raise ValueError(f"elite_fraction must keep at least one candidate, got {elite_fraction}")
+        if not init_std > 0 or not min_std >= 0 or noise_decay < 1:
+            raise ValueError("need init_std > 0, min_std >= 0 and noise_decay >= 1")
+        if workers < 1 or (workers > 1 and env_factory is None):
+            raise ValueError("workers must be >= 1, and workers > 1 needs an env_factory")
+        self.workers, self.env_factory = int(workers), env_factory
+        if env is not None and not is_wrapped(env, Monitor):
+            env = Monitor(env)
+        self.env = env
+        if env is None and (observation_space is None or action_space is None):
+            raise ValueError("give an env, or both observation_space and action_space")
+        self.observation_space = env.observation_space if observation_space is None else observation_space
+        self.action_space = env.action_space if action_space is None else action_space
+        if not isinstance(self.observation_space, spaces.Box) or not isinstance(self.action_space, spaces.Box):
+            raise TypeError("PolicySearch needs Box observation and action spaces")
+        self.hyper = dict(population=int(population), elite_fraction=float(elite_fraction),
+                          init_std=float(init_std), min_std=float(min_std), noise_decay=int(noise_decay))
+        for key, value in self.hyper.items():
+            setattr(self, key, value)
+        self.seed, self.tensorboard_log, self.verbose = seed, tensorboard_log, verbose
+        self.policy = LinearPolicy(self.observation_space, self.action_space)
+        self.mean = np.zeros(self.policy.n_params)
+        self.std = np.full(self.policy.n_params, self.init_std)
+        self.rng = np.random.default_rng(0 if seed is None else seed)
+        self.num_timesteps = 0
+        self.generation = 0
+        self._episode_num = 0
+        self.best_eval_return: float | None = None
+        self.best_eval_timestep: int | None = None
+        self.ep_info_buffer: deque = deque(maxlen=100)
+        self._logger: Logger | None = None
+        self._custom_logger = False
+
+    # ------------------------------------------------------------------ SB3-style plumbing
+    @property
+    def logger(self) -> Logger:
+        if self._logger is None:
+            self._logger = sb3_utils.configure_logger(self.verbose, None, "", True)
+        return self._logger
+
+    def set_logger(self, logger: Logger) -> None:
+        self._logger, self._custom_logger = logger, True
+
+    def get_env(self) -> gym.Env | None:
+        return self.env
+
+    def _init_callback(self, callback: Any) -> BaseCallback:
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        elif callback is None:
+            callback = CallbackList([])
+        elif not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        callback.init_callback(self)
+        return callback
+
+    # ------------------------------------------------------------------ the algorithm
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
+              tb_log_name: str = "PolicySearch", reset_num_timesteps: bool = True,
+              progress_bar: bool = False, eval_env: gym.Env | None = None, eval_freq: int = 0,
+              eval_seeds: tuple[int, ...] = (500,)) -> "PolicySearch":
+        """Search for ``total_timesteps`` env steps (generations of whole episodes; a generation
+        the budget cannot finish is not started). ``eval_env``/``eval_freq`` (in generations)/
+        ``eval_seeds``: checkpoint selection of the mean policy, as in ``ActorCritic.learn``."""
+        if self.env is None:
+            raise ValueError("learn() needs an env")
+        if reset_num_timesteps:
+            self.num_timesteps, self._episode_num, self.generation = 0, 0, 0
+        total = self.num_timesteps + int(total_timesteps)
+        if not self._custom_logger:
+            self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name,
+                                                      reset_num_timesteps)
+        callback = self._init_callback(callback)
+        selecting = eval_env is not None and eval_freq > 0
+        if selecting:
+            self.best_eval_return, self.best_eval_timestep = -math.inf, None
+        callback.on_training_start(locals(), globals())
+        start_time, start_steps = time.time_ns(), self.num_timesteps
+        pool = None
+        if self.workers > 1 and self.num_timesteps + self.population * (self._episode_steps() or 1) <= total:
+            pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_init_worker, initargs=(self.env_factory,))
+        try:
+            self._generations(total, callback, pool, eval_env if selecting else None, eval_freq, eval_seeds,
+                              log_interval, start_time, start_steps)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        if selecting:
+            self.mean = self._select(eval_env, eval_seeds, self._best).copy()
+        callback.on_training_end()
+        return self
+
+    def _generations(self, total: int, callback: BaseCallback, pool, eval_env, eval_freq: int,
+                     eval_seeds: tuple[int, ...], log_interval: int, start_time: int, start_steps: int) -> None:
+        self._best = None
+        episode_steps, keep_going = self._episode_steps(), True
+        while keep_going:
+            # a generation costs population x episode length; stop before one that cannot finish
+            if episode_steps is not None and self.num_timesteps + self.population * episode_steps > total:
+                break
+            if episode_steps is None and self.num_timesteps >= total:
+                break
+            half = self.rng.standard_normal((self.population // 2, self.mean.size))
+            candidates = self.mean + self.std * np.concatenate([half, -half])
+            primary_seed = (0 if self.seed is None else self.seed) * 10007 + self.generation
+            if pool is None:
+                episodes = (run_candidate(self.env, self.policy, theta, primary_seed) for theta in candidates)
+            else:
+                episodes = pool.map(_worker_episode, [self.policy] * len(candidates), candidates,
+                                    [primary_seed] * len(candidates))
+            returns = []
+            for steps in episodes:
+                keep_going = self._replay(steps, callback)
+                episode_steps = max(episode_steps or 0, len(steps))
+                returns.append(sum(r for r, _, _ in steps))
+                if not keep_going:
+                    break
+            if not keep_going:
+                break
+            self._update(candidates, np.asarray(returns))
+            self.generation += 1
+            if eval_env is not None and self.generation % eval_freq == 0:
+                self._best = self._select(eval_env, eval_seeds, self._best)
+            if log_interval and self.generation % log_interval == 0:
+                self._dump_logs(returns, start_time, start_steps)
+
+    def _episode_steps(self) -> int | None:
+        """Env steps of a full episode, if the env says (a LearningRateEnv does); else ``None``
+        and the first generation tells."""
+        control = getattr(getattr(self.env, "unwrapped", None), "control", None)
+        if control is not None:
+            return math.ceil(control.episode_length / control.updates_per_step)
+        spec = getattr(self.env, "spec", None)
+        return getattr(spec, "max_episode_steps", None)
+
+    def _replay(self, steps: list[tuple[float, bool, dict]], callback: BaseCallback) -> bool:
+        """Count an episode's steps and show each to the callbacks, in order (SB3's protocol:
+        locals named as in its ``collect_rollouts``). Returns whether training may go on."""
+        for reward, done, info in steps:
+            self.num_timesteps += 1
+            infos, rewards, dones = [info], np.array([reward]), np.array([done])  # noqa: F841
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+        self._episode_num += 1
+        # the Monitor wrapper's episode summary (what SB3's ep_info_buffer holds)
+        self.ep_info_buffer.append({"r": sum(r for r, _, _ in steps), "l": len(steps)})
+        return True
+
+    def _update(self, candidates: np.ndarray, returns: np.ndarray) -> None:
+        """Fit mean and std to the elite candidates; add the decaying exploration noise.
+        A NaN return (it cannot happen with this env, which never raises) ranks last."""
+        returns = np.where(np.isfinite(returns), returns, -np.inf)
+        n_elite = max(1, int(self.population * self.elite_fraction))
+        elite = candidates[np.argsort(-returns, kind="stable")[:n_elite]]
+        progress = min(self.generation / self.noise_decay, 1.0)
+        extra = self.init_std + (self.min_std - self.init_std) * progress
+        self.mean = elite.mean(axis=0)
+        self.std = np.sqrt(elite.var(axis=0) + extra ** 2)
+
+    def evaluate_return(self, env: gym.Env, seeds: tuple[int, ...] = (500,), theta: np.ndarray | None = None) -> float:
+        """Mean return of the deterministic policy ``theta`` (default: the mean) over one episode
+        per seed, each from ``env.reset(seed=s)``."""
+        theta = self.mean if theta is None else theta
+        returns = []
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(self.policy.action(theta, obs)[0])
+                total, done = total + float(reward), terminated or truncated
+            returns.append(total)
+        return float(np.mean(returns))
+
+    def _select(self, eval_env: gym.Env, eval_seeds: tuple[int, ...], best: np.ndarray | None) -> np.ndarray:
+        value = self.evaluate_return(eval_env, eval_seeds)
+        self.logger.record("eval/mean_reward", value)
+        if best is None or value > self.best_eval_return:
+            self.best_eval_return, self.best_eval_timestep = value, self.num_timesteps
+            best = self.mean.copy()
+        return best
+
+    def _dump_logs(self, returns: list[float], start_time: int, start_steps: int) -> None:
+        elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)
+        if self.ep_info_buffer:
+            self.logger.record("rollout/ep_rew_mean", float(np.mean([e["r"] for e in self.ep_info_buffer])))
+            self.logger.record("rollout/ep_len_mean", float(np.mean([e["l"] for e in self.ep_info_buffer])))
+        finite = [r for r in returns if math.isfinite(r)]
+        if finite:
+            self.logger.record("train/generation_best_return", float(max(finite)))
+            self.logger.record("train/generation_mean_return", float(np.mean(finite)))
+        self.logger.record("train/std_mean", float(self.std.mean()))
+        self.logger.record("train/generation", self.generation)
+        self.logger.record("time/episodes", self._episode_num, exclude="tensorboard")
+        self.logger.record("time/fps", int((self.num_timesteps - start_steps) / elapsed))
+        self.logger.dump(step=self.num_timesteps)
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """SB3-shaped inference with the mean policy: ``observation`` of shape ``(obs_dim,)`` or
+        ``(n_envs, obs_dim)`` -> ``(action, None)``. ``deterministic=False`` samples one
+        parameter vector from the search distribution per call."""
+        obs = np.asarray(observation, dtype=np.float32)
+        single = obs.ndim == len(self.observation_space.shape)
+        theta = self.mean if deterministic else self.mean + self.std * self.rng.standard_normal(self.mean.size)
+        action = self.policy.action(theta, obs)
+        return (action[0] if single else action), None
+
+    # ------------------------------------------------------------------ checkpoints
+    def settings(self) -> dict:
+        box = lambda b: {"low": b.low.tolist(), "high": b.high.tolist(), "dtype": str(b.dtype)}  # noqa: E731
+        return {"hyperparameters": dict(self.hyper), "seed": self.seed,
+                "observation_space": box(self.observation_space), "action_space": box(self.action_space)}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomic checkpoint of tensors and plain numbers (loaded with ``weights_only=True``)."""
+        payload = {"format": FORMAT, "settings_json": json.dumps(self.settings()),
+                   "mean": torch.as_tensor(self.mean), "std": torch.as_tensor(self.std),
+                   "rng_json": json.dumps(self.rng.bit_generator.state),
+                   "num_timesteps": self.num_timesteps, "generation": self.generation,
+                   "episode_num": self._episode_num}
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: gym.Env | None = None, device: str = "cpu",
+             **overrides: Any) -> "PolicySearch":
+        """Rebuild a search saved by :meth:`save`; bad files raise :class:`CheckpointError`."""
+        payload = safe_torch_load(path, map_location="cpu")
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(f"{str(path)!r} is not a policy-search checkpoint (format {FORMAT!r})")
+        try:
+            settings = json.loads(payload["settings_json"])
+            to_box = lambda d: spaces.Box(np.array(d["low"], dtype=d["dtype"]),  # noqa: E731
+                                          np.array(d["high"], dtype=d["dtype"]), dtype=d["dtype"])
+            agent = cls(env=env, **{**settings["hyperparameters"], **overrides}, seed=settings["seed"],
+                        device=device, observation_space=to_box(settings["observation_space"]),
+                        action_space=to_box(settings["action_space"]))
+            mean = payload["mean"].double().numpy()
+            std = payload["std"].double().numpy()
+            if mean.shape != agent.mean.shape or std.shape != agent.std.shape:
+                raise ValueError(f"parameters of shape {mean.shape}, expected {agent.mean.shape}")
+            agent.mean, agent.std = mean, std
+            agent.rng.bit_generator.state = json.loads(payload["rng_json"])
+            agent.num_timesteps = int(payload["num_timesteps"])
+            agent.generation = int(payload["generation"])
+            agent._episode_num = int(payload["episode_num"])
+        except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{str(path)!r} is an inconsistent policy-search checkpoint "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        if env is not None and env.observation_space.shape != agent.observation_space.shape:
+            raise ValueError(f"the env's observation shape {env.observation_space.shape} differs from "
+                             f"the checkpoint's {agent.observation_space.shape}")
+        return agent
