@@ -234,13 +234,16 @@ class PolicySearch:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         if selecting:
-            self.mean = self._select(eval_env, eval_seeds, self._best).copy()
+            if self._selected_generation != self.generation:  # (the last generation's mean is not checked yet)
+                self._best = self._select(eval_env, eval_seeds, self._best)
+                self.logger.dump(step=self.num_timesteps)
+            self.mean = self._best.copy()
         callback.on_training_end()
         return self
 
     def _generations(self, total: int, callback: BaseCallback, pool, eval_env, eval_freq: int,
                      eval_seeds: tuple[int, ...], log_interval: int, start_time: int, start_steps: int) -> None:
-        self._best = None
+        self._best, self._selected_generation = None, None
         episode_steps, keep_going = self._episode_steps(), True
         while keep_going:
             # a generation costs population x episode length; stop before one that cannot finish
@@ -321,6 +324,7 @@ class PolicySearch:
         return float(np.mean(returns))
 
     def _select(self, eval_env: gym.Env, eval_seeds: tuple[int, ...], best: np.ndarray | None) -> np.ndarray:
+        self._selected_generation = self.generation
         value = self.evaluate_return(eval_env, eval_seeds)
         self.logger.record("eval/mean_reward", value)
         if best is None or value > self.best_eval_return:

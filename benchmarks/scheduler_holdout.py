@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SGD with clip_grad_norm_(MAX_NORM) at rate LR (repeatable)")
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
                    help="the optimizer every method drives (a controller for Adam needs adam)")
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side in worker processes")
     p.add_argument("--out", default="results/scheduler-holdout.json", help="JSON output")
     return p
 
@@ -52,6 +53,19 @@ def parse_seeds(text: str) -> list[int]:
         first, last = (int(v) for v in text.split("-"))
         return list(range(first, last + 1))
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def run_job(job: dict) -> tuple[float, float]:
+    """One run in a worker: load the task and the controller there (never pickled across)."""
+    import torch
+
+    from agents.checkpoint import load_controller
+    from envs.tasks import make_task
+
+    torch.set_num_threads(1)
+    controller = load_controller(job["controller"]) if job.get("controller") else None
+    return train_plain(make_task(job["task"]), job["seed"], job["updates"], job["optimizer"], job["lr"],
+                       job.get("max_norm"), controller)
 
 
 def train_plain(task, seed: int, updates: int, optimizer_name: str, lr: float, max_norm: float | None = None,
@@ -107,18 +121,18 @@ def summarize(name: str, runs: list[tuple[float, float]], seeds: list[int]) -> d
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
+    import concurrent.futures as cf
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
     from agents.checkpoint import load_controller
-    from envs.tasks import make_task
 
-    torch.set_num_threads(1)
     seeds = parse_seeds(args.seeds)
-    task = make_task(args.task)
     methods: list[tuple[str, dict]] = []
     for path in args.controllers:
-        methods.append((f"controller {path}", {"controller": load_controller(path), "lr": 0.1}))
+        load_controller(path)  # a bad run directory is an error before any work starts
+        methods.append((f"controller {path}", {"controller": path, "lr": 0.1}))
     for lr in args.sgd_lr:
         methods.append((f"{args.optimizer} {lr:g}", {"lr": lr}))
     for pair in args.clipped:
@@ -126,15 +140,23 @@ def main(argv=None) -> int:
         methods.append((f"{args.optimizer} {lr:g}, clipped at {max_norm:g}", {"lr": lr, "max_norm": max_norm}))
     if not methods:
         build_parser().error("nothing to run: give controllers, --sgd-lr or --clipped")
-    rows = []
+    jobs = [{"task": args.task, "seed": seed, "updates": args.updates, "optimizer": args.optimizer, **kw}
+            for _, kw in methods for seed in seeds]
     start = time.time()
-    with tqdm(total=len(methods) * len(seeds), desc="plain loops", unit="run") as bar:
-        for name, kw in methods:
-            runs = []
-            for seed in seeds:
-                runs.append(train_plain(task, seed, args.updates, args.optimizer, **kw))
+    with tqdm(total=len(jobs), desc="plain loops", unit="run") as bar:
+        if args.jobs > 1:
+            with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = []
+                for result in pool.map(run_job, jobs):
+                    results.append(result)
+                    bar.update(1)
+        else:
+            results = []
+            for job in jobs:
+                results.append(run_job(job))
                 bar.update(1)
-            rows.append(summarize(name, runs, seeds))
+    rows = [summarize(name, results[i * len(seeds):(i + 1) * len(seeds)], seeds)
+            for i, (name, _) in enumerate(methods)]
     print(f"\n{args.task}, {args.updates} updates, plain PyTorch loop, seeds {seeds[0]}..{seeds[-1]} "
           f"({time.time() - start:.0f} s)\n")
     print("| method | mean final train loss | median | collapsed | per seed |\n|---|---|---|---|---|")

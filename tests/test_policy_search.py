@@ -3,6 +3,7 @@ checkpoints round-trip, and it trains and loads through train_controller.py."""
 from __future__ import annotations
 
 import json
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -103,3 +104,34 @@ def test_train_controller_trains_saves_and_loads_a_policy_search(tmp_path):
     # flags of other agents are refused with the flag's name
     with pytest.raises(SystemExit):
         train_controller.main(argv[:-2] + ["--gamma", "0.9", "--out", str(tmp_path / "x")])
+
+
+def test_scheduler_holdout_and_learning_curve_scripts(tmp_path, capsys):
+    """The two issue-16 benchmark scripts at a tiny size: a controller in an independent plain
+    loop (its collapse count and per-seed values), and a run's validation learning curve."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import learning_curve, scheduler_holdout
+
+    run_dir = tmp_path / "run"
+    assert train_controller.main(["--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
+                                  "--updates-per-step", "5", "--population", "4", "--steps", "32",
+                                  "--select-best", "1", "--workers", "1", "--out", str(run_dir),
+                                  "--no-progress"]) == 0
+    out = tmp_path / "holdout.json"
+    assert scheduler_holdout.main([str(run_dir), "--task", "regression2d", "--updates", "20", "--seeds", "2000-2002",
+                                   "--sgd-lr", "0.02", "--sgd-lr", "100", "--clipped", "10,0.01",
+                                   "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [len(r["per_seed"]) for r in rows] == [3, 3, 3, 3]
+    by_name = {r["method"]: r for r in rows}
+    assert by_name["sgd 100"]["collapsed"] == 3  # a rate of 100 on this regression diverges
+    assert by_name["sgd 0.02"]["collapsed"] == 0 and math.isfinite(by_name["sgd 0.02"]["mean"])
+    curve_json = tmp_path / "curve.json"
+    assert learning_curve.main([str(run_dir), "--out", str(curve_json), "--figure", str(tmp_path / "lc.png")]) == 0
+    curve = json.loads(curve_json.read_text())[0]
+    assert len(curve["return"]) == 2  # one validation episode per generation (the last is not repeated)
+    assert (tmp_path / "lc.png").stat().st_size > 1000
+    assert "probe loss" in capsys.readouterr().out
