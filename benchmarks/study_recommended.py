@@ -2,12 +2,12 @@
 
     python benchmarks/study_recommended.py                       # small default sizes, minutes
     # the issue-8 study (about 45 min on 2 busy cores):
-    python benchmarks/study_recommended.py --configs paper,paper-no-separate,recommended,rec-td3 \\
+    python benchmarks/study_recommended.py --configs paper,paper-no-separate,issue8,issue8-td3 \\
         --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --jobs 2 --out results/study-digits
-    python benchmarks/study_recommended.py --task regression2d --configs paper,recommended,rec-td3 \\
+    python benchmarks/study_recommended.py --task regression2d --configs paper,issue8,issue8-td3 \\
         --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --out results/study-regression2d
     # transfer of the digits controllers to a harder synthetic task (no retraining):
-    python benchmarks/study_recommended.py --configs recommended,rec-td3 --controller-seeds 5 \\
+    python benchmarks/study_recommended.py --configs issue8,issue8-td3 --controller-seeds 5 \\
         --eval-seeds 5 --train-steps 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
@@ -60,13 +60,18 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paper-no-separate": {"preset": "paper", "flags": ["--no-separate-sample"]},
     # the measured winner (agents/presets.py "recommended": the paper's actor-critic on a
     # reformulated env) and ablations of it
+    # the issue-16 preset: policy search over a rate and a step-length cap
     "recommended": {"preset": "recommended", "flags": []},
     "rec-td3": {"preset": "recommended", "flags": ["--agent", "td3"]},
-    "rec-no-select": {"preset": "recommended", "flags": ["--select-best", "0"]},
-    "rec-discounted": {"preset": "recommended", "flags": ["--gamma", "0.9", "--no-finite-horizon"]},
-    "rec-same-batch": {"preset": "recommended", "flags": ["--reward", "same-batch"]},
+    "rec-actor-critic": {"preset": "recommended", "flags": ["--agent", "actor-critic"]},
+    # the issue-8 study's configurations (agents/presets.py "issue8", the previous recommended)
+    "issue8": {"preset": "issue8", "flags": []},
+    "issue8-td3": {"preset": "issue8", "flags": ["--agent", "td3"]},
+    "issue8-no-select": {"preset": "issue8", "flags": ["--select-best", "0"]},
+    "issue8-discounted": {"preset": "issue8", "flags": ["--gamma", "0.9", "--no-finite-horizon"]},
+    "issue8-same-batch": {"preset": "issue8", "flags": ["--reward", "same-batch"]},
 }
-DEFAULT_CONFIGS = ("paper", "paper-no-separate", "recommended", "rec-td3")
+DEFAULT_CONFIGS = ("paper", "paper-no-separate", "issue8", "recommended")
 
 #: baseline families per task: family -> (optimizer, policy kind, rates); the best rate per
 #: family is reported. Grids are fine around each task's best decade rate (measured).

@@ -19,7 +19,7 @@ from agents.checkpoint import CheckpointError, load_controller
 
 ROOT = Path(__file__).resolve().parents[1]
 # the CLI mechanics are tested on the paper preset (one update per env step, actor-critic by
-# default); "recommended" holds rates for 25 updates and trains TD3
+# default); "recommended" holds rates for 25 updates and runs a policy search
 TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0", "--log-every", "5"]
 SB3_TINY = ["--learning-starts", "40", "--batch-size", "16"]
 
