@@ -63,14 +63,21 @@ HD_BETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 HD_LR0 = 0.01
 FEATURE_LR0 = 0.01
 FEATURE_FIT_SEEDS = (0,)
+#: gradient-norm clipping thresholds of clipped SGD's decade grid, and the fine-grid multipliers
+#: of the threshold around the best (rate multipliers are FINE_MULTIPLIERS, as for SGD)
+CLIP_NORMS = (1e-2, 1e-1, 1.0, 10.0)
+CLIP_NORM_MULTIPLIERS = (0.3, 1.0, 3.0)
+#: training seeds the gradient-norm rule's constants are fitted on (like the Daniel-style one)
+GRAD_NORM_RULE_FIT_SEEDS = (0, 1)
 GRID_OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
 FINE_OPTIMIZERS = ("sgd", "adam")
 LRFREE = {"schedulefree-sgd": 1.0, "schedulefree-adamw": 0.0025, "prodigy": 1.0,
           "dadapt-sgd": 1.0, "dadapt-adam": 1.0}
-BASELINES = GRID_OPTIMIZERS + ("cosine", "vsgd", "hd", "feature") + tuple(LRFREE)
-ALIASES = {"lrfree": tuple(LRFREE), "daniel": ("feature",), "sgd-hd": ("hd",),
+BASELINES = GRID_OPTIMIZERS + ("clipped", "gradnorm", "cosine", "vsgd", "hd", "feature") + tuple(LRFREE)
+ALIASES = {"lrfree": tuple(LRFREE), "daniel": ("feature",), "sgd-hd": ("hd",), "clip": ("clipped",),
            "all": BASELINES, "none": ()}
 LABELS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop",
+          "clipped": "SGD, clipped", "gradnorm": "Gradient-norm rule",
           "cosine": "SGD cosine", "vsgd": "vSGD", "hd": "SGD-HD", "feature": "Daniel-style",
           "schedulefree-sgd": "Schedule-free SGD", "schedulefree-adamw": "Schedule-free AdamW",
           "prodigy": "Prodigy", "dadapt-sgd": "D-Adapt SGD", "dadapt-adam": "D-Adapt Adam"}
@@ -79,7 +86,8 @@ BASELINE_ENV = {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0}
 #: controller env settings that shape its observations/actions (everything else is not used)
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size", "log_observations", "updates_per_step")
+                       "per_group", "validation_batch_size", "log_observations", "updates_per_step",
+                       "step_cap_min", "step_cap_max")
 LRFREE_PACKAGES = {"schedulefree-sgd": "schedulefree", "schedulefree-adamw": "schedulefree",
                    "prodigy": "prodigyopt", "dadapt-sgd": "dadaptation", "dadapt-adam": "dadaptation"}
 
@@ -242,6 +250,10 @@ def make_policy(policy: dict, device: str):
         return B.HypergradientSGD(policy["beta"], lr0=policy["lr0"])
     if kind == "feature":
         return B.FeatureController(tuple(policy["theta"]), lr0=policy["lr0"])
+    if kind == "clipped":
+        return B.ClippedSGD(policy["lr"], policy["max_norm"])
+    if kind == "gradnorm":
+        return B.GradNormRule(*policy["constants"])
     if kind == "controller":
         return B.ControllerPolicy(_get_controller(policy["path"], device))
     raise ValueError(f"unknown policy kind {kind!r}")
@@ -400,8 +412,23 @@ def _stats(values: list[float | None]) -> tuple[float, float, int]:
     return float(np.mean(vals)), float(np.std(vals)), len(vals)
 
 
+#: a run has collapsed when it diverged or its final full training loss is at least this fraction
+#: of its initial one (a classifier back at chance level, a model that did not train)
+COLLAPSE_FRACTION = 0.9
+
+
+def collapsed(record: dict) -> bool:
+    """Diverged, failed, or ended at >= COLLAPSE_FRACTION of its initial full training loss."""
+    if record.get("status") != "ok":
+        return True
+    curve = (record.get("curves") or {}).get("train_loss") or []
+    final = (record.get("final") or {}).get("train_loss")
+    return bool(curve) and final is not None and final >= COLLAPSE_FRACTION * curve[0]
+
+
 def summarize(label: str, protocol: str, records: list[dict], param: Any = None, param_name: str = "") -> dict:
-    """One table row: mean +/- std over seeds of the final losses and accuracy."""
+    """One table row: mean +/- std over seeds of the final losses and accuracy, the median and
+    per-seed final training losses (``None`` for a diverged seed) and the collapse count."""
     row = {"method": label, "protocol": protocol, "param_name": param_name,
            "param": list(param) if isinstance(param, tuple) else param,
            "seeds": len(records), "diverged": sum(r["status"] == "diverged" for r in records),
@@ -411,6 +438,12 @@ def summarize(label: str, protocol: str, records: list[dict], param: Any = None,
     for k in ("train_loss", "test_loss", "test_accuracy"):
         m, s, n = _stats([(r.get("final") or {}).get(k) for r in records])
         row[f"{k}_mean"], row[f"{k}_std"] = m, s
+    finals = [(r.get("final") or {}).get("train_loss") for r in records]
+    row["train_loss_per_seed"] = finals
+    row["seed_list"] = [r["spec"]["seed"] for r in records]
+    # a diverged seed counts as +inf in the median (it is the worst outcome, not a missing one)
+    row["train_loss_median"] = float(np.median([math.inf if v is None else v for v in finals])) if finals else math.nan
+    row["collapsed"] = sum(collapsed(r) for r in records)
     row["wall_time"] = float(np.mean([r["wall_time"] for r in records])) if records else math.nan
     return row
 
@@ -436,7 +469,7 @@ def markdown_table(rows: list[dict], classification: bool) -> str:
     head = ["method", "protocol", "lr / tuned", "final train loss", "final test loss"]
     if classification:
         head.append("test acc. %")
-    head += ["diverged", "s / run"]
+    head += ["median train loss", "collapsed", "diverged", "s / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         bad = r["diverged"] + r["errors"]
@@ -444,8 +477,23 @@ def markdown_table(rows: list[dict], classification: bool) -> str:
                  _pm(r["train_loss_mean"], r["train_loss_std"]), _pm(r["test_loss_mean"], r["test_loss_std"])]
         if classification:
             cells.append(_pm(r["test_accuracy_mean"], r["test_accuracy_std"], pct=True))
-        cells += [f"{bad}/{r['seeds']}" + (" (error)" if r["errors"] else ""), f"{r['wall_time']:.1f}"]
+        median = r.get("train_loss_median", math.nan)
+        cells += [f"{median:.2e}" if math.isfinite(median) else "diverged",
+                  f"{r.get('collapsed', 0)}/{r['seeds']}",
+                  f"{bad}/{r['seeds']}" + (" (error)" if r["errors"] else ""), f"{r['wall_time']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed_table(rows: list[dict]) -> str:
+    """Final full training loss of every seed of every row (``diverged`` for a diverged seed)."""
+    seeds = sorted({s for r in rows for s in r.get("seed_list", [])})
+    lines = ["| method | " + " | ".join(str(s) for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for r in rows:
+        values = dict(zip(r.get("seed_list", []), r.get("train_loss_per_seed", [])))
+        cells = [("diverged" if values.get(s) is None else f"{values[s]:.2e}") if s in values else ""
+                 for s in seeds]
+        lines.append(f"| {r['method']} ({r['protocol']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -769,6 +817,16 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for n in names:
             if n in LRFREE:
                 phase1 += [make_spec(n, s, LRFREE[n], optimizer=n) for s in seeds]
+        clip_specs = lambda pairs: [make_spec("clipped", s, [lr, c], policy={  # noqa: E731
+            "kind": "clipped", "lr": lr, "max_norm": c}) for lr, c in pairs for s in seeds]
+        clip_decade = [(lr, c) for lr in DECADE_GRID for c in CLIP_NORMS]
+        if "clipped" in names:
+            phase1 += clip_specs(clip_decade)
+        if "gradnorm" in names:
+            from agents.baselines import GRAD_NORM_RULE_GRID
+
+            phase1 += [make_spec("gradnorm-fit", s, list(c), policy={"kind": "gradnorm", "constants": list(c)})
+                       for c in GRAD_NORM_RULE_GRID for s in GRAD_NORM_RULE_FIT_SEEDS]
         if "feature" in names:
             from agents.baselines import FEATURE_CONTROLLER_GRID
 
@@ -807,6 +865,20 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if "cosine" in names:
             cos_peaks = sorted({float(_fmt(best_decade["sgd"] * m)) for m in COSINE_MULTIPLIERS})
             phase2 += [make_spec("cosine", s, p, policy={"kind": "cosine", "peak": p}) for p in cos_peaks for s in seeds]
+        clip_fine: list[tuple[float, float]] = []
+        if "clipped" in names:
+            (lr0, c0), _, grids["SGD, clipped (decade grid: lr, max_norm)"] = select_best(by("clipped", map(list, clip_decade)))
+            clip_fine = sorted({(float(_fmt(lr0 * m)), float(_fmt(c0 * n))) for m in (1.0,) + FINE_MULTIPLIERS
+                                for n in CLIP_NORM_MULTIPLIERS} | set(clip_decade))
+            phase2 += clip_specs([p for p in clip_fine if p not in clip_decade])
+        rule = None
+        if "gradnorm" in names:
+            from agents.baselines import GRAD_NORM_RULE_GRID
+
+            fit = [r for c in GRAD_NORM_RULE_GRID for r in by("gradnorm-fit", [list(c)], GRAD_NORM_RULE_FIT_SEEDS)]
+            rule, _, grids["Gradient-norm rule (fit on training seeds)"] = select_best(fit)
+            phase2 += [make_spec("gradnorm", s, list(rule), policy={"kind": "gradnorm", "constants": list(rule)})
+                       for s in seeds]
         theta = None
         if "feature" in names:
             from agents.baselines import FEATURE_CONTROLLER_GRID
@@ -834,6 +906,14 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for o, lrs in fine_lrs.items():
         best, _, grids[f"{LABELS[o]} (fine grid)"] = select_best(by(o, lrs))
         rows.append(summarize(LABELS[o], "fine grid", by(o, [best]), best, "lr"))
+    if clip_fine:
+        grid = clip_fine if show_fine else clip_decade
+        best, _, grids["SGD, clipped (lr, max_norm)"] = select_best(by("clipped", map(list, grid)))
+        rows.append(summarize(LABELS["clipped"], "fine grid" if show_fine else "decade grid",
+                              by("clipped", [list(best)]), best, "lr, max_norm"))
+    if rule is not None:
+        rows.append(summarize(LABELS["gradnorm"], "fit on train seeds", by("gradnorm", [list(rule)]),
+                              tuple(rule), "lr0, lr1, cap"))
     if cos_peaks:
         best, _, grids["SGD cosine (peak)"] = select_best(by("cosine", cos_peaks))
         rows.append(summarize("SGD cosine", "tuned peak", by("cosine", [best]), best, "peak"))
@@ -912,7 +992,9 @@ def write_report(args, rows, grids, rl_rows, notes, figures, classification, see
              "", f"Command: `{cmd}`  ", f"Runs: {n_runs} ({sweep.resumed} resumed from {out / 'runs'}), "
              f"wall time {wall:.0f} s.", ""]
     parts += [f"- {n}" for n in notes] + ([""] if notes else [])
-    parts += ["## Summary", "", markdown_table(rows, classification), ""]
+    parts += ["## Summary", "", markdown_table(rows, classification), "",
+              f"'collapsed': diverged, or final training loss >= {COLLAPSE_FRACTION} x the initial one.", "",
+              "## Final training loss per seed", "", per_seed_table(rows), ""]
     errors = [m for r in rows for m in r["messages"]]
     if errors:
         parts += ["Errors: " + "; ".join(sorted(set(errors))), ""]

@@ -110,8 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward batch: the update's own (paper), the next, a held-out validation batch, or a fixed probe batch of training examples")
     e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,
                    help="loss decrement, or decrement of log loss")
-    e.add_argument("--action", choices=("absolute", "relative", "raw"), default=None,
-                   help="absolute log-lr, relative multiplicative change, or the raw rate")
+    e.add_argument("--action", choices=("absolute", "relative", "raw", "capped"), default=None,
+                   help="absolute log-lr, relative multiplicative change, the raw rate, or capped: "
+                        "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||)")
+    e.add_argument("--step-cap-min", type=_finite_float, default=None,
+                   help="--action capped: smallest step-length cap")
+    e.add_argument("--step-cap-max", type=_finite_float, default=None,
+                   help="--action capped: largest step-length cap")
     e.add_argument("--features", default=None,
                    help="comma-separated extra state features (lr, step_fraction, loss_ema, "
                         "loss_var, val_loss, grad_norm); 'none' for the loss only")
@@ -185,7 +190,8 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
                       ("lr_min", "lr_min"), ("lr_max", "lr_max"), ("optimizer", "optimizer"),
                       ("per_group", "per_group"), ("updates_per_step", "updates_per_step"),
                       ("log_observations", "log_observations"), ("fresh_w0", "fresh_w0"),
-                      ("initial_lr", "initial_lr"), ("relative_factor", "relative_factor")]:
+                      ("initial_lr", "initial_lr"), ("relative_factor", "relative_factor"),
+                      ("step_cap_min", "step_cap_min"), ("step_cap_max", "step_cap_max")]:
         if getattr(args, flag) is not None:
             env_kwargs[key] = getattr(args, flag)
     if args.features is not None:

@@ -18,6 +18,8 @@ Policies (learning rates in the optimizer's units, ``t`` counts updates from 0):
 - :class:`FeatureController`: a Daniel et al. (2016)-style controller in a simple form: a
   log-linear rule on hand-designed loss features whose three parameters are fitted by a small
   grid search on *training* seeds (done by ``evaluate.py``).
+- :class:`ClippedSGD`: SGD with gradient-norm clipping, ``lr_t = lr * min(1, max_norm / ||g_t||)``.
+- :class:`GradNormRule`: ``lr_t = min(geometric ramp, step_cap / ||g_t||)``, fitted on training seeds.
 - :class:`ControllerPolicy`: a trained controller (anything with SB3's ``predict``); its
   action is the env action of the env it was trained with, not a learning rate.
 """
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from envs.control import grad_norm
 from envs.learning_rate_env import LearningRateEnv
 
 
@@ -247,6 +250,62 @@ class FeatureController:
 #: the parameter grid searched for :class:`FeatureController` (theta0, theta1, theta2)
 FEATURE_CONTROLLER_GRID: list[tuple[float, float, float]] = [
     (t0, t1, t2) for t0 in (-0.1, 0.1, 0.3) for t1 in (0.0, 5.0) for t2 in (0.0, -1.0)]
+
+
+# --------------------------------------------------------------------------- gradient-norm rules
+def current_grad_norm(env: LearningRateEnv) -> float:
+    """``||g_t||``: the norm of the gradient the env's next update applies (one host sync)."""
+    return float(grad_norm(env.trainer.parameters()))
+
+
+class ClippedSGD:
+    """SGD with gradient-norm clipping, as practitioners run it (``clip_grad_norm_`` then a step):
+    ``w_{t+1} = w_t - lr * g_t * min(1, max_norm / ||g_t||)``, i.e. the rate
+    ``lr_t = min(lr, lr * max_norm / ||g_t||)``: a step never longer than ``lr * max_norm``.
+    ``lr`` and ``max_norm`` are tuned on a grid in ``evaluate.py`` like the constant rates."""
+
+    def __init__(self, lr: float, max_norm: float) -> None:
+        self.lr, self.max_norm = float(lr), float(max_norm)
+        self.name = f"clipped-sgd({lr:g}, {max_norm:g})"
+
+    def reset(self, env: LearningRateEnv) -> None:
+        pass
+
+    def __call__(self, obs, info, env) -> float:
+        norm = current_grad_norm(env)
+        if not math.isfinite(norm) or norm <= self.max_norm:
+            return self.lr
+        return self.lr * self.max_norm / norm
+
+
+class GradNormRule:
+    """A hand-made gradient-norm rule (issue 16): a geometric ramp of the rate from ``lr_start``
+    to ``lr_end`` over the episode, each step capped to length ``step_cap``:
+    ``lr_t = min(lr_start * (lr_end / lr_start) ** (t / T), step_cap / ||g_t||)``.
+    Its three constants are fitted on *training* seeds (:data:`GRAD_NORM_RULE_GRID`, as for the
+    Daniel-style controller), then evaluated on held-out seeds."""
+
+    def __init__(self, lr_start: float, lr_end: float, step_cap: float) -> None:
+        self.lr_start, self.lr_end, self.step_cap = float(lr_start), float(lr_end), float(step_cap)
+        self.name = f"grad-norm-rule({lr_start:g}->{lr_end:g}, cap {step_cap:g})"
+        self.t = 0
+
+    def reset(self, env: LearningRateEnv) -> None:
+        self.t = 0
+
+    def __call__(self, obs, info, env) -> float:
+        frac = min(self.t / max(env.episode_length - 1, 1), 1.0)
+        self.t += 1
+        rate = self.lr_start * (self.lr_end / self.lr_start) ** frac
+        norm = current_grad_norm(env)
+        if not math.isfinite(norm) or norm <= 0:
+            return rate
+        return min(rate, self.step_cap / norm)
+
+
+#: the constants searched for :class:`GradNormRule` (lr_start, lr_end, step_cap)
+GRAD_NORM_RULE_GRID: list[tuple[float, float, float]] = [
+    (a, b, c) for a in (0.5, 1.0, 2.0) for b in (1.0, 2.0, 4.0) for c in (0.25, 0.5, 1.0) if b >= a]
 
 
 # --------------------------------------------------------------------------- trained controllers

@@ -29,7 +29,8 @@ from envs.control import ControlState, grad_norm
 
 #: ``env_kwargs`` keys that shape a controller's observations and actions
 _CONTROL_KEYS = ("lr_min", "lr_max", "action", "relative_factor", "relative_every", "initial_lr",
-                 "features", "obs_max", "log_observations", "updates_per_step")
+                 "features", "obs_max", "log_observations", "updates_per_step", "step_cap_min",
+                 "step_cap_max")
 
 
 class ControllerScheduler:
@@ -70,6 +71,10 @@ class ControllerScheduler:
     With ``updates_per_step = k > 1`` the controller decides every ``k``-th call and the rate is
     held in between (the other calls' losses are not observed, as in the env). Divergence does
     not stop anything here: the loss observation is capped at ``obs_max`` as in the env.
+    A controller trained with ``action="capped"`` (a rate and a step-length cap) sets every
+    update's rate to ``min(rate, step_cap / ||g||)`` from the gradient in ``.grad`` at ``step``
+    time (one norm per call, also inside an ``updates_per_step`` block), as the env does: so
+    ``step`` must come after ``backward`` for such a controller.
     """
 
     def __init__(self, controller: Any, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
@@ -92,8 +97,11 @@ class ControllerScheduler:
 
         model = getattr(controller, "model", controller)
         act_space = getattr(model, "action_space", None)
-        n_out = int(np.prod(act_space.shape)) if act_space is not None else (
-            len(optimizer.param_groups) if kwargs.get("per_group") else 1)
+        if kwargs.get("action") == "capped":  # (rate, step-length cap): one rate for all groups
+            n_out = 1
+        else:
+            n_out = int(np.prod(act_space.shape)) if act_space is not None else (
+                len(optimizer.param_groups) if kwargs.get("per_group") else 1)
         n_groups = len(optimizer.param_groups)
         if n_out != 1 and n_out != n_groups:
             raise ValueError(
@@ -136,28 +144,31 @@ class ControllerScheduler:
     def step(self, loss: torch.Tensor | float, val_loss: torch.Tensor | float | None = None) -> None:
         """Observe this mini-batch's ``loss`` (a 0-d tensor or float; one ``.item()`` sync) and
         set the optimizer's rate(s) for the next ``optimizer.step()``."""
+        control = self.control
         if self._calls < self._next_decision:  # inside an updates_per_step block: hold the rate
             self._calls += 1
+            if control.needs_grad_norm:  # (the held rate, capped by this update's gradient)
+                self._set_lr(control.update_rate(control.lr, self._grad_norm()))
             return
-        control = self.control
         if "val_loss" in control.features and val_loss is None:
             raise ValueError("this controller observes the validation loss (feature 'val_loss'): "
                              "call step(loss, val_loss=...)")
         values = [loss]
-        if "grad_norm" in control.features:
-            values.append(grad_norm([p for g in self.optimizer.param_groups for p in g["params"]]))
+        if "grad_norm" in control.features or control.needs_grad_norm:
+            values.append(grad_norm(self._params()))
         if val_loss is not None:
             values.append(val_loss)
         numbers = _to_floats(values)
-        gnorm = numbers[1] if "grad_norm" in control.features else None
+        gnorm = numbers[1] if "grad_norm" in control.features or control.needs_grad_norm else None
         vloss = numbers[-1] if val_loss is not None else None
 
         start = not self._started  # (SB3 controllers keep no recurrent state: a flag, not state is None)
         self._started = True
+        feature_gnorm = gnorm if "grad_norm" in control.features else None
         if start:
-            obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=gnorm or 0.0)
+            obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=feature_gnorm or 0.0)
         else:
-            obs = control.observe(numbers[0], val_loss=vloss, grad_norm=gnorm)
+            obs = control.observe(numbers[0], val_loss=vloss, grad_norm=feature_gnorm)
         action, self._rnn_state = self.controller.predict(
             obs, state=self._rnn_state, episode_start=np.array([start]), deterministic=self.deterministic)
         lr = control.decide(np.asarray(action, dtype=np.float64).reshape(-1))
@@ -167,7 +178,13 @@ class ControllerScheduler:
         control.advance(lr, block)
         self._next_decision = self._calls + block
         self._calls += 1
-        self._set_lr(lr)
+        self._set_lr(control.update_rate(lr, gnorm))
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _grad_norm(self) -> float:
+        return float(grad_norm(self._params()))
 
     def _set_lr(self, lr: np.ndarray) -> None:
         rates = lr.tolist() if self.n_rates > 1 else [float(lr[0])] * len(self.optimizer.param_groups)

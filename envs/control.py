@@ -8,7 +8,9 @@ The one owner of a controller's interface, shared by :class:`~envs.learning_rate
   log10-scaled (``log_observations``), clipped to the observation box;
 - the **action -> learning-rate mapping**: ``absolute`` (log-uniform on ``[lr_min, lr_max]``),
   ``relative`` (multiply the current rate by ``relative_factor ** a`` every ``relative_every``
-  decisions) or ``raw``; one rate per parameter group with ``n_groups > 1``;
+  decisions), ``raw``, or ``capped`` (a rate and a step-length cap: each update's rate is
+  ``min(rate, step_cap / ||g_t||)``, see :meth:`ControlState.update_rate`); one rate per
+  parameter group with ``n_groups > 1``;
 - the **running state** those need: primary updates done ``t``, the current rate(s), the loss
   EMA/variance, the last validation loss and gradient norm.
 
@@ -37,7 +39,7 @@ FEATURES: dict[str, tuple[float, float | None]] = {
 }
 #: smallest log10 of a loss-like observation entry with ``log_observations=True``
 LOG_FLOOR = -8.0
-ACTIONS = ("absolute", "relative", "raw")
+ACTIONS = ("absolute", "relative", "raw", "capped")
 
 
 def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -55,7 +57,9 @@ class ControlState:
     Args:
         n_groups: number of rates (1, or one per parameter group).
         lr_min / lr_max: learning-rate range (``0 < lr_min < lr_max < inf``).
-        action: ``absolute``, ``relative`` or ``raw`` (see the module docstring).
+        action: ``absolute``, ``relative``, ``raw`` or ``capped`` (see the module docstring).
+        step_cap_min / step_cap_max: ``action="capped"``: range of the step-length cap, the
+            largest Euclidean length ``lr * ||g_t||`` one update may have (log-uniform, like the rate).
         relative_factor / relative_every / initial_lr: the relative action's step factor, its
             decision interval (in decisions) and its starting rate (default ``sqrt(lr_min*lr_max)``).
         features: extra observation entries, in order; ``lr`` is prepended for ``relative``.
@@ -71,7 +75,8 @@ class ControlState:
                  action: str = "absolute", relative_factor: float = 2.0, relative_every: int = 1,
                  initial_lr: float | None = None, features: Sequence[str] = (), obs_max: float = 1e3,
                  log_observations: bool = False, episode_length: int = 200,
-                 updates_per_step: int = 1) -> None:
+                 updates_per_step: int = 1, step_cap_min: float = 1e-2,
+                 step_cap_max: float = 10.0) -> None:
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
@@ -87,6 +92,12 @@ class ControlState:
             raise ValueError("need relative_factor > 1 and relative_every >= 1")
         if n_groups < 1:
             raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+        if not 0 < step_cap_min < step_cap_max or not math.isfinite(step_cap_max):
+            raise ValueError(f"need 0 < step_cap_min < step_cap_max < inf, got {step_cap_min}, {step_cap_max}")
+        if action == "capped" and n_groups != 1:
+            # the cap bounds the length of the whole update; per-layer caps are not implemented
+            raise ValueError("action='capped' sets one rate and one step-length cap for the whole "
+                             "model: it cannot be combined with per_group=True")
         features = list(dict.fromkeys(features))
         if action == "relative" and "lr" not in features:
             features.insert(0, "lr")  # a relative action is meaningless without the current rate
@@ -101,9 +112,14 @@ class ControlState:
         self.log_observations = bool(log_observations)
         self.episode_length = int(episode_length)
         self.updates_per_step = int(updates_per_step)
+        self.step_cap_min, self.step_cap_max = float(step_cap_min), float(step_cap_max)
+        #: the step-length cap of the current decision (``inf``: none; only ``capped`` sets one)
+        self.step_cap = math.inf
 
         if action == "raw":
             self.action_space = spaces.Box(lr_min, lr_max, (n,), np.float32)
+        elif action == "capped":  # (rate, step-length cap), both log-uniform from [-1, 1]
+            self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
         # loss-like entries (bound None above) are in [0, obs_max], or their log10 in
@@ -143,18 +159,24 @@ class ControlState:
                              f"got {action!r}: {exc}") from exc
         if arr.dtype.kind not in "biuf":  # complex, timedelta, str, object, ...: not a rate
             raise TypeError(f"action must be numeric, got dtype {arr.dtype} ({action!r})")
-        if arr.size != self.n_groups or arr.ndim > 2:
-            raise ValueError(f"action must have shape ({self.n_groups},), got {arr.shape}")
+        size = self.action_space.shape[0]
+        if arr.size != size or arr.ndim > 2:
+            raise ValueError(f"action must have shape ({size},), got {arr.shape}")
         with np.errstate(over="ignore"):  # a long double beyond float64 becomes inf, refused below
-            arr = arr.astype(np.float64).reshape(self.n_groups)
+            arr = arr.astype(np.float64).reshape(size)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"action must be finite, got {arr.tolist()}")
         return np.clip(arr, self.action_space.low, self.action_space.high)
 
     def decide(self, action: Any) -> np.ndarray:
         """The rates (shape ``(n_groups,)``, float64) for the next block of updates: validates and
-        maps ``action``; does not change the state (call :meth:`advance` once they are applied)."""
+        maps ``action``; does not change the state (call :meth:`advance` once they are applied).
+        With ``action="capped"`` this is the rate before the cap, and :attr:`step_cap` is set to
+        the decision's cap: apply each update's rate through :meth:`update_rate`."""
         a = self.validate_action(action)
+        if self.action_mode == "capped":
+            self.step_cap = float(self._unit_to_range(a[1], self.step_cap_min, self.step_cap_max))
+            return np.clip(self.unit_to_lr(a[:1]), self.lr_min, self.lr_max)
         if self.action_mode == "raw":  # the box's float32 bounds may lie just outside the range
             return np.clip(a, self.lr_min, self.lr_max)
         if self.action_mode == "absolute":
@@ -162,6 +184,25 @@ class ControlState:
         if (self.t // self.updates_per_step) % self.relative_every != 0:  # relative: hold between decisions
             return self.lr
         return np.clip(self.lr * self.relative_factor ** a, self.lr_min, self.lr_max)
+
+    @staticmethod
+    def _unit_to_range(a: float, low: float, high: float) -> float:
+        return float(np.clip(low * (high / low) ** ((float(a) + 1.0) / 2.0), low, high))
+
+    def update_rate(self, lr: np.ndarray, grad_norm: float | None) -> np.ndarray:
+        """The rate(s) one update uses: ``lr``, or with ``action="capped"``
+        ``min(lr, step_cap / ||g_t||)`` where ``||g_t||`` (``grad_norm``) is the norm of the
+        gradient this update applies, so that the step ``lr * g_t`` is at most ``step_cap`` long
+        (for plain SGD exactly SGD with its gradient clipped at ``step_cap / lr``).
+        A zero or non-finite norm leaves ``lr`` unchanged (a NaN gradient diverges either way)."""
+        if self.step_cap == math.inf or grad_norm is None or not grad_norm > 0 or not math.isfinite(grad_norm):
+            return lr
+        return np.minimum(lr, self.step_cap / grad_norm)
+
+    @property
+    def needs_grad_norm(self) -> bool:
+        """Whether each update's rate depends on its gradient's norm (``action="capped"``)."""
+        return self.action_mode == "capped"
 
     def block_length(self) -> int:
         """Primary updates the next decision's rate is held for: ``updates_per_step``, shortened
@@ -179,6 +220,7 @@ class ControlState:
         statistics reset. Returns the first observation."""
         self.t = 0
         self.lr = np.full(self.n_groups, self.initial_lr)
+        self.step_cap = math.inf
         self.ema, self.var = float(loss), 0.0
         self.val_loss, self.grad_norm = float(val_loss), float(grad_norm)
         return self.observation(loss)
@@ -238,7 +280,8 @@ class ControlState:
     def state_dict(self) -> dict:
         """The running state as plain Python numbers and lists."""
         return {"t": self.t, "lr": self.lr.tolist(), "ema": self.ema, "var": self.var,
-                "val_loss": self.val_loss, "grad_norm": self.grad_norm}
+                "val_loss": self.val_loss, "grad_norm": self.grad_norm,
+                "step_cap": None if self.step_cap == math.inf else self.step_cap}
 
     def load_state_dict(self, state: dict) -> None:
         lr = np.asarray(state["lr"], dtype=np.float64)
@@ -247,3 +290,5 @@ class ControlState:
         self.t, self.lr = int(state["t"]), lr
         self.ema, self.var = float(state["ema"]), float(state["var"])
         self.val_loss, self.grad_norm = float(state["val_loss"]), float(state["grad_norm"])
+        cap = state.get("step_cap")  # (absent in states saved before the capped action existed)
+        self.step_cap = math.inf if cap is None else float(cap)

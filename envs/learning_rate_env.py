@@ -39,6 +39,13 @@ class LearningRateEnv(gym.Env):
     ``relative_factor ** a`` (so within ``[1/f, f]``) every ``relative_every`` env steps, starting
     from ``initial_lr`` and clipped to ``[lr_min, lr_max]`` (Xu, Dai, Kemp, Metz 2019).
     ``action="raw"``: ``Box(lr_min, lr_max, (n,))``, the learning rate itself.
+    ``action="capped"``: ``Box(-1, 1, (2,))``, a rate (log-uniform on ``[lr_min, lr_max]``) and
+    a step-length cap (log-uniform on ``[step_cap_min, step_cap_max]``); every update of the
+    decision uses ``min(rate, step_cap / ||g||)``, ``g`` the gradient that update applies, so no
+    step is longer than the cap (with SGD: SGD with gradient-norm clipping at ``step_cap / rate``).
+    Large rates train fast, and what kills a network is the occasional step that is too long,
+    which shows in the gradient's norm, not in the loss (issue 16). ``info["rate"]`` and
+    ``info["step_cap"]`` are the decision; ``info["lr"]`` is the mean rate the block used.
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
     Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
     non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
@@ -93,7 +100,7 @@ class LearningRateEnv(gym.Env):
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
         :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
     episode_length: steps per episode (``e``). lr_min / lr_max: learning-rate range.
-    action, relative_factor, relative_every, initial_lr: see Action Space.
+    action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max: see Action Space.
     reward, reward_transform, reward_scale, validation_size, validation_batch_size,
     rotating_validation: see Rewards. features: extra state features. obs_max: observation cap.
     per_group: one rate per layer. divergence_factor, divergence_penalty: see Rewards.
@@ -141,6 +148,8 @@ class LearningRateEnv(gym.Env):
         eval_every: int = 0,
         updates_per_step: int = 1,
         log_observations: bool = False,
+        step_cap_min: float = 1e-2,
+        step_cap_max: float = 10.0,
         seed: int = 0,
         device: str = "auto",
         data_root: str | None = None,
@@ -180,7 +189,7 @@ class LearningRateEnv(gym.Env):
             self.n_groups, lr_min=lr_min, lr_max=lr_max, action=action, relative_factor=relative_factor,
             relative_every=relative_every, initial_lr=initial_lr, features=features, obs_max=obs_max,
             log_observations=log_observations, episode_length=episode_length,
-            updates_per_step=updates_per_step)
+            updates_per_step=updates_per_step, step_cap_min=step_cap_min, step_cap_max=step_cap_max)
         self.features = self.control.features
         self.action_space = self.control.action_space
         self.observation_space = self.control.observation_space
@@ -272,8 +281,18 @@ class LearningRateEnv(gym.Env):
         """Indices of the batch ``x_i`` whose gradient at ``w_t`` is in ``.grad`` (the next update's)."""
         return self._idx
 
-    def _info_lr(self):
-        return float(self._lr[0]) if self.n_groups == 1 else self._lr.copy()
+    def _info_lr(self, lr: np.ndarray | None = None):
+        lr = self._lr if lr is None else lr
+        return float(lr[0]) if self.n_groups == 1 else lr.copy()
+
+    def _update(self, lr: np.ndarray) -> np.ndarray:
+        """One primary update with the gradient in ``.grad`` at rate(s) ``lr`` (through the
+        step-length cap of ``action="capped"``, which needs this gradient's norm: one host
+        synchronisation per update in that mode only). Returns the rate(s) used."""
+        if self.control.needs_grad_norm:
+            lr = self.control.update_rate(lr, float(self._grad_norm_tensor()))
+        self.trainer.update(lr.tolist())
+        return lr
 
     def step(self, action):
         if not self._seeded:
@@ -299,11 +318,10 @@ class LearningRateEnv(gym.Env):
         t_before = self._t
         # (at least one: stepping on past truncation without reset still counts its update)
         n_updates = self.control.block_length()
-        rates = lr.tolist()
-        trainer.update(rates)
+        used = [self._update(lr)]
         for _ in range(n_updates - 1):
             trainer.loss_and_grad(trainer.next_batch())
-            trainer.update(rates)
+            used.append(self._update(lr))
         self.control.advance(lr, n_updates)
 
         if self.reward_mode == "same-batch":
@@ -344,9 +362,13 @@ class LearningRateEnv(gym.Env):
 
         critic_obs = obs.copy()
         critic_obs[0] = self.control.squash_loss(loss_after)
-        info = {"lr": self._info_lr(), "loss_before": loss_before, "loss_after": loss_after,
+        # (the mean only where the rates differ within the block: a mean of equal floats may round)
+        used_lr = np.mean(used, axis=0) if self.control.needs_grad_norm else lr
+        info = {"lr": self._info_lr(used_lr), "loss_before": loss_before, "loss_after": loss_after,
                 "batch_loss": batch_loss, "diverged": diverged, "step": self._t,
                 "critic_next_obs": critic_obs}
+        if self.control.needs_grad_norm:
+            info["rate"], info["step_cap"] = float(lr[0]), self.control.step_cap
         truncated = self._t >= self.episode_length and not diverged
         crossed = self._t // max(self.eval_every, 1) > t_before // max(self.eval_every, 1)
         if self.eval_every and (crossed or truncated) and not diverged:

@@ -22,7 +22,7 @@ def tiny_controller(env_kwargs: dict, obs_dim: int, act_dim: int = 1, seed: int 
     from envs.control import ControlState
 
     kw = {k: v for k, v in env_kwargs.items() if k not in ("optimizer", "per_group", "validation_batch_size")}
-    box = ControlState(act_dim, **kw)
+    box = ControlState(1 if kw.get("action") == "capped" else act_dim, **kw)
     assert box.observation_space.shape == (obs_dim,)
     agent = ActorCritic(None, seed=seed, device="cpu", observation_space=box.observation_space,
                         action_space=box.action_space if isinstance(box.action_space, spaces.Box) else None)
@@ -91,6 +91,9 @@ CASES = {
                                                    "val_loss"],
                                       "validation_batch_size": 40, "initial_lr": 0.05},
                                  steps=31, val_batch=40),  # 31: the last block is shortened to 1
+    # a rate and a step-length cap: every update's rate depends on its own gradient's norm
+    "capped": dict(env={"action": "capped", "features": ["step_fraction", "grad_norm"], "log_observations": True,
+                        "lr_min": 1e-2, "lr_max": 10.0, "step_cap_min": 1e-2, "step_cap_max": 10.0}, steps=30),
     "per-group-momentum": dict(env={"per_group": True, "optimizer": "momentum", "features": ["lr"],
                                     "lr_min": 1e-4, "lr_max": 0.3}, steps=25),
 }
@@ -103,6 +106,8 @@ def test_scheduler_reproduces_env_rates_and_weights(case):
     ctrl, env, batches, w0, env_rates, env_weights = run_env(env_kwargs, seed=7, episode_length=steps)
     assert len(env_rates) == steps
     per_group = env_kwargs.get("per_group", False)
+    if env_kwargs.get("action") == "capped":
+        assert len({tuple(r) for r in env_rates}) > 10, "the cap should make every update's rate differ"
     rates, weights, scheduler = run_loop(ctrl, env, batches, w0, steps, env_kwargs.get("optimizer", "sgd"),
                                          per_group, spec.get("val_batch"))
     expected = [r if per_group else r * len(rates[0]) for r in env_rates]
@@ -113,6 +118,17 @@ def test_scheduler_reproduces_env_rates_and_weights(case):
     for a, b in zip(weights, env_weights):
         assert torch.equal(a, b)
     assert scheduler.last_epoch == steps
+
+
+def test_capped_controller_holds_its_rate_and_caps_every_update_of_a_block():
+    """updates_per_step 3: the loop's weights equal the env's, the cap applied per update."""
+    env_kwargs = {"action": "capped", "updates_per_step": 3, "features": ["grad_norm"], "log_observations": True,
+                  "lr_min": 0.1, "lr_max": 10.0, "step_cap_min": 1e-2, "step_cap_max": 1.0}
+    ctrl, env, batches, w0, _, env_weights = run_env(env_kwargs, seed=4, episode_length=16)
+    rates, weights, _ = run_loop(ctrl, env, batches, w0, 16, "sgd", False)
+    assert len({tuple(r) for r in rates}) > 8
+    for a, b in zip(weights, env_weights):
+        assert torch.equal(a, b)
 
 
 def _feed(scheduler, losses):
