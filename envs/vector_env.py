@@ -144,12 +144,12 @@ class LearningRateVectorEnv(VectorEnv):
         return {k: v.detach().clone() for k, v in self.envs[i].trainer.model.state_dict().items()}
 
     def _check_actions(self, actions) -> np.ndarray:
-        shape = (self.num_envs, self.n_groups)
+        shape = (self.num_envs, *self.single_action_space.shape)
         try:
             arr = np.asarray(actions)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"actions must be an array of shape {shape}, got {actions!r}: {exc}") from exc
-        if arr.shape == (self.num_envs,) and self.n_groups == 1:
+        if arr.shape == (self.num_envs,) and shape[1:] == (1,):
             arr = arr.reshape(shape)
         if arr.shape != shape:
             raise ValueError(f"actions must have shape {shape} (num_envs, action size), got {arr.shape}")
@@ -182,10 +182,7 @@ class LearningRateVectorEnv(VectorEnv):
             seeds = [self.default_seed + i for i in range(n)]
         self._seeded = True
         obs_rows, reset_infos = self._reset_batched(list(range(n)), seeds)
-        infos: dict = {}
-        for i, info in enumerate(reset_infos):
-            infos = self._add_info(infos, info, i)
-        return np.stack(obs_rows), infos
+        return np.stack(obs_rows), self._stack_infos(reset_infos)
 
     def _reset_batched(self, ids: list[int], seeds: list):
         """Start a new episode in sub-envs ``ids`` (``seeds[j]``: re-seed sub-env ``ids[j]``,
@@ -236,9 +233,70 @@ class LearningRateVectorEnv(VectorEnv):
             self._elapsed[i] = 0
         return rows, infos
 
-    def _info_lr(self, i: int):
-        lr = self.controls[i].lr
+    def _info_lr(self, i: int, lr: np.ndarray | None = None):
+        lr = self.controls[i].lr if lr is None else lr
         return float(lr[0]) if self.n_groups == 1 else lr.copy()
+
+    def _decide(self, actions: np.ndarray) -> np.ndarray:
+        """Each sub-env's rates for this decision, shape ``(N, n_groups)``: ``ControlState.decide``
+        per sub-env, or for the stateless ``absolute`` and ``raw`` mappings the same operations
+        on the whole batch at once (validate, clip to the box, map, clip to the range)."""
+        c = self.controls[0]
+        if c.action_mode not in ("absolute", "raw"):
+            rates = []
+            for i, control in enumerate(self.controls):
+                try:
+                    rates.append(control.decide(actions[i]))
+                except (ValueError, TypeError) as exc:
+                    raise type(exc)(f"sub-env {i}: {exc}") from exc
+            return np.stack(rates)
+        if actions.dtype.kind not in "biuf":
+            raise TypeError(f"actions must be numeric, got dtype {actions.dtype}")
+        with np.errstate(over="ignore"):
+            a = actions.astype(np.float64)
+        finite = np.isfinite(a).all(axis=1)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"sub-env {i}: action must be finite, got {a[i].tolist()}")
+        a = np.clip(a, self.single_action_space.low, self.single_action_space.high)
+        if c.action_mode == "raw":
+            return np.clip(a, c.lr_min, c.lr_max)
+        return np.clip(c.unit_to_lr(a), c.lr_min, c.lr_max)
+
+    def _update(self, rates: np.ndarray, active, capped: bool, used: list) -> None:
+        """One batched update; with a step-length cap (``action="capped"``) each sub-env's rate
+        goes through ``ControlState.update_rate`` with its gradient's norm first."""
+        if capped:
+            norms = self.trainer.grad_norm().tolist()
+            rates = np.stack([c.update_rate(r, g) for c, r, g in zip(self.controls, rates, norms)])
+        for i in range(self.num_envs):
+            if active is None or active[i]:
+                used[i].append(rates[i])
+        self.trainer.update(rates, active=active)
+
+    def _stack_infos(self, dicts: list) -> dict:
+        """Per-sub-env info dicts (``None``: no info) batched as gymnasium's ``_add_info`` does
+        (arrays of the values' types, ``_key`` masks), in one pass per key."""
+        n = self.num_envs
+        keys = list(dict.fromkeys(k for d in dicts if d for k in d))
+        out: dict = {}
+        for k in keys:
+            present = np.array([bool(d) and k in d for d in dicts])
+            first = next(d[k] for d in dicts if d and k in d)
+            if isinstance(first, dict):
+                out[k] = self._stack_infos([d[k] if p else None for d, p in zip(dicts, present)])
+            else:
+                if isinstance(first, np.ndarray):
+                    array = np.zeros((n, *first.shape), dtype=first.dtype)
+                elif type(first) in (int, float, bool) or isinstance(first, np.number):
+                    array = np.zeros(n, dtype=type(first))
+                else:
+                    array = np.full(n, None, dtype=object)
+                for i in np.flatnonzero(present):
+                    array[i] = dicts[i][k]
+                out[k] = array
+            out["_" + k] = present
+        return out
 
     def _val_idx(self, i: int) -> torch.Tensor:
         env = self._template
@@ -287,13 +345,9 @@ class LearningRateVectorEnv(VectorEnv):
     def _step_batched(self, actions):
         n, tr, env = self.num_envs, self.trainer, self._template
         mode = env.reward_mode
-        rates = []
-        for i in range(n):  # refuse a bad action before any sub-env moves
-            try:
-                rates.append(self.controls[i].decide(actions[i]))
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"sub-env {i}: {exc}") from exc
-        rates = np.stack(rates)
+        rates = self._decide(actions)  # refuses a bad action before any sub-env moves
+        capped = getattr(self.controls[0], "needs_grad_norm", False)  # per-update rates
+        used = [[] for _ in range(n)]
 
         # the loss before the update on the reward batch, per sub-env, as LearningRateEnv.step
         before = [None] * n          # known floats (same-batch, fixed held batch)
@@ -317,12 +371,12 @@ class LearningRateVectorEnv(VectorEnv):
         # episode's end) sits the remaining updates out
         t_before = [c.t for c in self.controls]
         blocks = np.array([c.block_length() for c in self.controls])
-        tr.update(rates)
+        self._update(rates, None, capped, used)
         for j in range(1, int(blocks.max())):
             active = blocks > j
             idx = [tr.next_batch(i) if active[i] else self._idx[i] for i in range(n)]
             tr.loss_and_grad(torch.stack(idx))
-            tr.update(rates, active=active)
+            self._update(rates, active, capped, used)
         for i in range(n):
             self.controls[i].advance(rates[i], int(blocks[i]))
 
@@ -376,9 +430,12 @@ class LearningRateVectorEnv(VectorEnv):
                 reward = env.reward_scale * (loss_before - loss_after)
             critic_obs = obs.copy()
             critic_obs[0] = control.squash_loss(loss_after)
-            info = {"lr": self._info_lr(i), "loss_before": loss_before, "loss_after": loss_after,
+            info = {"lr": self._info_lr(i, np.mean(used[i], axis=0) if capped else None),
+                    "loss_before": loss_before, "loss_after": loss_after,
                     "batch_loss": batch_loss, "diverged": diverged, "step": control.t,
                     "critic_next_obs": critic_obs}
+            if capped:
+                info["rate"], info["step_cap"] = float(rates[i][0]), control.step_cap
             trunc = control.t >= control.episode_length and not diverged
             every = max(env.eval_every, 1)
             crossed = control.t // every > t_before[i] // every
@@ -398,8 +455,7 @@ class LearningRateVectorEnv(VectorEnv):
             rows, reset_infos = self._reset_batched(done, [None] * len(done))
             for i, row, info in zip(done, rows, reset_infos):
                 obs_rows[i], step_infos[i] = row, info
-        for i in range(n):
-            infos = self._add_info(infos, step_infos[i], i)
+        infos.update(self._stack_infos(step_infos))
         return np.stack(obs_rows), rewards, terminated, truncated, infos
 
     def close_extras(self, **kwargs) -> None:

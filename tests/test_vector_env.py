@@ -112,8 +112,8 @@ def run_pair(task="digits", num_envs=3, seed=5, steps=6, actions=None, **kwargs)
             a = actions(t, rng)
         else:
             a = rng.uniform(space.low, space.high, size=(num_envs,) + space.shape).astype(np.float32)
-            if kwargs.get("action", "absolute") == "absolute":
-                a = np.clip(a, -1.0, 0.2)  # keep rates where digits trains, not diverges
+            if kwargs.get("action", "absolute") in ("absolute", "capped"):
+                a[:, 0] = np.clip(a[:, 0], -1.0, 0.2)  # keep rates where digits trains, not diverges
         obs, rewards, term, trunc, infos = vec.step(a)
         for i, env in enumerate(singles):
             o, r, te, tr, info = env.step(a[i])
@@ -148,6 +148,7 @@ def run_pair(task="digits", num_envs=3, seed=5, steps=6, actions=None, **kwargs)
     {"reward": "probe", "validation_batch_size": 60, "rotating_validation": True},
     {"action": "relative", "relative_every": 2, "initial_lr": 0.05},
     {"action": "raw", "lr_max": 0.3},
+    {"action": "capped", "updates_per_step": 2, "step_cap_min": 1e-3, "step_cap_max": 1.0},
     {"updates_per_step": 3, "episode_length": 7, "eval_every": 4},
     {"fresh_w0": True, "eval_every": 2},
     {"per_group": True, "optimizer": "momentum", "features": ("lr",)},
@@ -167,7 +168,8 @@ def test_digits_sub_envs_equal_single_envs(kwargs):
     {},
     {"optimizer": "adam", "reward": "next-batch", "features": ("grad_norm", "loss_ema")},
     {"optimizer": "momentum", "updates_per_step": 2, "fresh_w0": True, "reward": "probe"},
-], ids=["default", "adam-next-batch", "momentum-k2-fresh-probe"])
+    {"action": "capped", "step_cap_min": 1e-3, "step_cap_max": 0.1},
+], ids=["default", "adam-next-batch", "momentum-k2-fresh-probe", "capped"])
 def test_regression2d_sub_envs_equal_single_envs(kwargs):
     vec = run_pair("regression2d", num_envs=4, steps=8, episode_length=5, **kwargs)
     assert vec.ended >= 4
