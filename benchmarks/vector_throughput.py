@@ -140,25 +140,28 @@ def _sync():
 def measure_memory(name: str, n: int, kind: str, device: str, n_train: int, steps: int = 2) -> dict:
     """Peak memory of one case (run in a fresh process by the caller on CPU)."""
     task = build_task(name, n_train)
+    # first a tiny case of the same kind: lazily loaded code (torch.func, ...) must not count
+    Case(kind, build_task("regression2d", n_train), "regression2d", 1, device, n_train).run(1)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = _rss_mb()
+        # reset the peak resident set to the current one (Linux), so that the import's peak
+        # does not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_mb("VmRSS")
     case = Case(kind, task, name, n, device, n_train)
     case.run(steps)
     if device == "cuda":
         return {"peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20}
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"peak_mb": peak - before}
+    return {"peak_mb": _status_mb("VmHWM") - before}
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return math.nan
 
@@ -188,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=10_000, help="training examples of mnist-cnn")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-cases", nargs="*", default=["vector"], choices=("vector", "sequential"),
+                   help="cases whose peak memory is measured, each in a fresh process (none: skip)")
     p.add_argument("--json", default=None, help="output file (default results/bench/vector_throughput.json)")
     return p
 
@@ -232,10 +236,9 @@ def main(argv=None) -> int:
                 ratios = {k: summary([ws / w for w, ws in zip(walls[k], walls["sequential"])])
                           for k in kinds if k != "sequential"}
             memory = {}
-            if not args.no_memory:
-                for k in ("vector", "sequential"):
-                    if k in kinds:
-                        memory[k] = (memory_in_subprocess(name, n, k, args.device, args.n_train, args.threads)
+            for k in args.memory_cases:
+                if k in kinds:
+                    memory[k] = (memory_in_subprocess(name, n, k, args.device, args.n_train, args.threads)
                                      if args.device == "cpu" else measure_memory(name, n, k, "cuda", args.n_train)["peak_mb"])
             res = {"task": name, "n": n, "steps": steps, "updates_per_second": ups,
                    "ratio_to_sequential": ratios, "peak_memory_mb": memory,

@@ -164,7 +164,12 @@ class BatchedPrimaryTrainer:
         def output(p, b, x):
             return functional_call(base, (p, b), (x,))
 
+        def loss_and_other(p, b, x, y, x2, y2):
+            # the loss to differentiate, and (as auxiliary output) another batch's at the same weights
+            return loss(p, b, x, y), loss(p, b, x2, y2).detach()
+
         self._grad_and_loss = vmap(grad_and_value(loss))
+        self._grad_and_loss_and_other = vmap(grad_and_value(loss_and_other, has_aux=True))
         self._loss = vmap(loss)
         self._output = vmap(output, in_dims=(0, 0, None))
         self._new_state(range(n))
@@ -271,18 +276,26 @@ class BatchedPrimaryTrainer:
                 {k: v[envs] for k, v in self.buffers.items()})
 
     # ------------------------------------------------------------------ training
-    def loss_and_grad(self, idx: Tensor, envs: Tensor | None = None) -> Tensor:
+    def loss_and_grad(self, idx: Tensor, envs: Tensor | None = None,
+                      other: tuple[Tensor, str] | None = None):
         """Losses of runs ``envs`` (default all) on their batches ``idx`` (one row per run);
-        their gradients are kept for the next :meth:`update`."""
+        their gradients are kept for the next :meth:`update`. With ``other=(idx2, split)`` also
+        the losses on batches ``idx2`` of ``split`` at the same weights, in the same batched
+        call (returns both)."""
         params, buffers = self._select(envs)
         x, y = self.template.x_train[idx], self.template.y_train[idx]
-        grads, losses = self._grad_and_loss(params, buffers, x, y)
+        if other is None:
+            grads, losses = self._grad_and_loss(params, buffers, x, y)
+        else:
+            x2, y2 = self._data(other[1])
+            grads, (losses, others) = self._grad_and_loss_and_other(
+                params, buffers, x, y, x2[other[0]], y2[other[0]])
         for k, g in grads.items():
             if envs is None:
                 self.grads[k] = g
             else:
                 self.grads[k][envs] = g
-        return losses.detach()
+        return losses.detach() if other is None else (losses.detach(), others)
 
     @torch.no_grad()
     def batch_loss(self, idx: Tensor, split: str = "train", envs: Tensor | None = None) -> Tensor:

@@ -269,9 +269,9 @@ class LearningRateVectorEnv(VectorEnv):
         if capped:
             norms = self.trainer.grad_norm().tolist()
             rates = np.stack([c.update_rate(r, g) for c, r, g in zip(self.controls, rates, norms)])
-        for i in range(self.num_envs):
-            if active is None or active[i]:
-                used[i].append(rates[i])
+            for i in range(self.num_envs):
+                if active is None or active[i]:
+                    used[i].append(rates[i])
         self.trainer.update(rates, active=active)
 
     def _stack_infos(self, dicts: list) -> dict:
@@ -380,17 +380,16 @@ class LearningRateVectorEnv(VectorEnv):
         for i in range(n):
             self.controls[i].advance(rates[i], int(blocks[i]))
 
-        if mode == "same-batch":
-            after = tr.batch_loss(torch.stack(self._idx))
-        elif env._held:
-            after = tr.batch_loss(torch.stack(held_idx), split=env._held_split)
-        else:
-            after = None
+        # the reward batch's loss after the update (same-batch, held) and the next observation
+        # with its gradient: one batched call at the new weights
         if mode != "next-batch":
             next_idx = [tr.next_batch(i) for i in range(n)]
-        next_loss = tr.loss_and_grad(torch.stack(next_idx))  # next observations and gradients
-        if after is None:
-            after = next_loss
+        if mode == "same-batch":
+            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(self._idx), "train"))
+        elif env._held:
+            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(held_idx), env._held_split))
+        else:
+            next_loss = after = tr.loss_and_grad(torch.stack(next_idx))
         pending = [after, next_loss]
         if pending_before is not None:
             pending.append(pending_before)
