@@ -62,8 +62,13 @@ def build_task(name: str, n_train: int):
 
 
 def _single_env(name: str, n_train: int, seed: int, device: str):
-    """A LearningRateEnv in an AsyncVectorEnv worker (module level: picklable)."""
-    torch.set_num_threads(1)
+    """A LearningRateEnv in an AsyncVectorEnv worker (module level: picklable). One torch thread
+    per worker; AsyncVectorEnv also calls this once in the main process (for the spaces), where
+    the thread count is left alone."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
     from envs import LearningRateEnv
 
     return LearningRateEnv(build_task(name, n_train), seed=seed, device=device, episode_length=EPISODE)
