@@ -278,16 +278,14 @@ def make_training_env(settings: dict):
     num_envs = int(train.get("num_envs", 1))
     if num_envs > 1:
         # N primary runs in one batched env, seeds seed..seed+N-1, as an SB3 VecEnv
-        unsupported = [name for name, on in (("several tasks", len(tasks) > 1),
-                                             ("--collapse-termination", train.get("collapse_termination")),
-                                             ("--finite-horizon", train.get("finite_horizon"))) if on]
-        if unsupported:
-            raise ValueError(f"--num-envs > 1 does not support {', '.join(unsupported)} yet")
+        if len(tasks) > 1:
+            raise ValueError("--num-envs > 1 trains on one task; several tasks are not supported yet")
         from agents.vec_env import make_sb3_vec_env
 
         return make_sb3_vec_env(tasks[0], num_envs=num_envs, seed=train["seed"], device=train["device"],
                                 data_root=train["data_root"], eval_every=env_kwargs["episode_length"],
-                                **env_kwargs)
+                                collapse={} if train.get("collapse_termination") else None,
+                                finite_horizon=bool(train.get("finite_horizon")), **env_kwargs)
     envs = [LearningRateEnv(task=t, seed=train["seed"], device=train["device"], data_root=train["data_root"],
                             eval_every=env_kwargs["episode_length"], **env_kwargs) for t in tasks]
     if train.get("collapse_termination"):

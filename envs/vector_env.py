@@ -51,6 +51,8 @@ class LearningRateVectorEnv(VectorEnv):
     ``LearningRateEnv.reset(seed=s + i)``); ``reset()`` before any seeding uses ``seed + i``.
     A later ``reset()`` without a seed starts a new episode in every sub-env (weights back to
     ``w0``, or a fresh ``w0`` with ``fresh_w0``; batch orders continue).
+    ``reset(options={"reset_mask": mask})`` (gymnasium's partial reset) restarts only the masked
+    sub-envs, e.g. when a training wrapper ends an episode the env itself did not end.
 
     ## Episode End and autoreset
     Per sub-env, as the single env: truncation after ``episode_length`` primary updates,
@@ -130,6 +132,7 @@ class LearningRateVectorEnv(VectorEnv):
         self._loss = [0.0] * n                  # f(w_t; x_i)
         self._held_loss = [0.0] * n             # the fixed validation/probe batch's loss at w_t
         self._initial_loss = [0.0] * n          # the episode's first observation (divergence)
+        self._obs = np.zeros(self.observation_space.shape, dtype=self.single_observation_space.dtype)
 
     # ------------------------------------------------------------------ public helpers
     @property
@@ -158,7 +161,9 @@ class LearningRateVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """Reset every sub-env; ``seed=s`` gives sub-env ``i`` the seed ``s + i`` (a list gives
-        each its own)."""
+        each its own). ``options={"reset_mask": mask}`` (gymnasium's partial reset) starts a new
+        episode only in the sub-envs where ``mask`` is True (e.g. after a wrapper ended their
+        episodes); the others' rows of the returned observations are their current ones."""
         super().reset(seed=None)
         n = self.num_envs
         if seed is None:
@@ -169,20 +174,30 @@ class LearningRateVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != n:
                 raise ValueError(f"reset(seed=...) takes an int or {n} seeds, got {len(seeds)}")
-        self._elapsed[:] = 0
+        mask = np.ones(n, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (n,):
+                raise ValueError(f"options['reset_mask'] must have shape ({n},), got {mask.shape}")
+            if not self._seeded and not mask.all():
+                raise RuntimeError("the first reset() must reset every sub-env")
+        ids = [int(i) for i in np.flatnonzero(mask)]
+        self._elapsed[mask] = 0
         if not self.batched:
-            results = [env.reset(seed=s) for env, s in zip(self.envs, seeds)]
-            obs = np.stack([o for o, _ in results])
-            infos: dict = {}
-            for i, (_, info) in enumerate(results):
-                infos = self._add_info(infos, info, i)
-            self._seeded = True
-            return obs, infos
-        if seed is None and not self._seeded:
-            seeds = [self.default_seed + i for i in range(n)]
+            results = {i: self.envs[i].reset(seed=seeds[i]) for i in ids}
+            reset_infos = [results[i][1] if i in results else None for i in range(n)]
+            rows = [results[i][0] for i in ids]
+        else:
+            if seed is None and not self._seeded:
+                seeds = [self.default_seed + i for i in range(n)]
+            rows, infos = self._reset_batched(ids, [seeds[i] for i in ids])
+            reset_infos = [None] * n
+            for i, info in zip(ids, infos):
+                reset_infos[i] = info
         self._seeded = True
-        obs_rows, reset_infos = self._reset_batched(list(range(n)), seeds)
-        return np.stack(obs_rows), self._stack_infos(reset_infos)
+        for i, row in zip(ids, rows):
+            self._obs[i] = row
+        return self._obs.copy(), self._stack_infos(reset_infos)
 
     def _reset_batched(self, ids: list[int], seeds: list):
         """Start a new episode in sub-envs ``ids`` (``seeds[j]``: re-seed sub-env ``ids[j]``,
@@ -340,7 +355,8 @@ class LearningRateVectorEnv(VectorEnv):
                 obs_rows[i], info = env.reset()
                 self._elapsed[i] = 0
             infos = self._add_info(infos, info, i)
-        return np.stack(obs_rows), rewards, terminated, truncated, infos
+        self._obs = np.stack(obs_rows)
+        return self._obs.copy(), rewards, terminated, truncated, infos
 
     def _step_batched(self, actions):
         n, tr, env = self.num_envs, self.trainer, self._template
@@ -455,7 +471,8 @@ class LearningRateVectorEnv(VectorEnv):
             for i, row, info in zip(done, rows, reset_infos):
                 obs_rows[i], step_infos[i] = row, info
         infos.update(self._stack_infos(step_infos))
-        return np.stack(obs_rows), rewards, terminated, truncated, infos
+        self._obs = np.stack(obs_rows)
+        return self._obs.copy(), rewards, terminated, truncated, infos
 
     def close_extras(self, **kwargs) -> None:
         if self.envs is not None:

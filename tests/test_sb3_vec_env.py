@@ -59,3 +59,50 @@ def test_make_sb3_agent_accepts_the_vector_env():
     model = make_sb3_agent("td3", env, device="cpu", learning_starts=20, batch_size=16, net_arch=[8])
     model.learn(60)
     assert model.num_timesteps >= 60 and model.get_env().num_envs == 2
+
+
+def test_collapse_and_finite_horizon_equal_the_single_env_wrappers():
+    from agents.wrappers import CollapseTermination, FiniteHorizon
+
+    kwargs = dict(device="cpu", action="raw", lr_max=10.0, episode_length=12)
+    collapse = dict(drop=0.8, fraction=0.9)
+    venv = SB3VecEnv(LearningRateVectorEnv("regression2d", num_envs=2, **kwargs), collapse=collapse,
+                     finite_horizon=True)
+    venv.seed(0)
+    obs = venv.reset()
+    singles = [FiniteHorizon(CollapseTermination(LearningRateEnv("regression2d", **kwargs), **collapse))
+               for _ in range(2)]
+    for i, env in enumerate(singles):
+        assert np.allclose(obs[i], env.reset(seed=i)[0], rtol=1e-5)
+    # sub-env 0 trains, then its rate makes SGD unstable (loss x4 per step): a collapse long
+    # before divergence; sub-env 1 trains throughout and is truncated -> terminated
+    collapsed = 0
+    for t in range(14):
+        a = np.array([[0.05 if t < 6 else 1.5], [0.05]], np.float32)
+        venv.step_async(a)
+        obs, rewards, dones, infos = venv.step_wait()
+        for i, env in enumerate(singles):
+            o, r, te, tr, info = env.step(a[i])
+            assert not tr  # FiniteHorizon
+            assert dones[i] == te and np.isclose(rewards[i], r, rtol=1e-4, atol=1e-6), (t, i)
+            if te:
+                collapsed += bool(info.get("collapsed"))
+                assert infos[i].get("collapsed", False) == info.get("collapsed", False)
+                assert infos[i]["TimeLimit.truncated"] is False
+                assert np.allclose(infos[i]["terminal_observation"], o, rtol=1e-5)
+                o, _ = env.reset()
+            assert np.allclose(obs[i], o, rtol=1e-5), (t, i)
+    assert collapsed >= 1
+
+
+def test_partial_reset_restarts_only_the_masked_sub_envs():
+    kwargs = dict(device="cpu", episode_length=50)
+    vec = LearningRateVectorEnv("regression2d", num_envs=2, **kwargs)
+    single = LearningRateEnv("regression2d", **kwargs)
+    vec.reset(seed=0)
+    single.reset(seed=1)
+    obs, *_ = vec.step(np.zeros((2, 1), np.float32))
+    single.step(np.zeros(1, np.float32))
+    new, infos = vec.reset(options={"reset_mask": np.array([False, True])})
+    assert np.array_equal(new[0], obs[0]) and infos["_step"].tolist() == [False, True]
+    assert np.allclose(new[1], single.reset()[0], rtol=1e-5)
