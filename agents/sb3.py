@@ -285,7 +285,7 @@ class PeriodicCheckpoint(BaseCallback):
 
     def _on_step(self) -> bool:
         # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
-        n_envs = getattr(self.training_env, "num_envs", 1)
+        n_envs = int(getattr(self.model, "n_envs", 1) or 1)
         if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
             self.save_fn(self.model)
         return True
