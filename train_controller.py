@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"recommended: 800 steps of 25 updates each); with --resume, "
                         f"the total including the steps already done")
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
+    g.add_argument("--num-envs", type=_positive_int, default=None,
+                   help="primary runs trained in parallel in one batched env (envs.LearningRateVectorEnv; "
+                        "ddpg/td3 only; default 1). Gradient steps per env step scale with it, so "
+                        "the agent makes as many updates per transition as with one env")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="device of the primary model and the agent (small nets: cpu is fastest)")
     g.add_argument("--threads", type=_nonneg_int, default=1,
@@ -219,6 +223,10 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         shared["gamma"] = args.gamma
     if args.noise is not None:
         shared["noise_std"] = args.noise
+    num_envs = args.num_envs or 1
+    if num_envs > 1 and agent in ("actor-critic", "policy-search"):
+        parser.error(f"--num-envs > 1 works with --agent ddpg or td3; {agent} learns from one episode "
+                     f"at a time (use --num-envs 1; policy-search runs episodes side by side with --workers)")
     if agent == "policy-search":
         agent_kwargs = dict(preset.get("policy_search", {}))
         for flag in ("population", "elite_fraction", "init_std"):
@@ -240,11 +248,14 @@ def _configure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
                           ("batch_size", "batch_size"), ("buffer_size", "buffer_size")]:
             if getattr(args, flag) is not None:
                 agent_kwargs[key] = getattr(args, flag)
+        # SB3 counts one train_freq step per vector step (num_envs transitions): as many gradient
+        # steps per transition as with one env
+        agent_kwargs["gradient_steps"] = int(agent_kwargs["gradient_steps"]) * num_envs
     task = args.task or "digits"
     seed = 0 if args.seed is None else args.seed
     return {"agent": agent, "preset": args.preset, "env_kwargs": env_kwargs, "agent_kwargs": agent_kwargs,
             "train": {"task": task, "steps": args.steps or preset.get("train", {}).get("steps", DEFAULT_STEPS),
-                      "seed": seed,
+                      "seed": seed, "num_envs": args.num_envs or 1,
                       "device": args.device, "data_root": args.data_root,
                       "checkpoint_every": args.checkpoint_every,
                       "workers": args.workers,
@@ -284,6 +295,17 @@ def make_training_env(settings: dict):
     env_kwargs = dict(settings["env_kwargs"])
     train = settings["train"]
     tasks = train["task"].split(",")
+    num_envs = int(train.get("num_envs", 1))
+    if num_envs > 1:
+        # N primary runs in one batched env, seeds seed..seed+N-1, as an SB3 VecEnv
+        if len(tasks) > 1:
+            raise ValueError("--num-envs > 1 trains on one task; several tasks are not supported yet")
+        from agents.vec_env import make_sb3_vec_env
+
+        return make_sb3_vec_env(tasks[0], num_envs=num_envs, seed=train["seed"], device=train["device"],
+                                data_root=train["data_root"], eval_every=env_kwargs["episode_length"],
+                                collapse={} if train.get("collapse_termination") else None,
+                                finite_horizon=bool(train.get("finite_horizon")), **env_kwargs)
     envs = [LearningRateEnv(task=t, seed=train["seed"], device=train["device"], data_root=train["data_root"],
                             eval_every=env_kwargs["episode_length"], **env_kwargs) for t in tasks]
     if train.get("collapse_termination"):
@@ -378,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out) if args.out else run_dir
         if args.steps is not None:
             settings["train"]["steps"] = args.steps
+        if args.num_envs is not None and args.num_envs != settings["train"].get("num_envs", 1):
+            parser.error(f"--resume: the run was trained with --num-envs {settings['train'].get('num_envs', 1)}")
         settings["train"]["device"] = args.device
         settings["train"]["checkpoint_every"] = args.checkpoint_every
         if args.data_root is not None:

@@ -1,6 +1,8 @@
 """The controller side: the paper's actor-critic, baselines, SB3 glue, checkpoints and the scheduler.
 
 - :class:`ActorCritic` (``agents.actor_critic``): the paper's agent, SB3-shaped.
+- :class:`PolicySearch` (``agents.policy_search``): the ``recommended`` preset's agent, an
+  episodic cross-entropy-method search over a small deterministic controller, SB3-shaped.
 - ``agents.sb3``: DDPG/TD3 from stable-baselines3 on the same env, built by one factory.
 - ``agents.baselines``: tuned-optimizer and adaptive-rate baselines run through the env.
 - :func:`load_controller` (``agents.checkpoint``): any trained run, safely.
@@ -8,6 +10,7 @@
 """
 from agents.actor_critic import ActorCritic
 from agents.checkpoint import CheckpointError, Controller, load_controller
+from agents.policy_search import PolicySearch
 from agents.scheduler import ControllerScheduler
 
-__all__ = ["ActorCritic", "CheckpointError", "Controller", "load_controller", "ControllerScheduler"]
+__all__ = ["ActorCritic", "PolicySearch", "CheckpointError", "Controller", "load_controller", "ControllerScheduler"]

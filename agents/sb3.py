@@ -26,6 +26,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.checkpoint import CheckpointError, atomic_write_bytes
 
@@ -67,7 +68,8 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
 
     Args:
         algo: ``"ddpg"`` or ``"td3"``.
-        env: a single gymnasium env (SB3 vectorises it).
+        env: a single gymnasium env (SB3 vectorises it), or an SB3 ``VecEnv`` such as
+            :func:`agents.vec_env.make_sb3_vec_env` (N primary runs in one batched step).
         seed: seeds SB3 (networks, noise, env). device: ``auto``/``cpu``/``cuda``.
         overrides: keys of :data:`SB3_HYPERPARAMS` to change (unknown keys are an error).
     """
@@ -77,7 +79,10 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
     if unknown:
         raise ValueError(f"unknown SB3 hyperparameters {sorted(unknown)}; known: {sorted(SB3_HYPERPARAMS)}")
     hp = {**SB3_HYPERPARAMS, **overrides}
-    if not is_wrapped(env, Monitor):
+    if isinstance(env, VecEnv):
+        if not isinstance(env, VecMonitor):
+            env = VecMonitor(env)
+    elif not is_wrapped(env, Monitor):
         env = Monitor(env)
     n = int(np.prod(env.action_space.shape))
     noise = None
@@ -279,6 +284,8 @@ class PeriodicCheckpoint(BaseCallback):
         self.every, self.save_fn = int(every), save_fn
 
     def _on_step(self) -> bool:
-        if self.every > 0 and self.num_timesteps % self.every == 0:
+        # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
+        n_envs = int(getattr(self.model, "n_envs", 1) or 1)
+        if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
             self.save_fn(self.model)
         return True

@@ -13,7 +13,10 @@ id                                 task
 ``LearningRate-Regression2D-v0``   ``regression2d``
 =================================  ==============
 
-Keyword arguments of ``gymnasium.make`` go to :class:`LearningRateEnv`. The env truncates
+Keyword arguments of ``gymnasium.make`` go to :class:`LearningRateEnv`;
+``gymnasium.make_vec(id, num_envs=N, ...)`` returns :class:`LearningRateVectorEnv` (N primary
+runs in one batched step; ``vectorization_mode="sync"``/``"async"`` give gymnasium's wrappers
+of single envs instead). The env truncates
 its own episodes after ``episode_length`` steps, so no ``max_episode_steps`` is registered;
 passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
 """
@@ -22,6 +25,7 @@ import gymnasium
 from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
+from envs.vector_env import LearningRateVectorEnv
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
 
 ENV_IDS = {
@@ -35,8 +39,9 @@ ENV_IDS = {
 for _env_id, _task in ENV_IDS.items():
     if _env_id not in gymnasium.registry:
         gymnasium.register(id=_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
+                           vector_entry_point="envs.vector_env:LearningRateVectorEnv",
                            kwargs={"task": _task})
 
-__all__ = ["LearningRateEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+__all__ = ["LearningRateEnv", "LearningRateVectorEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
            "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]

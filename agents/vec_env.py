@@ -1,0 +1,177 @@
+"""stable-baselines3 ``VecEnv`` adapter for :class:`envs.vector_env.LearningRateVectorEnv`.
+
+SB3 algorithms (DDPG, TD3, SAC, PPO, ...) take a ``VecEnv``; gymnasium's vector envs are not
+one. :class:`SB3VecEnv` translates, with no copy of the primary training and no subprocesses:
+
+- ``reset()`` -> observations; SB3's ``seed(s)`` (stored in ``self._seeds``) becomes
+  ``reset(seed=[s, s+1, ...])`` at the next reset, as SB3's own ``DummyVecEnv`` does;
+- ``step_wait()`` -> ``(obs, rewards, dones, infos)`` with ``infos`` a list of per-env dicts,
+  ``dones = terminated | truncated``, and for a finished episode the SB3 keys
+  ``terminal_observation`` and ``TimeLimit.truncated``. The wrapped env must autoreset in
+  gymnasium's SAME_STEP mode (``LearningRateVectorEnv`` does), which is SB3's own convention.
+
+Wrap it in SB3's ``VecMonitor`` for episode statistics (:func:`make_sb3_vec_env` does).
+The training-time wrappers of ``agents.wrappers`` exist here per sub-env: ``collapse=dict(...)``
+is ``CollapseTermination(**collapse)`` (a collapsed sub-env's episode ends and only that
+sub-env is reset, through gymnasium's ``reset(options={"reset_mask": ...})``), and
+``finite_horizon=True`` is ``FiniteHorizon`` (truncation reported as termination).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+
+
+def _unbatch(infos: dict, i: int) -> dict:
+    """Sub-env ``i``'s entries of a gymnasium batched info dict (masks honoured)."""
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = infos.get("_" + key)
+        if mask is not None and not mask[i]:
+            continue
+        if isinstance(value, dict):
+            out[key] = _unbatch(value, i)
+        else:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
+
+
+class SB3VecEnv(VecEnv):
+    """A gymnasium ``VectorEnv`` with SAME_STEP autoreset as an SB3 ``VecEnv``.
+
+    Args:
+        venv: e.g. ``envs.LearningRateVectorEnv(task, num_envs=N, ...)``.
+
+    Step infos are the sub-env's own info dict (``lr``, ``loss_after``, ``eval``, ...): for a
+    finished episode the final step's info (gymnasium's ``final_info``), plus
+    ``terminal_observation`` and ``TimeLimit.truncated``; the new episode's reset info is in
+    ``reset_info`` (SB3's ``reset_infos`` after ``reset()``).
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv, collapse: dict | None = None,
+                 finite_horizon: bool = False) -> None:
+        mode = venv.metadata.get("autoreset_mode")
+        if mode not in (AutoresetMode.SAME_STEP, "SameStep"):
+            raise ValueError(f"SB3VecEnv needs a vector env with SAME_STEP autoreset "
+                             f"(metadata['autoreset_mode']), got {mode!r}")
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+        self.finite_horizon = bool(finite_horizon)
+        self.collapse = None
+        if collapse is not None:
+            from agents.wrappers import CollapseTermination
+
+            # the single-env wrapper validates the settings and keeps their defaults
+            proto = CollapseTermination(gym.Env(), **collapse)
+            self.collapse = (proto.fraction, proto.drop, proto.penalty)
+        self._first = np.full(self.num_envs, np.nan)
+        self._lowest = np.full(self.num_envs, np.nan)
+
+    def _start(self, i: int, info: dict) -> None:
+        self._first[i] = self._lowest[i] = float(info.get("batch_loss", np.nan))
+
+    def _collapsed(self, i: int, info: dict) -> bool:
+        """``CollapseTermination``'s test for sub-env ``i`` after a step with ``info``."""
+        fraction, drop, _ = self.collapse
+        after = float(info.get("loss_after", np.nan))
+        trained = self._lowest[i] < drop * self._first[i]
+        if after == after:
+            self._lowest[i] = min(self._lowest[i], after)
+        return bool(trained and not after < fraction * self._first[i])
+
+    @property
+    def unwrapped_vector_env(self) -> gym.vector.VectorEnv:
+        return self.venv
+
+    def reset(self):
+        seeds = None if self._seeds[0] is None else [int(s) for s in self._seeds]
+        obs, infos = self.venv.reset(seed=seeds)
+        self.reset_infos = [_unbatch(infos, i) for i in range(self.num_envs)]
+        for i, info in enumerate(self.reset_infos):
+            self._start(i, info)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        rewards = np.asarray(rewards, dtype=np.float64).copy()
+        terminated, truncated = terminated.copy(), truncated.copy()
+        out, to_reset = [], []
+        for i in range(self.num_envs):
+            ended = terminated[i] or truncated[i]
+            info = _unbatch(infos["final_info"], i) if ended else _unbatch(infos, i)
+            if self.collapse is not None and not terminated[i] and self._collapsed(i, info):
+                info = {**info, "diverged": True, "collapsed": True}
+                terminated[i], truncated[i] = True, False
+                if self.collapse[2] is not None:
+                    rewards[i] = -self.collapse[2]
+                if not ended:  # the vector env does not know: reset this sub-env below
+                    to_reset.append(i)
+            if ended:
+                info["terminal_observation"] = infos["final_obs"][i]
+                info["reset_info"] = _unbatch(infos, i)
+                self._start(i, info["reset_info"])
+            elif i in to_reset:
+                info["terminal_observation"] = obs[i].copy()
+            out.append(info)
+        if to_reset:
+            mask = np.zeros(self.num_envs, dtype=bool)
+            mask[to_reset] = True
+            new_obs, reset_infos = self.venv.reset(options={"reset_mask": mask})
+            for i in to_reset:
+                obs[i] = new_obs[i]
+                out[i]["reset_info"] = _unbatch(reset_infos, i)
+                self._start(i, out[i]["reset_info"])
+        if self.finite_horizon:
+            terminated, truncated = terminated | truncated, np.zeros_like(truncated)
+        dones = terminated | truncated
+        for i in np.flatnonzero(dones):
+            out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        return obs, rewards.astype(np.float32), dones, out
+
+    def close(self) -> None:
+        self.venv.close()
+
+    # the sub-envs share one batched object: attributes are the vector env's, for every index
+    def _indices(self, indices) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return indices
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+
+def make_sb3_vec_env(task="digits", num_envs: int = 4, collapse: dict | None = None,
+                     finite_horizon: bool = False, **kwargs: Any) -> VecMonitor:
+    """``VecMonitor(SB3VecEnv(LearningRateVectorEnv(task, num_envs, **kwargs), collapse,
+    finite_horizon))``: ready for SB3."""
+    from envs.vector_env import LearningRateVectorEnv
+
+    return VecMonitor(SB3VecEnv(LearningRateVectorEnv(task, num_envs=num_envs, **kwargs),
+                                collapse=collapse, finite_horizon=finite_horizon))

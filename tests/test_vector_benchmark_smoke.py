@@ -1,0 +1,33 @@
+"""benchmarks/vector_throughput.py runs at a tiny size and writes valid JSON (figures not checked)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
+from benchmarks import vector_throughput  # noqa: E402
+
+
+def test_vector_throughput_tiny(tmp_path, capsys):
+    out = tmp_path / "vt.json"
+    assert vector_throughput.main(["--tasks", "regression2d", "--n", "1", "2", "--steps", "2", "--repeats", "2",
+                                   "--warmup", "1", "--cases", "vector", "sequential", "plain",
+                                   "--memory-cases", "--json", str(out)]) == 0
+    assert "regression2d" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [(r["task"], r["n"]) for r in data["results"]] == [("regression2d", 1), ("regression2d", 2)]
+    for res in data["results"]:
+        assert set(res["updates_per_second"]) == {"vector", "sequential", "plain"}
+        assert set(res["ratio_to_sequential"]) == {"vector", "plain"}
+        for s in res["updates_per_second"].values():
+            assert math.isfinite(s["median"]) and s["median"] > 0 and s["n"] == 2
+
+
+def test_vector_throughput_rejects_bad_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        vector_throughput.main(["--n", "0"])
+    assert exc.value.code == 2 and "--n" in capsys.readouterr().err
