@@ -19,10 +19,14 @@ passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
 """
 import gymnasium
 
+from envs import fork_safety
 from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
+
+# forked vector-env workers must not hang in torch's thread pool (see envs/fork_safety.py)
+fork_safety.install()
 
 ENV_IDS = {
     "LearningRate-v0": "digits",
