@@ -83,3 +83,125 @@ def test_a_task_with_a_lambda_model_factory_refuses_to_pickle_with_the_fix():
     # the fix the message gives: a module-level function
     fixed = envs.Task.from_tensors(x, y, x, y, model_factory=_linear_factory, batch_size=8, name="mine")
     assert pickle.loads(pickle.dumps(fixed)).model_factory is _linear_factory
+
+
+# ----------------------------------------------------------------------------- rendering
+def test_render_modes_are_declared_and_accepted():
+    assert set(LearningRateEnv.metadata["render_modes"]) == {"ansi", "rgb_array", "human"}
+    for mode in (None, "ansi", "rgb_array", "human"):
+        assert gym.make("envs:LearningRate-Regression2D-v0", render_mode=mode, **CPU).render_mode == mode
+    with pytest.raises(ValueError, match="render_mode"):
+        LearningRateEnv("regression2d", render_mode="video", **CPU)
+
+
+def test_render_checked_by_gymnasium_for_every_mode():
+    from gymnasium.utils.env_checker import check_env
+    env = gym.make("envs:LearningRate-Regression2D-v0", render_mode="ansi", episode_length=5, **CPU)
+    check_env(env.unwrapped)  # with the render check: it builds an env per declared mode
+
+
+def test_ansi_render_shows_the_current_step():
+    env = LearningRateEnv("regression2d", render_mode="ansi", episode_length=3, seed=0, **CPU)
+    env.reset()
+    assert env.render().startswith("update     0/3")
+    _, reward, _, _, info = env.step(np.array([0.2], np.float32))
+    text = env.render()
+    assert f"update     1/3  lr {info['lr']:.3e}" in text
+    assert f"{info['loss_before']:.6g} -> {info['loss_after']:.6g}" in text and f"{reward:+.4g}" in text
+    env.step(np.array([0.2], np.float32))
+    env.step(np.array([0.2], np.float32))
+    assert env.render().endswith("(episode end)")
+
+
+def test_human_render_prints_every_step(capsys):
+    env = LearningRateEnv("regression2d", render_mode="human", episode_length=3, seed=0, **CPU)
+    env.reset()
+    env.step(np.array([0.0], np.float32))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["0/3", "1/3"]
+
+
+def test_rgb_array_render_plots_the_episode_so_far():
+    env = LearningRateEnv("regression2d", render_mode="rgb_array", episode_length=20, seed=0, **CPU)
+    env.reset()
+    first = env.render()
+    assert first.shape == (480, 640, 3) and first.dtype == np.uint8
+    for a in np.linspace(-1, 1, 10):
+        env.step(np.array([a], np.float32))
+    frame = env.render()
+    assert frame.shape == first.shape and not np.array_equal(frame, first)  # the curves grew
+    assert len(env._history["lr"]) == 11
+    # the same episode renders the same image (a video of a seeded episode is reproducible)
+    env.reset(seed=0)
+    for a in np.linspace(-1, 1, 10):
+        env.step(np.array([a], np.float32))
+    np.testing.assert_array_equal(env.render(), frame)
+
+
+def test_render_without_a_mode_warns_and_returns_none():
+    env = LearningRateEnv("regression2d", seed=0, **CPU)
+    env.reset()
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert env.render() is None
+
+
+# ----------------------------------------------------------------------------- spec
+@pytest.mark.parametrize("kwargs, decisions", [
+    ({}, 200), ({"episode_length": 50}, 50), ({"episode_length": 50, "updates_per_step": 4}, 13),
+    ({"updates_per_step": 8}, 25)])
+def test_spec_max_episode_steps_is_the_episode_length_in_env_steps(kwargs, decisions):
+    env = gym.make("envs:LearningRate-Regression2D-v0", **kwargs, **CPU)
+    assert env.spec.max_episode_steps == decisions == env.unwrapped.max_episode_steps
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        _, _, terminated, truncated, _ = env.step(np.array([-1.0], np.float32))
+        steps += 1
+        assert not terminated
+    assert steps == decisions
+    # no second TimeLimit was added: the env truncates itself
+    assert not any(isinstance(w, gym.wrappers.TimeLimit) for w in _wrappers(env))
+
+
+def _wrappers(env):
+    while isinstance(env, gym.Wrapper):
+        yield env
+        env = env.env
+
+
+def test_spec_is_json_serialisable_and_remakes_the_same_env():
+    env = gym.make("envs:LearningRate-v0", episode_length=30, updates_per_step=2, **CPU)
+    text = env.spec.to_json()
+    again = gym.make(gym.envs.registration.EnvSpec.from_json(text))
+    assert again.unwrapped.episode_length == 30 and again.spec.max_episode_steps == 15
+    assert gym.spec("LearningRate-v0").to_json()
+
+
+def test_a_directly_built_env_has_no_spec():
+    assert LearningRateEnv("regression2d", **CPU).spec is None
+
+
+# ----------------------------------------------------------------------------- seeds
+def test_unseeded_first_reset_draws_a_random_seed_and_records_it():
+    vec = gym.make_vec("envs:LearningRate-Regression2D-v0", num_envs=3, vectorization_mode="sync", **CPU)
+    obs, info = vec.reset()
+    seeds = info["seed"].tolist()
+    assert len(set(seeds)) == 3  # the envs of a vector env differ
+    assert len(set(obs[:, 0].tolist())) == 3
+    # the recorded seed reproduces the run
+    env = LearningRateEnv("regression2d", **CPU)
+    _, info = env.reset()
+    replay = LearningRateEnv("regression2d", **CPU)
+    _, replay_info = replay.reset(seed=info["seed"])
+    assert replay_info["seed"] == info["seed"]
+    _assert_same_steps(_roll(env, ACTIONS), _roll(replay, ACTIONS))
+
+
+def test_an_explicit_constructor_seed_stays_deterministic():
+    a, b = LearningRateEnv("regression2d", seed=7, **CPU), LearningRateEnv("regression2d", seed=7, **CPU)
+    (obs_a, info_a), (obs_b, info_b) = a.reset(), b.reset()
+    assert info_a["seed"] == info_b["seed"] == 7
+    np.testing.assert_array_equal(obs_a, obs_b)
+    _assert_same_steps(_roll(a, ACTIONS), _roll(b, ACTIONS))
+    # later unseeded resets continue the run (same w0, new batches): the seed stays recorded
+    assert a.reset()[1]["seed"] == 7
