@@ -307,7 +307,7 @@ class LearningRateEnv(gym.Env):
             self._history = {"step": [0], "batch_loss": [self._loss], "lr": [self._info_lr()]}
             self._last_info = info
             if self.render_mode == "human":
-                self.render()
+                print(self._render_text())
         return obs, info
 
     @property
@@ -405,7 +405,7 @@ class LearningRateEnv(gym.Env):
         self._history["lr"].append(info["lr"])
         self._last_info = {**info, "reward": reward, "terminated": terminated, "truncated": truncated}
         if self.render_mode == "human":
-            self.render()
+            print(self._render_text())
 
     def _render_text(self) -> str:
         info = self._last_info
@@ -457,7 +457,9 @@ class LearningRateEnv(gym.Env):
           mini-batch loss, the reward batch's loss before and after, the reward);
         - ``"rgb_array"``: a 480x640x3 ``uint8`` image: the observed mini-batch loss and the
           learning rate against primary updates for the episode so far (for ``RecordVideo``);
-        - ``"human"``: prints the ``"ansi"`` line at every reset and step (called by the env);
+        - ``"human"``: the env prints the ``"ansi"`` line itself at every reset and step, so
+          ``render()`` returns ``None`` and prints nothing more (rl-zoo3's ``enjoy`` calls it
+          after every step);
         - ``None``: warns and returns ``None``.
         """
         if self.render_mode is None:
@@ -466,8 +468,6 @@ class LearningRateEnv(gym.Env):
             return None
         if self.render_mode == "rgb_array":
             return self._render_plot()
-        text = self._render_text()
         if self.render_mode == "human":
-            print(text)
             return None
-        return text
+        return self._render_text()

@@ -117,6 +117,7 @@ def test_human_render_prints_every_step(capsys):
     env = LearningRateEnv("regression2d", render_mode="human", episode_length=3, seed=0, **CPU)
     env.reset()
     env.step(np.array([0.0], np.float32))
+    assert env.render() is None  # rl-zoo3's enjoy calls it after each step: no second line
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["0/3", "1/3"]
 
