@@ -20,6 +20,7 @@ passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
 import gymnasium
 
 from envs import fork_safety
+from envs._version import __version__
 from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
@@ -41,6 +42,6 @@ for _env_id, _task in ENV_IDS.items():
         gymnasium.register(id=_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
                            kwargs={"task": _task})
 
-__all__ = ["LearningRateEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+__all__ = ["__version__", "LearningRateEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
            "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]
