@@ -206,3 +206,39 @@ def test_an_explicit_constructor_seed_stays_deterministic():
     _assert_same_steps(_roll(a, ACTIONS), _roll(b, ACTIONS))
     # later unseeded resets continue the run (same w0, new batches): the seed stays recorded
     assert a.reset()[1]["seed"] == 7
+
+
+# ----------------------------------------------------------------------------- your own id
+def test_register_your_own_task_as_an_id(monkeypatch):
+    """The README's recipe: a ``module:function`` task name in the registration's kwargs."""
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    env_id = "LearningRate-WineTest-v0"
+    gym.register(id=env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
+                 kwargs={"task": "user_tasks.wine:make", "episode_length": 40})
+    try:
+        env = gym.make(env_id, updates_per_step=4, **CPU)
+        assert env.unwrapped.trainer.task.name == "wine"
+        assert env.spec.max_episode_steps == 10
+        spec = gym.envs.registration.EnvSpec.from_json(env.spec.to_json())  # JSON-serialisable
+        assert spec.kwargs["task"] == "user_tasks.wine:make"
+        obs, info = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        rewards = [env.step(np.array([0.0], np.float32))[1] for _ in range(10)]
+        assert sum(rewards) > 0  # a rate of 3e-3 lowers the loss
+        # and it pickles (a module-level model factory), so it vectorises with spawn too
+        twin = _pickle_copy(env)
+        assert twin.unwrapped.trainer.task.name == "wine"
+    finally:
+        del gym.registry[env_id]
+
+
+# ----------------------------------------------------------------------------- package facts
+def test_versions_and_license_files():
+    import agents
+    from envs._version import __version__
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert envs.__version__ == agents.__version__ == __version__
+    assert f"## {__version__}" in (root / "CHANGELOG.md").read_text()
+    assert f"version: {__version__}" in (root / "CITATION.cff").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    assert "1705.11159" in (root / "CITATION.cff").read_text()
