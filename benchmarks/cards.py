@@ -233,6 +233,12 @@ def render_card(env_id: str, record: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_record(env_id: str, folder: Path = CARDS_DIR) -> dict | None:
+    """The recorded results of ``env_id`` (``None`` if never measured)."""
+    path = folder / "results" / f"{env_id}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=["measure", "render", "all"])
@@ -259,9 +265,7 @@ def main(argv=None) -> None:
             print(f"{env_id}: {record['status']}", flush=True)
     if args.stage in ("render", "all"):
         for env_id in envs.ENV_IDS:
-            path = out / "results" / f"{env_id}.json"
-            record = json.loads(path.read_text()) if path.exists() else None
-            (out / f"{env_id}.md").write_text(render_card(env_id, record))
+            (out / f"{env_id}.md").write_text(render_card(env_id, load_record(env_id, out)))
             print(f"wrote {out / f'{env_id}.md'}")
 
 
