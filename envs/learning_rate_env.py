@@ -84,11 +84,26 @@ class LearningRateEnv(gym.Env):
     The primary model's weights are ``w0``, drawn from ``seed`` (fixed for all episodes by
     default, re-drawn each episode with ``fresh_w0=True``); the optimizer state is fresh; the
     first observation is the loss of ``w0`` on a newly drawn batch. ``reset(seed=s)`` re-draws
-    ``w0`` and restarts the batch order from ``s``.
+    ``w0`` and restarts the batch order from ``s``. The first ``reset()`` without a seed uses the
+    constructor's ``seed`` if one was given, else draws a random one (Gymnasium's convention);
+    either way ``info["seed"]`` records it, and ``reset(seed=info["seed"])`` replays the run.
 
     ## Episode End
-    Truncation after ``episode_length`` primary updates (the paper's reset frequency ``e``);
-    termination on divergence.
+    Truncation after ``episode_length`` primary updates (the paper's reset frequency ``e``), that is
+    after ``ceil(episode_length / updates_per_step)`` env steps (:attr:`max_episode_steps`, also
+    ``env.spec.max_episode_steps`` for an env made by ``gymnasium.make``); termination on divergence.
+
+    ## Rendering
+    ``render_mode``: ``None``, ``"ansi"`` (a line of text for the current step), ``"rgb_array"``
+    (a plot of the episode's loss and rate so far) or ``"human"`` (the line printed at every
+    reset and step); see :meth:`render`.
+
+    ## Copies, pickles and processes
+    ``copy.deepcopy`` and ``pickle`` carry the whole state, including the gradient pending in
+    ``.grad`` and the optimizer's state, so a copy continues exactly like the original (a task
+    whose model factory or loss is a lambda cannot be pickled; the error says how to fix it).
+    A worker process forked from a process that used torch runs torch single-threaded
+    (:mod:`envs.fork_safety`), so ``AsyncVectorEnv`` and ``SubprocVecEnv`` never hang.
 
     ## Arguments
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
@@ -104,13 +119,17 @@ class LearningRateEnv(gym.Env):
     the action's rate is held for ``k`` updates, each on its own batch; the reward compares the
     reward batch before and after the whole block; ``episode_length`` and ``eval_every`` still
     count primary updates, so an episode has ``ceil(episode_length / k)`` env steps.
-    seed: default seed.
+    seed: the seed of the first ``reset()`` without one (``None``, the default: a random seed
+        drawn then; an integer makes unseeded use deterministic, as the training scripts need).
+    render_mode: see Rendering.
     device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
 
     ## Info
     ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
-    ``step`` (primary updates so far), ``critic_next_obs`` (the next observation with its loss entry replaced by
-    ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due.
+    ``step`` (primary updates so far, not env steps), ``critic_next_obs`` (the next observation with its loss entry replaced by
+    ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due;
+    ``reset()`` gives ``lr``, ``step``, ``batch_loss``, ``seed`` and ``eval``. The README has
+    them in one table.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array", "human"], "render_fps": 4}
