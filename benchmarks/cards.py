@@ -263,6 +263,8 @@ def main(argv=None) -> None:
                 record = measure(env_id, seeds)
             write_json(out / "results" / f"{env_id}.json", record)
             print(f"{env_id}: {record['status']}", flush=True)
+            if args.stage == "all":  # card by card, so that a long run leaves finished cards behind
+                (out / f"{env_id}.md").write_text(render_card(env_id, record))
     if args.stage in ("render", "all"):
         for env_id in envs.ENV_IDS:
             (out / f"{env_id}.md").write_text(render_card(env_id, load_record(env_id, out)))
