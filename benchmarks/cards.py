@@ -184,7 +184,7 @@ def render_card(env_id: str, record: dict | None) -> str:
              f"{-(-control.episode_length // control.updates_per_step)} decisions per episode "
              f"(`spec.max_episode_steps`) |"]
     if record is None or record.get("status") != "measured":
-        why = "no recorded results" if record is None else record["message"]
+        why = "no recorded results" if record is None else record["message"].rstrip(".")
         lines += ["", "## Reference figures: missing", "",
                   f"The data of this task is absent on the machine these cards were made on ({why}).",
                   "Missing: cost per step, model size, and the returns and final training losses of the "
