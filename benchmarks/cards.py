@@ -183,8 +183,16 @@ def render_card(env_id: str, record: dict | None) -> str:
              f"| episode | {control.episode_length} primary updates (SGD), truncated; "
              f"{-(-control.episode_length // control.updates_per_step)} decisions per episode "
              f"(`spec.max_episode_steps`) |"]
-    if record is None or record.get("status") != "measured":
-        why = "no recorded results" if record is None else record["message"].rstrip(".")
+    if record is None:
+        lines += ["", "## Reference figures: not measured yet", "",
+                  "No recorded results: the measurement did not finish on the machine these cards were "
+                  "made on. Missing: cost per step, model size, and the returns and final training "
+                  "losses of the random policy, the best constant action and the tuned baselines. "
+                  f"`python benchmarks/cards.py measure --ids {env_id} --seeds 3` records them and "
+                  "`render` fills this card."]
+        return "\n".join(lines) + "\n"
+    if record.get("status") != "measured":
+        why = record["message"].rstrip(".")
         lines += ["", "## Reference figures: missing", "",
                   f"The data of this task is absent on the machine these cards were made on ({why}).",
                   "Missing: cost per step, model size, and the returns and final training losses of the "
