@@ -8,9 +8,11 @@
 - :func:`load_controller` (``agents.checkpoint``): any trained run, safely.
 - :class:`ControllerScheduler` (``agents.scheduler``): a trained controller in your own loop.
 """
+from envs._version import __version__  # one version for the whole distribution (lrrl)
 from agents.actor_critic import ActorCritic
 from agents.checkpoint import CheckpointError, Controller, load_controller
 from agents.policy_search import PolicySearch
 from agents.scheduler import ControllerScheduler
 
-__all__ = ["ActorCritic", "PolicySearch", "CheckpointError", "Controller", "load_controller", "ControllerScheduler"]
+__all__ = ["__version__", "ActorCritic", "PolicySearch", "CheckpointError", "Controller", "load_controller",
+           "ControllerScheduler"]

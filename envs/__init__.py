@@ -22,11 +22,16 @@ passing one to ``gymnasium.make`` adds gymnasium's ``TimeLimit`` as usual.
 """
 import gymnasium
 
+from envs import fork_safety
+from envs._version import __version__
 from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
 from envs.vector_env import LearningRateVectorEnv
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
+
+# forked vector-env workers must not hang in torch's thread pool (see envs/fork_safety.py)
+fork_safety.install()
 
 ENV_IDS = {
     "LearningRate-v0": "digits",
@@ -42,6 +47,6 @@ for _env_id, _task in ENV_IDS.items():
                            vector_entry_point="envs.vector_env:LearningRateVectorEnv",
                            kwargs={"task": _task})
 
-__all__ = ["LearningRateEnv", "LearningRateVectorEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+__all__ = ["__version__", "LearningRateEnv", "LearningRateVectorEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
            "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]

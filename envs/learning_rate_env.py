@@ -1,6 +1,7 @@
 """``LearningRateEnv``: primary training of a neural network as a Gymnasium environment."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -90,11 +91,26 @@ class LearningRateEnv(gym.Env):
     The primary model's weights are ``w0``, drawn from ``seed`` (fixed for all episodes by
     default, re-drawn each episode with ``fresh_w0=True``); the optimizer state is fresh; the
     first observation is the loss of ``w0`` on a newly drawn batch. ``reset(seed=s)`` re-draws
-    ``w0`` and restarts the batch order from ``s``.
+    ``w0`` and restarts the batch order from ``s``. The first ``reset()`` without a seed uses the
+    constructor's ``seed`` if one was given, else draws a random one (Gymnasium's convention);
+    either way ``info["seed"]`` records it, and ``reset(seed=info["seed"])`` replays the run.
 
     ## Episode End
-    Truncation after ``episode_length`` primary updates (the paper's reset frequency ``e``);
-    termination on divergence.
+    Truncation after ``episode_length`` primary updates (the paper's reset frequency ``e``), that is
+    after ``ceil(episode_length / updates_per_step)`` env steps (:attr:`max_episode_steps`, also
+    ``env.spec.max_episode_steps`` for an env made by ``gymnasium.make``); termination on divergence.
+
+    ## Rendering
+    ``render_mode``: ``None``, ``"ansi"`` (a line of text for the current step), ``"rgb_array"``
+    (a plot of the episode's loss and rate so far) or ``"human"`` (the line printed at every
+    reset and step); see :meth:`render`.
+
+    ## Copies, pickles and processes
+    ``copy.deepcopy`` and ``pickle`` carry the whole state, including the gradient pending in
+    ``.grad`` and the optimizer's state, so a copy continues exactly like the original (a task
+    whose model factory or loss is a lambda cannot be pickled; the error says how to fix it).
+    A worker process forked from a process that used torch runs torch single-threaded
+    (:mod:`envs.fork_safety`), so ``AsyncVectorEnv`` and ``SubprocVecEnv`` never hang.
 
     ## Arguments
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
@@ -110,16 +126,20 @@ class LearningRateEnv(gym.Env):
     the action's rate is held for ``k`` updates, each on its own batch; the reward compares the
     reward batch before and after the whole block; ``episode_length`` and ``eval_every`` still
     count primary updates, so an episode has ``ceil(episode_length / k)`` env steps.
-    seed: default seed.
+    seed: the seed of the first ``reset()`` without one (``None``, the default: a random seed
+        drawn then; an integer makes unseeded use deterministic, as the training scripts need).
+    render_mode: see Rendering.
     device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
 
     ## Info
     ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
-    ``step`` (primary updates so far), ``critic_next_obs`` (the next observation with its loss entry replaced by
-    ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due.
+    ``step`` (primary updates so far, not env steps), ``critic_next_obs`` (the next observation with its loss entry replaced by
+    ``loss_after``: the paper's ``s_i^{t+1}`` for the critic's TD target) and ``eval`` when due;
+    ``reset()`` gives ``lr``, ``step``, ``batch_loss``, ``seed`` and ``eval``. The README has
+    them in one table.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi", "rgb_array", "human"], "render_fps": 4}
 
     def __init__(
         self,
@@ -150,12 +170,17 @@ class LearningRateEnv(gym.Env):
         log_observations: bool = False,
         step_cap_min: float = 1e-2,
         step_cap_max: float = 10.0,
-        seed: int = 0,
+        seed: int | None = None,
         device: str = "auto",
         data_root: str | None = None,
         download: bool = True,
+        render_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                             f"got {render_mode!r}")
+        self.render_mode = render_mode
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if reward_transform not in ("raw", "log-ratio"):
@@ -171,8 +196,10 @@ class LearningRateEnv(gym.Env):
         if needs_val and validation_size < 1:
             raise ValueError("reward='validation' and the val_loss feature need validation_size >= 1")
 
+        # seed=None: the first reset() without a seed draws one (Gymnasium's convention); until
+        # then the trainer holds seed 0's w0, which that reset replaces
         self.trainer = PrimaryTrainer(task, optimizer=optimizer, optimizer_kwargs=optimizer_kwargs,
-                                      device=device, seed=seed, per_layer=per_group,
+                                      device=device, seed=0 if seed is None else seed, per_layer=per_group,
                                       validation_size=validation_size, data_root=data_root,
                                       download=download)
         self.reward_mode, self.reward_transform = reward, reward_transform
@@ -180,7 +207,8 @@ class LearningRateEnv(gym.Env):
         self.validation_batch_size = int(validation_batch_size)
         self.rotating_validation = bool(rotating_validation)
         self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
-        self.fresh_w0, self.eval_every, self.default_seed = bool(fresh_w0), int(eval_every), int(seed)
+        self.fresh_w0, self.eval_every = bool(fresh_w0), int(eval_every)
+        self.default_seed = None if seed is None else int(seed)
 
         self.n_groups = self.trainer.n_groups
         # the controller's interface (observation, action -> rate, running state): one owner,
@@ -198,6 +226,32 @@ class LearningRateEnv(gym.Env):
         self._held_split = "val" if reward == "validation" else "train"
         self._seeded = False
         self._warned_obs_max = False
+        self._registered_spec: gym.envs.registration.EnvSpec | None = None
+        self._history: dict[str, list] = {"step": [], "batch_loss": [], "lr": []}  # for render()
+        self._last_info: dict = {}
+
+    # ------------------------------------------------------------------ spec
+    @property
+    def max_episode_steps(self) -> int:
+        """Env steps (decisions) per episode: ``ceil(episode_length / updates_per_step)``."""
+        return -(-self.episode_length // self.updates_per_step)
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:
+        """The registration spec (set by ``gymnasium.make``; ``None`` for a directly built env), with
+        ``max_episode_steps`` telling the truth: the env truncates its own episodes after
+        :attr:`max_episode_steps` env steps, whatever ``episode_length`` and
+        ``updates_per_step`` were passed. (The ids register no ``max_episode_steps``, so that
+        ``gymnasium.make`` adds no second ``TimeLimit`` of a stale length; one passed to
+        ``gymnasium.make`` still adds gymnasium's ``TimeLimit``, whose spec shows that limit.)"""
+        spec = self._registered_spec
+        if spec is None or spec.max_episode_steps is not None:
+            return spec
+        return dataclasses.replace(spec, max_episode_steps=self.max_episode_steps)
+
+    @spec.setter
+    def spec(self, spec: gym.envs.registration.EnvSpec | None) -> None:
+        self._registered_spec = spec
 
     # ------------------------------------------------------------------ helpers
     # the controller-facing settings live once, in ControlState
@@ -242,11 +296,14 @@ class LearningRateEnv(gym.Env):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and not self._seeded:
+            # the first reset without a seed: the constructor's seed, or a fresh random one
+            # (Gymnasium's convention; the envs of a vector env must differ), recorded in info
+            seed = self.default_seed if self.default_seed is not None else \
+                int(np.random.SeedSequence().generate_state(1)[0])
         super().reset(seed=seed)
         if seed is not None:
             self.trainer.seed(seed)
-        elif not self._seeded:
-            self.trainer.seed(self.default_seed)
         else:
             self.trainer.reset(new_w0=self.fresh_w0)
         self._seeded = True
@@ -271,9 +328,14 @@ class LearningRateEnv(gym.Env):
             gym.logger.warn(f"the initial mini-batch loss {self._loss:.4g} is not below obs_max="
                             f"{self.obs_max:g}: every step will end the episode as diverged. "
                             f"Pass a larger obs_max, or rescale the task's targets.")
-        info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss}
+        info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss, "seed": self.trainer._seed}
         if self.eval_every:
             info["eval"] = self.trainer.evaluate()
+        if self.render_mode is not None:
+            self._history = {"step": [0], "batch_loss": [self._loss], "lr": [self._info_lr()]}
+            self._last_info = info
+            if self.render_mode == "human":
+                print(self._render_text())
         return obs, info
 
     @property
@@ -373,4 +435,80 @@ class LearningRateEnv(gym.Env):
         crossed = self._t // max(self.eval_every, 1) > t_before // max(self.eval_every, 1)
         if self.eval_every and (crossed or truncated) and not diverged:
             info["eval"] = trainer.evaluate()
+        if self.render_mode is not None:
+            self._record_for_render(info, float(reward), diverged, truncated)
         return obs, float(reward), diverged, truncated, info
+
+    # ------------------------------------------------------------------ rendering
+    def _record_for_render(self, info: dict, reward: float, terminated: bool, truncated: bool) -> None:
+        self._history["step"].append(info["step"])
+        self._history["batch_loss"].append(self._loss)  # f(w_{t+1}; x_j), the observed loss
+        self._history["lr"].append(info["lr"])
+        self._last_info = {**info, "reward": reward, "terminated": terminated, "truncated": truncated}
+        if self.render_mode == "human":
+            print(self._render_text())
+
+    def _render_text(self) -> str:
+        info = self._last_info
+        if not info:
+            return "LearningRateEnv: call reset() first"
+        lr = np.atleast_1d(info["lr"])
+        rate = " ".join(f"{r:.3e}" for r in lr)
+        line = f"update {info['step']:>5}/{self.episode_length}  lr {rate}  batch loss {info['batch_loss']:.6g}"
+        if "loss_after" in info:
+            line += (f"  reward-batch loss {info['loss_before']:.6g} -> {info['loss_after']:.6g}"
+                     f"  reward {info['reward']:+.4g}")
+            if info["terminated"]:
+                line += "  DIVERGED"
+            elif info["truncated"]:
+                line += "  (episode end)"
+        return line
+
+    def _render_plot(self) -> np.ndarray:
+        # matplotlib's Agg canvas directly: no pyplot state, no display needed
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.4, 4.8), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        loss_ax, lr_ax = fig.subplots(2, 1, sharex=True)
+        steps = self._history["step"]
+        # a diverged loss is drawn at the observation cap, as the observation shows it
+        losses = np.clip(np.nan_to_num(np.asarray(self._history["batch_loss"], dtype=float),
+                                       nan=self.obs_max, posinf=self.obs_max), 1e-12, self.obs_max)
+        loss_ax.plot(steps, losses, color="tab:blue")
+        loss_ax.set_yscale("log")
+        loss_ax.set_ylabel("mini-batch loss")
+        lr_ax.plot(steps, np.asarray(self._history["lr"], dtype=float).reshape(len(steps), -1),
+                   color="tab:orange", drawstyle="steps-pre")
+        lr_ax.set_yscale("log")
+        lr_ax.set_ylim(self.lr_min, self.lr_max)
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.set_xlabel("primary updates")
+        lr_ax.set_xlim(0, self.episode_length)
+        fig.suptitle(self._render_text(), fontsize=7)
+        fig.subplots_adjust(left=0.12, right=0.97, top=0.92, bottom=0.1, hspace=0.12)  # tight_layout is slow
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def render(self):
+        """Render the episode so far, as ``render_mode`` says (Gymnasium's convention):
+
+        - ``"ansi"``: a line of text for the current step (primary updates so far, rate(s), the
+          mini-batch loss, the reward batch's loss before and after, the reward);
+        - ``"rgb_array"``: a 480x640x3 ``uint8`` image: the observed mini-batch loss and the
+          learning rate against primary updates for the episode so far (for ``RecordVideo``);
+        - ``"human"``: the env prints the ``"ansi"`` line itself at every reset and step, so
+          ``render()`` returns ``None`` and prints nothing more (rl-zoo3's ``enjoy`` calls it
+          after every step);
+        - ``None``: warns and returns ``None``.
+        """
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or "
+                            "'rgb_array' to gymnasium.make or LearningRateEnv")
+            return None
+        if self.render_mode == "rgb_array":
+            return self._render_plot()
+        if self.render_mode == "human":
+            return None
+        return self._render_text()

@@ -282,6 +282,24 @@ class PrimaryTrainer:
         values = torch.stack(list(results.values())).tolist()  # one synchronisation
         return dict(zip(results, values))
 
+    # ------------------------------------------------------------------ copies and pickles
+    def __getstate__(self) -> dict:
+        """State for ``copy.deepcopy`` and ``pickle``, with the pending gradient.
+
+        torch copies and pickles a parameter without its ``.grad``, but ``.grad`` holds the
+        gradient the next :meth:`update` applies (:meth:`loss_and_grad` left it there), so a copy
+        made between the two would apply no update. The gradients travel beside the parameters
+        (the optimizer's state, keyed by the same parameters, travels with it as usual)."""
+        state = self.__dict__.copy()
+        state["_pending_grads"] = [p.grad for p in self.model.parameters()]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        grads = state.pop("_pending_grads")
+        self.__dict__.update(state)
+        for param, grad in zip(self.model.parameters(), grads):
+            param.grad = grad
+
     # ------------------------------------------------------------------ schedule-free support
     def _train_mode(self) -> None:
         if hasattr(self.optimizer, "train"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,6 +55,20 @@ class Task:
     batch_size: int = 50
     classification: bool = True
     meta: dict = field(default_factory=dict)
+
+    def __getstate__(self) -> dict:
+        # the functions are pickled by reference: wrap them so that one that cannot be (a lambda,
+        # a nested function) fails with what to do instead of pickle's bare attribute error
+        state = self.__dict__.copy()
+        for key in ("model_factory", "loss_fn"):
+            state[key] = _PicklableFunction(state[key], key, self.name)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for key in ("model_factory", "loss_fn"):
+            if isinstance(state[key], _PicklableFunction):  # a deepcopy keeps the wrapper
+                state[key] = state[key].function
+        self.__dict__.update(state)
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
@@ -100,6 +115,36 @@ class Task:
             raise ValueError(f"task {name!r}: loss_fn must return a scalar (mean-reduced) tensor, "
                              f"got {getattr(loss, 'shape', type(loss).__name__)}")
         return task
+
+
+class _PicklableFunction:
+    """A task's model factory or loss on its way into a copy or a pickle.
+
+    ``copy.deepcopy`` shares functions (this wrapper too); ``pickle`` stores them by their import
+    path, which a lambda or a function defined inside another function does not have: then the
+    error says so, and how to fix it."""
+
+    def __init__(self, function: Callable, role: str, task_name: str) -> None:
+        self.function, self.role, self.task_name = function, role, task_name
+
+    def __deepcopy__(self, memo: dict) -> "_PicklableFunction":
+        return self
+
+    def __reduce__(self):
+        try:
+            pickle.dumps(self.function)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise pickle.PicklingError(
+                f"task {self.task_name!r} cannot be pickled: its {self.role} {self.function!r} is not "
+                f"importable by name ({exc}). Pickling is what multiprocessing (AsyncVectorEnv with "
+                f"spawn/forkserver, SubprocVecEnv) and saving an env need. Fix: define the {self.role} "
+                f"with `def` at the top level of a module (functools.partial of such a function works "
+                f"too), not as a lambda or inside another function.") from exc
+        return _identity, (self.function,)
+
+
+def _identity(x):
+    return x
 
 
 # --------------------------------------------------------------------------- models

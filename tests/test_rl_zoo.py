@@ -1,0 +1,48 @@
+"""Issue 14: rl-baselines3-zoo trains and shows a TD3 controller on the registered id with the
+shipped hyperparameter file, exactly as the README's commands do (tiny budgets)."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HYPERPARAMS = REPO / "hyperparams"
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None,
+                                reason="rl_zoo3 is not installed (pip install -e '.[zoo]')")
+
+
+def test_hyperparameter_files_cover_every_registered_id():
+    from envs import ENV_IDS
+    for algo in ("td3", "ddpg", "sac", "ppo"):
+        config = yaml.safe_load((HYPERPARAMS / f"{algo}.yml").read_text())
+        assert set(config) == set(ENV_IDS), algo
+        assert all(c["policy"] == "MlpPolicy" and c["n_timesteps"] > 0 for c in config.values())
+
+
+def _zoo(module: str, *args: str, cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", f"rl_zoo3.{module}", "--algo", "td3",
+                           "--env", "LearningRate-v0", "--gym-packages", "envs", "--device", "cpu", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_rl_zoo_train_and_enjoy_td3(tmp_path):
+    logs = tmp_path / "logs"
+    _zoo("train", "--conf-file", str(HYPERPARAMS / "td3.yml"), "-n", "60", "-f", str(logs),
+         "--seed", "0", "--eval-freq", "-1", cwd=tmp_path)
+    model = logs / "td3" / "LearningRate-v0_1" / "LearningRate-v0.zip"
+    assert model.is_file()
+    # rl-zoo3 saves the hyperparameters it used as an OrderedDict's (key, value) pairs
+    config = yaml.unsafe_load((model.parent / "LearningRate-v0" / "config.yml").read_text())
+    assert dict(config)["gamma"] == 0.9 and dict(config)["batch_size"] == 128  # the shipped file
+    # enjoy with rendering on (rl-zoo3's default: render_mode="human" prints a line per step)
+    out = _zoo("enjoy", "-f", str(logs), "--exp-id", "1", "-n", "20", cwd=tmp_path)
+    steps = [line for line in out.splitlines() if line.startswith("update ") and "reward" in line]
+    assert len(steps) == 20 and steps[0].split()[1] == "1/200"
