@@ -113,10 +113,26 @@ class Task:
             with torch.random.fork_rng(devices=[]):  # leave the global RNG alone
                 model = model_factory()
                 out_train = model(task.x_train[:2])
-                loss = loss_fn(out_train, task.y_train[:2])
                 with torch.no_grad():
                     out_test = model(task.x_test[:2])
-                    loss_fn(out_test, task.y_test[:2])
+        except Exception as exc:
+            raise ValueError(f"task {name!r}: the model and loss do not fit the data (x_train "
+                             f"{tuple(task.x_train.shape)} {task.x_train.dtype}, x_test "
+                             f"{tuple(task.x_test.shape)}; the model fails): {exc}") from exc
+        if classification and not torch.is_floating_point(task.y_train) and torch.is_tensor(out_train):
+            if out_train.ndim != 2:
+                raise ValueError(f"task {name!r}: a classification model must output (batch, classes) "
+                                 f"scores, got shape {tuple(out_train.shape)}")
+            n_classes = out_train.shape[1]
+            for split, y in (("y_train", task.y_train), ("y_test", task.y_test)):
+                lo, hi = int(y.min()), int(y.max())
+                if lo < 0 or hi >= n_classes:
+                    raise ValueError(f"task {name!r}: {split} holds labels in [{lo}, {hi}] but the model "
+                                     f"outputs {n_classes} classes (labels must be in [0, {n_classes - 1}])")
+        try:
+            loss = loss_fn(out_train, task.y_train[:2])
+            with torch.no_grad():
+                loss_fn(out_test, task.y_test[:2])
         except Exception as exc:
             raise ValueError(f"task {name!r}: the model and loss do not fit the data "
                              f"(x_train {tuple(task.x_train.shape)} {task.x_train.dtype}, y_train "
@@ -128,16 +144,6 @@ class Task:
             raise ValueError(f"task {name!r}: the loss has no gradient with respect to the model's "
                              f"parameters (detached, computed without autograd, or no trainable "
                              f"parameters), so no learning rate can change it")
-        if classification and not torch.is_floating_point(task.y_train):
-            if out_train.ndim != 2:
-                raise ValueError(f"task {name!r}: a classification model must output (batch, classes) "
-                                 f"scores, got shape {tuple(out_train.shape)}")
-            n_classes = out_train.shape[1]
-            for split, y in (("y_train", task.y_train), ("y_test", task.y_test)):
-                lo, hi = int(y.min()), int(y.max())
-                if lo < 0 or hi >= n_classes:
-                    raise ValueError(f"task {name!r}: {split} holds labels in [{lo}, {hi}] but the model "
-                                     f"outputs {n_classes} classes (labels must be in [0, {n_classes - 1}])")
         return task
 
 
