@@ -984,6 +984,7 @@ def write_report(args, rows, grids, rl_rows, notes, figures, classification, see
                 w.writerow([key, sp["family"], sp["label"], json.dumps(sp["param"]), sp["seed"], rec["status"],
                             step, c["train_loss"][i], c["test_loss"][i], acc])
     _write_json(out / "results.json", {"task": args.task, "steps": args.steps, "seeds": seeds,
+                                       "command": cmd, "classification": classification,
                                        "notes": notes, "summary": rows,
                                        "grids": {k: {json.dumps(p): v for p, v in g.items()} for k, g in grids.items()},
                                        "policy_evaluation": rl_rows, "figures": figures,
