@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--perturb", type=float, default=0.0, help="relative change of every learning rate")
     p.add_argument("--groups", default="rmsprop,sgd,feature-fit,feature")
+    p.add_argument("--only", default=None,
+                   help="semicolon-separated 'NAME@SEED' or 'NAME' filters on the run names printed, e.g. "
+                        "'Daniel-style fit (0.1, 5.0, -1.0)@0'")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -69,7 +72,12 @@ def main(argv=None) -> int:
 
     results: dict[str, list] = {}
     t0 = time.time()
-    for name, spec in specs(args.perturb, args.groups.split(",")):
+    todo = specs(args.perturb, args.groups.split(","))
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(";") if w.strip()]
+        todo = [(n, sp) for n, sp in todo
+                if any(w == n or w == f"{n}@{sp['seed']}" for w in wanted)]
+    for name, spec in todo:
         rec = run_spec(spec, COMMON)
         v = rec["final"]["train_loss"]
         results.setdefault(name, []).append({"seed": spec["seed"], "status": rec["status"], "train_loss": v})
