@@ -316,6 +316,17 @@ def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
     return record
 
 
+def code_fingerprint() -> str:
+    """A hash of the code a run's outcome depends on (``envs/*.py``, ``agents/*.py``): part of
+    every run's settings, so a rerun never resumes runs made by other code (issue 13: a table
+    assembled from cached runs of earlier code did not match the code it was published with)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted([*root.glob("envs/*.py"), *root.glob("agents/*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _load_finished(path: Path, spec: dict, common: dict) -> dict | None:
     """A finished run's record, if ``path`` holds one for exactly this spec and settings."""
     try:
@@ -782,7 +793,7 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict
     trace = args.task == "regression2d"
     common = {"task": args.task, "steps": args.steps, "eval_every": args.eval_every, "device": device,
               "data_root": args.data_root, "validation_size": validation_size, "trace": trace,
-              "divergence_factor": args.divergence_factor}
+              "divergence_factor": args.divergence_factor, "code": code_fingerprint()}
     show_paper, show_fine = args.grid in ("paper", "both"), args.grid in ("fine", "both")
 
     t_start = time.perf_counter()

@@ -528,3 +528,21 @@ def test_episode_counter_after_kill_and_resume_matches_an_uninterrupted_run(kill
     assert load_controller(tmp_path / "cut").model.num_timesteps == kill_at
     run(["--resume", tmp_path / "cut", "--steps", 120, "--no-progress"])
     assert load_controller(tmp_path / "cut").model._episode_num == whole
+
+
+# =========================================================================== results match the code
+def test_evaluate_never_resumes_runs_made_by_other_code(tmp_path, capsys):
+    out = tmp_path / "ev"
+    argv = [*EVAL_TINY, "--baselines", "sgd", "--grid", "paper", "--out", out]
+    assert cli(evaluate.main, argv, capsys)[0] == 0
+    runs = sorted((out / "runs").glob("*.json"))
+    assert runs and all(json.loads(p.read_text())["common"]["code"] == evaluate.code_fingerprint() for p in runs)
+    capsys.readouterr()
+    assert evaluate.main([str(a) for a in argv]) == 0
+    assert f"({len(runs)} resumed" in capsys.readouterr().out
+    for path in runs:  # as if made by an earlier version of the code
+        record = json.loads(path.read_text())
+        record["common"]["code"] = "0123456789ab"
+        path.write_text(json.dumps(record))
+    assert evaluate.main([str(a) for a in argv]) == 0
+    assert "(0 resumed" in capsys.readouterr().out
