@@ -58,7 +58,7 @@ def describe_os_error(exc: OSError, directory: str | os.PathLike) -> str:
         return f"{target} exists and is not a directory; choose another --out"
     if code == errno.ENAMETOOLONG:
         return f"the path {target} is too long"
-    return f"cannot write in {directory}: {exc.strerror or exc}"
+    return f"file-system error on {target}: {exc.strerror or exc}"
 
 
 def remove_temp_files(directory: str | os.PathLike, recursive_into: Iterable[str] = ()) -> list[Path]:
