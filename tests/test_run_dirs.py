@@ -309,12 +309,6 @@ def test_optimizer_that_needs_a_closure_is_refused_at_start(tmp_path, capsys):
         build_optimizer("LBFGS", [{"params": [torch.zeros(1, requires_grad=True)]}], lr=0.1)
 
 
-def _deep(settings):
-    settings.clear()
-    settings.update(agent="actor-critic")
-    return settings
-
-
 MALFORMED = {
     "no train": (lambda s: s.pop("train"), "'train' is missing"),
     "train a list": (lambda s: s.update(train=[1, 2]), "'train' must be an object"),
