@@ -42,7 +42,7 @@ def cli(main, argv, capsys):
 def one_clear_line(err: str) -> str:
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("usage:")
-             and "run/s]" not in line]  # evaluate's progress bar
+             and not line.startswith("evaluate:")]  # evaluate's progress bar (error lines: "evaluate.py:")
     assert len(lines) == 1, err
     return lines[0]
 
