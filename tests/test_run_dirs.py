@@ -175,13 +175,11 @@ def test_a_locked_run_directory_is_refused_by_training_and_by_evaluate(tmp_path,
 def test_a_lock_held_by_another_process_is_refused(tmp_path, capsys):
     out = tmp_path / "busy"
     out.mkdir()
-    holder = subprocess.Popen(  # agents/rundir.py alone (the agents package would import torch)
-        [sys.executable, "-c", "import importlib.util as u, sys, time; "
-                               "s = u.spec_from_file_location('rundir', sys.argv[2]); m = u.module_from_spec(s); "
-                               "s.loader.exec_module(m); m.DirectoryLock(sys.argv[1], 'training').acquire(); "
-                               "print('locked', flush=True); time.sleep(120)",
-         str(out), str(ROOT / "agents" / "rundir.py")],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from agents.rundir import DirectoryLock; "
+                               "DirectoryLock(sys.argv[1], 'training').acquire(); print('locked', flush=True); "
+                               "time.sleep(60)", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=f"process {holder.pid}"):
