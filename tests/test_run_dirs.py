@@ -178,7 +178,7 @@ def test_a_lock_held_by_another_process_is_refused(tmp_path, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from agents.rundir import DirectoryLock; "
                                "DirectoryLock(sys.argv[1], 'training').acquire(); print('locked', flush=True); "
-                               "time.sleep(60)", str(out)],
+                               "time.sleep(900)", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
