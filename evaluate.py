@@ -62,6 +62,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 DEFAULT_SEED_START = 1000
+#: at most this many evaluation seeds (each is a full run of every method)
+MAX_SEEDS = 10_000
+#: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)
+SEED_LIMIT = 2 ** 64
 DECADE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_MULTIPLIERS = (0.5, 2.0, 3.0, 5.0, 7.0)
 COSINE_MULTIPLIERS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
@@ -154,22 +158,32 @@ def parse_seeds(text: str) -> list[int]:
     text = (text or "").strip()
     if not text:
         raise UsageError("--seeds is empty: give a count (e.g. 5) or a list (e.g. 1000,1001)")
+    short = text if len(text) <= 40 else text[:37] + "..."
     try:
         if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
+            items = [s for s in text.split(",") if s.strip()]
+            if len(items) > MAX_SEEDS:
+                raise UsageError(f"--seeds: {len(items)} seeds given, at most {MAX_SEEDS} are supported")
+            seeds = [int(s) for s in items]
         else:
             n = int(text)
             if n < 1:
                 raise UsageError(f"--seeds {text}: need at least one seed")
+            if n > MAX_SEEDS:
+                raise UsageError(f"--seeds {short}: at most {MAX_SEEDS} seeds are supported (each seed is a "
+                                 f"full run of every method)")
             seeds = list(range(DEFAULT_SEED_START, DEFAULT_SEED_START + n))
     except ValueError as exc:
         if isinstance(exc, UsageError):
             raise
-        raise UsageError(f"--seeds {text!r}: expected a count or comma-separated integers") from None
+        raise UsageError(f"--seeds {short!r}: expected a count or comma-separated integers") from None
     if not seeds:
         raise UsageError("--seeds is empty: give a count (e.g. 5) or a list (e.g. 1000,1001)")
-    if any(s < 0 for s in seeds):
-        raise UsageError(f"--seeds {text!r}: seeds must be >= 0")
+    bad = next((s for s in seeds if not 0 <= s < SEED_LIMIT), None)
+    if bad is not None:
+        shown = str(bad) if len(str(bad)) <= 30 else str(bad)[:27] + "..."
+        raise UsageError(f"--seeds: seed {shown} is out of range; seeds must be integers in "
+                         f"[0, 2**64 - 1]")
     return list(dict.fromkeys(seeds))
 
 
@@ -283,11 +297,11 @@ def _finite_or_none(x: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file + rename): a killed sweep never leaves half a run file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(obj), allow_nan=False))
-    os.replace(tmp, path)
+    """Atomic JSON write (temp file + fsync + rename; the temp file is removed if the write
+    fails, e.g. on a full disk): a killed sweep never leaves half a run file."""
+    from agents.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(_finite_or_none(obj), allow_nan=False).encode())
 
 
 def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
@@ -325,6 +339,17 @@ def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
     if out_dir is not None:
         _write_json(Path(out_dir) / "runs" / f"{spec['key']}.json", record)
     return record
+
+
+def code_fingerprint() -> str:
+    """A hash of the code a run's outcome depends on (``envs/*.py``, ``agents/*.py``): part of
+    every run's settings, so a rerun never resumes runs made by other code (issue 13: a table
+    assembled from cached runs of earlier code did not match the code it was published with)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted([*root.glob("envs/*.py"), *root.glob("agents/*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _load_finished(path: Path, spec: dict, common: dict) -> dict | None:
@@ -383,6 +408,8 @@ class Sweep:
             for fut in cf.as_completed(futures):
                 try:
                     rec = fut.result()
+                except OSError:  # writing the run's file failed (full disk, ...): stop the sweep
+                    raise
                 except Exception as exc:  # a worker died (e.g. killed): record, keep going
                     spec = futures[fut]
                     rec = {"key": spec["key"], "spec": spec, "common": self.common, "status": "error",
@@ -729,14 +756,28 @@ def _fail(parser: argparse.ArgumentParser, msg: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from agents.rundir import RunDirError, describe_os_error, remove_temp_files
+
+    state: dict = {}
     try:
-        return _main(args, parser)
+        return _main(args, parser, state)
     except UsageError as exc:
         _fail(parser, str(exc))
-    return 2
+    except RunDirError as exc:
+        message = str(exc)
+    except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
+        message = describe_os_error(exc, state.get("out", args.out or "the results directory"))
+    finally:
+        if state.get("lock") is not None:
+            state["lock"].release()
+    if state.get("out") is not None:
+        remove_temp_files(state["out"], recursive_into=("runs",))
+        message += f"; finished runs are kept in {state['out'] / 'runs'}, rerun the command to resume"
+    parser.exit(1, f"{parser.prog}: error: {message}\n")
+    return 1
 
 
-def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict | None = None) -> int:
     import importlib.util
 
     import torch
@@ -803,12 +844,17 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         notes.append(f"Warning: evaluation seeds {overlap} are also the Daniel-style controller's "
                      f"fitting seeds.")
 
-    out = Path(args.out or f"results/evaluate-{args.task}")
-    out.mkdir(parents=True, exist_ok=True)
+    from agents.rundir import DirectoryLock, prepare_directory, remove_temp_files
+
+    state = {} if state is None else state
+    out = prepare_directory(args.out or f"results/evaluate-{args.task}")
+    state["lock"] = DirectoryLock(out, purpose="evaluate sweep").acquire()  # released by main()
+    state["out"] = out
+    remove_temp_files(out, recursive_into=("runs",))  # left by a sweep killed mid-write
     trace = args.task == "regression2d"
     common = {"task": args.task, "steps": args.steps, "eval_every": args.eval_every, "device": device,
               "data_root": args.data_root, "validation_size": validation_size, "trace": trace,
-              "divergence_factor": args.divergence_factor}
+              "divergence_factor": args.divergence_factor, "code": code_fingerprint()}
     show_paper, show_fine = args.grid in ("paper", "both"), args.grid in ("fine", "both")
 
     t_start = time.perf_counter()
@@ -1046,6 +1092,7 @@ def write_report(args, rows, grids, rl_rows, notes, figures, classification, see
                 w.writerow([key, sp["family"], sp["label"], json.dumps(sp["param"]), sp["seed"], rec["status"],
                             step, c["train_loss"][i], c["test_loss"][i], acc])
     _write_json(out / "results.json", {"task": args.task, "steps": args.steps, "seeds": seeds,
+                                       "command": cmd, "classification": classification,
                                        "notes": notes, "summary": rows,
                                        "grids": {k: {json.dumps(p): v for p, v in g.items()} for k, g in grids.items()},
                                        "policy_evaluation": rl_rows, "figures": figures,

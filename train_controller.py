@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=_nonneg_int, default=1000,
                    help="write an atomic checkpoint every N env steps (0: only at the end)")
     g.add_argument("--resume", default=None,
-                   help="continue a run: its directory or checkpoint file (settings come from it)")
+                   help="continue a run: its directory or checkpoint file (settings come from it; "
+                        "a user task 'module:function' must be named again with --task)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an --out directory that already holds one, deleting its "
+                        "checkpoint, settings, summary and TensorBoard logs")
     g.add_argument("--log-every", type=_positive_int, default=1,
                    help="log env/lr and env/batch_loss to TensorBoard every N steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -369,7 +373,43 @@ def RoundRobinEnv(envs: list):  # noqa: N802 - a factory that reads like a class
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from agents.rundir import RunDirError, describe_os_error, remove_temp_files
 
+    state: dict = {}
+    try:
+        return _main(args, parser, state)
+    except RunDirError as exc:
+        message = str(exc)
+    except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
+        message = describe_os_error(exc, state.get("out", args.out or "the run directory"))
+    finally:
+        if state.get("lock") is not None:
+            state["lock"].release()
+    if state.get("out") is not None:
+        remove_temp_files(state["out"])
+    if state.get("checkpoint") is not None and state["checkpoint"].is_file():
+        message += f"; the last good checkpoint {state['checkpoint']} is kept"
+    parser.exit(1, f"{parser.prog}: error: {message}\n")
+    return 1
+
+
+def _check_resume_task(args: argparse.Namespace, settings: dict, parser: argparse.ArgumentParser) -> None:
+    """A run directory is data, never code: a user task (``module:function``) recorded in its
+    settings.json is imported only when the user names the same task again with ``--task``."""
+    from agents.settings_schema import user_tasks
+
+    recorded = settings["train"]["task"]
+    given = None if args.task is None else ",".join(t.strip() for t in args.task.split(",") if t.strip())
+    if given is not None and given != ",".join(t.strip() for t in recorded.split(",")):
+        parser.error(f"--resume: the run was trained on --task {recorded}, not {given}")
+    users = user_tasks(settings)
+    if users and given is None:
+        parser.error(f"--resume: the run's settings.json names the user task {users[0]!r}, which would "
+                     f"import and run code named by a file; a resumed run never does that by itself. "
+                     f"If you trust that code, name it again: --task {recorded}")
+
+
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict) -> int:
     import torch
 
     if args.threads:
@@ -380,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    remove_stale_temp_files, resolve_run)
     from agents.sb3 import (EnvInfoCallback, PeriodicCheckpoint, TqdmCallback, box_to_json,
                             load_sb3_safely, make_sb3_agent, save_sb3_atomic)
+    from agents.rundir import (DirectoryLock, RunDirError, clear_run_files, existing_run_files,
+                               prepare_directory)
     from envs.primary import resolve_device
     from envs.tasks import DatasetUnavailableError
 
@@ -397,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--resume: {exc}")
         if args.agent is not None and args.agent != settings["agent"]:
             parser.error(f"--resume: the run was trained with --agent {settings['agent']}, not {args.agent}")
+        _check_resume_task(args, settings, parser)
         out = Path(args.out) if args.out else run_dir
         if args.steps is not None:
             settings["train"]["steps"] = args.steps
@@ -411,6 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parse_tasks(settings["train"]["task"], parser)
         out = Path(args.out) if args.out else Path("runs") / (
             f"{settings['agent']}-{settings['train']['task'].replace(',', '+')}-seed{settings['train']['seed']}")
+    # ---- the output directory: a directory (not a file, not below one), no run replaced silently
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
+    below = next((p for p in out.parents if p.exists()), None)
+    if below is not None and not below.is_dir():
+        raise RunDirError(f"--out {out}: lies below {below}, which is a file, not a directory")
+    fresh_into_other = resume_ckpt is None or out.resolve() != run_dir.resolve()
+    previous = existing_run_files(out) if fresh_into_other and out.is_dir() else []
+    if previous and not args.overwrite:
+        raise RunDirError(f"--out {out} already holds a run ({', '.join(previous)}): continue it with "
+                          f"--resume {out}, or replace it with --overwrite")
     if settings["train"]["data_root"] is not None and not Path(settings["train"]["data_root"]).is_dir():
         parser.error(f"--data-root: {settings['train']['data_root']!r} is not a directory")
     agent_name, train = settings["agent"], settings["train"]
@@ -454,7 +508,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         parser.error(f"bad agent settings: {exc}")
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_directory(out)
+    state["out"] = out
+    state["lock"] = DirectoryLock(out, purpose="training").acquire()  # released by main()
+    state["checkpoint"] = ckpt_path
+    if previous:  # --overwrite: nothing of the old run may mix with the new one
+        clear_run_files(out)
     remove_stale_temp_files(out, (ckpt_path.name, "settings.json", "summary.json"))
     atomic_write_json(out / "settings.json", settings)  # first, so a killed run can be resumed
     from stable_baselines3.common.logger import configure
@@ -462,8 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
     done_before = int(model.num_timesteps)
     remaining = max(0, train["steps"] - done_before)
+    if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
+        # the checkpoint was written mid-episode (a kill or an interrupt): that episode ended there,
+        # the resumed run starts a fresh one, so the counter matches an uninterrupted run's
+        model._episode_num += 1
+        model.interrupted_episode_steps = 0
     info_cb = EnvInfoCallback(log_every=args.log_every)
-    callbacks = [info_cb, PeriodicCheckpoint(train["checkpoint_every"], save)]
+    checkpointer = PeriodicCheckpoint(train["checkpoint_every"], save)
+    callbacks = [info_cb, checkpointer]
     if not args.no_progress:
         callbacks.append(TqdmCallback(total=train["steps"], desc=f"{agent_name} on {train['task']}"))
 
@@ -490,12 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             model.learn(remaining, callback=callbacks, log_interval=1,
                         reset_num_timesteps=resume_ckpt is None, progress_bar=False, **select)
     except KeyboardInterrupt:
-        save(model)
+        checkpointer.save(model)
         print(f"\ninterrupted at step {model.num_timesteps}; checkpoint saved, continue with:\n"
               f"  python train_controller.py --resume {out}", file=sys.stderr)
         return 130
     wall = time.time() - start
-    save(model)
+    checkpointer.save(model)
 
     # ---- summary
     last = info_cb.last_episode or {}

@@ -584,6 +584,7 @@ class ActorCritic:
             "noise_rng": self.noise_generator.get_state(),
             "num_timesteps": self.num_timesteps,
             "episode_num": self._episode_num,
+            "interrupted_episode_steps": int(getattr(self, "interrupted_episode_steps", 0)),
             "n_updates": self._n_updates,
         }
         if self.target_tau is not None:
@@ -625,6 +626,7 @@ class ActorCritic:
                     agent.critic2_target.load_state_dict(payload.get("critic2_target", payload["critic2"]))
             agent.num_timesteps = int(payload["num_timesteps"])
             agent._episode_num = int(payload["episode_num"])
+            agent.interrupted_episode_steps = int(payload.get("interrupted_episode_steps", 0))
             agent._n_updates = int(payload["n_updates"])
         except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
             if isinstance(exc, CheckpointError):

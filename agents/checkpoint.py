@@ -17,6 +17,7 @@ A run directory written by ``train_controller.py --out DIR`` holds ``controller.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -66,8 +67,12 @@ class _suppress:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)``, atomically (temp file in the same directory + ``os.replace``)."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj, path)``, atomically (temp file in the same directory + ``os.replace``).
+    The checkpoint is serialised in memory first, so a failing disk (``ENOSPC``) surfaces as the
+    ``OSError`` it is, not as a torch ``RuntimeError``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -124,37 +129,54 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message advises weights_only=False: never repeated here. Keep its reason only.
-        text = str(exc)
-        boilerplate = ("Weights only load failed", "Please file", "Check the documentation")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        reason = next((line for line in lines if not line.startswith(boilerplate)), type(exc).__name__)
-        if "global" in reason.lower():  # a class or function reference: what runs code
-            raise CheckpointError(
-                f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
-                f"data, which could run code when unpickled ({reason[:200]})") from None
-        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
-                              f"(not a readable torch checkpoint: {reason[:200]})") from None
+        raise unpickling_refusal(exc, path) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError,
             UnicodeDecodeError, AttributeError, IndexError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+def unpickling_refusal(exc: BaseException, path: str | os.PathLike) -> CheckpointError:
+    """Our error for torch's ``weights_only=True`` refusal (or any unpickling failure) of ``path``.
+
+    torch's own message advises re-running with ``weights_only=False``, which would run the code
+    the file carries: that advice is never repeated. Only its reason is kept."""
+    text = str(exc)
+    boilerplate = ("Weights only load failed", "Please file", "Check the documentation", "In PyTorch",
+                   "(1)", "(2)", "Re-running", "WeightsUnpickler error:")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in lines if "global" in line.lower()), None) or next(
+        (line for line in lines if not line.startswith(boilerplate) and "weights_only" not in line),
+        type(exc).__name__)
+    reason = reason.replace("WeightsUnpickler error:", "").strip()
+    reason = reason.split(" To allowlist")[0].split(" Please ")[0].strip()[:200]
+    if "global" in reason.lower() or "weights_only" in text:  # a class or function reference: runs code
+        return CheckpointError(
+            f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
+            f"data, which could run code when unpickled ({reason}); only load checkpoints written "
+            f"by train_controller.py")
+    return CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
+                           f"(not a readable torch checkpoint: {reason})")
+
+
 def read_settings(path: str | os.PathLike) -> dict:
-    """Read a ``settings.json``; a missing or malformed one is a :class:`CheckpointError`."""
+    """Read a ``settings.json`` and check it against the one schema
+    (:func:`agents.settings_schema.parse_settings`); a missing, malformed or out-of-schema file is
+    a :class:`CheckpointError` naming the file and the field. Nothing in it is imported or run."""
+    from agents.settings_schema import MAX_BYTES, parse_settings
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} is missing: a run directory written by "
                               f"train_controller.py has a settings.json beside its checkpoint")
     try:
-        settings = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON ({exc})") from None
-    if not isinstance(settings, dict) or settings.get("agent") not in CHECKPOINT_NAMES:
-        raise CheckpointError(f"{str(path)!r} does not name an agent "
-                              f"(expected 'agent' in {sorted(CHECKPOINT_NAMES)})")
-    return settings
+        if path.stat().st_size > MAX_BYTES:
+            raise CheckpointError(f"{str(path)!r}: is {path.stat().st_size} bytes, far larger than a "
+                                  f"settings file (limit {MAX_BYTES})")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} cannot be read ({exc})") from None
+    return parse_settings(text, path)
 
 
 def resolve_run(path: str | os.PathLike) -> tuple[Path, Path, dict]:

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
-from agents.checkpoint import CheckpointError, atomic_write_bytes
+from agents.checkpoint import CheckpointError, atomic_write_bytes, unpickling_refusal
 
 ALGOS = {"ddpg": DDPG, "td3": TD3}
 
@@ -171,6 +172,10 @@ def load_sb3_safely(path: str | os.PathLike, settings: dict, env: gym.Env | None
     except CheckpointError:
         raise
     except Exception as exc:  # anything SB3 raises on a damaged archive or tensor file
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+            # torch refused a pickled object in the zip: our reason, never torch's advice to
+            # load it with weights_only=False
+            raise unpickling_refusal(exc, path) from None
         raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
@@ -277,15 +282,33 @@ class EnvInfoCallback(BaseCallback):
 
 class PeriodicCheckpoint(BaseCallback):
     """Calls ``save_fn(model)`` every ``every`` env steps (0: never). ``save_fn`` must write
-    atomically (``ActorCritic.save`` and :func:`save_sb3_atomic` do)."""
+    atomically (``ActorCritic.save`` and :func:`save_sb3_atomic` do).
+
+    The saved state is what an uninterrupted run would have at that step: the episode that this
+    very step ends is counted (agents count it only after the callbacks ran), and the number of
+    steps into an unfinished episode is recorded as ``model.interrupted_episode_steps``, so
+    ``train_controller.py --resume`` counts the episode a kill cut short (a resumed run starts a
+    fresh one) and its episode counter matches an uninterrupted run's."""
 
     def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
         super().__init__()
         self.every, self.save_fn = int(every), save_fn
+        self.episode_step = 0
 
     def _on_step(self) -> bool:
+        ended = int(np.sum(self.locals.get("dones", [])))
+        self.episode_step = 0 if ended else self.episode_step + 1
         # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
         n_envs = int(getattr(self.model, "n_envs", 1) or 1)
         if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
-            self.save_fn(self.model)
+            self.save(self.model, pending_episodes=ended)
         return True
+
+    def save(self, model: Any, pending_episodes: int = 0) -> None:
+        """Save ``model`` now (also for the final and the interrupted save)."""
+        model._episode_num += pending_episodes
+        model.interrupted_episode_steps = int(self.episode_step)
+        try:
+            self.save_fn(model)
+        finally:
+            model._episode_num -= pending_episodes

@@ -88,6 +88,9 @@ class ControllerScheduler:
                             f"method (a trained controller), got {type(controller).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not optimizer.param_groups:
+            raise ValueError("the optimizer has no parameter groups, so there is no learning rate to set; "
+                             "build it with the model's parameters")
         self.controller, self.optimizer, self.deterministic = controller, optimizer, bool(deterministic)
         kwargs = {**(getattr(controller, "env_kwargs", None) or {}), **(env_kwargs or {})}
         episode_length = int(kwargs.get("episode_length", 200))
@@ -158,6 +161,8 @@ class ControllerScheduler:
             values.append(grad_norm(self._params()))
         if val_loss is not None:
             values.append(val_loss)
+        for what, value in (("loss", loss), ("val_loss", val_loss)):
+            _check_scalar(what, value)
         numbers = _to_floats(values)
         gnorm = numbers[1] if "grad_norm" in control.features or control.needs_grad_norm else None
         vloss = numbers[-1] if val_loss is not None else None
@@ -235,6 +240,22 @@ class ControllerScheduler:
         return (f"ControllerScheduler(controller={name!r}, optimizer={type(self.optimizer).__name__}, "
                 f"total_steps={self.total_steps}, rates={self.n_rates})")
 
+
+
+def _check_scalar(what: str, value: Any) -> None:
+    """``step``'s loss arguments are one number each: a 0-d (or one-element) tensor or a float."""
+    if value is None:
+        return
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise ValueError(f"step({what}=...) takes the mini-batch's mean loss, a single number; got a "
+                             f"tensor of shape {tuple(value.shape)} ({value.numel()} elements): reduce it "
+                             f"first (e.g. loss.mean())")
+        return
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"step({what}=...) takes a float or a one-element tensor, got {type(value).__name__}")
 
 
 def _to_floats(values: list) -> list[float]:

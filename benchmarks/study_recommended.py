@@ -168,7 +168,7 @@ def train_controller(job: dict) -> dict:
     import train_controller as tc
 
     argv = ["--preset", job["preset"], "--task", job["task"], "--seed", str(job["seed"]),
-            "--out", str(out), "--no-progress", "--checkpoint-every", "0",
+            "--out", str(out), "--no-progress", "--checkpoint-every", "0", "--overwrite",  # an unfinished run
             "--steps", str(job["env_steps"]), *job["flags"]]
     start = time.time()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -191,6 +191,12 @@ class LearningRateEnv(gym.Env):
         if unknown:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
         needs_val = reward == "validation" or "val_loss" in features
+        if (needs_val or reward == "probe") and not (
+                isinstance(validation_batch_size, (int, np.integer)) and not isinstance(validation_batch_size, bool)
+                and validation_batch_size >= 1):
+            raise ValueError(f"reward={reward!r} and the val_loss feature measure a held batch of "
+                             f"validation_batch_size examples: it must be an integer >= 1, got "
+                             f"{validation_batch_size!r}")
         if validation_size is None:
             validation_size = validation_batch_size if needs_val else 0
         if needs_val and validation_size < 1:

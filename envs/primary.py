@@ -79,7 +79,23 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, **kwargs) ->
     except ImportError as exc:
         raise ValueError(f"optimizer {name!r} needs the package {module_name!r}: "
                          f"pip install -e '.[lrfree]'") from exc
+    if needs_closure(cls):
+        raise ValueError(f"optimizer {name!r} ({cls.__name__}) needs a closure that re-evaluates the loss "
+                         f"in step(closure); the environment makes one plain step per mini-batch, so "
+                         f"use an optimizer whose step() works without one (sgd, momentum, adam, ...)")
     return cls(param_groups, lr=lr, **{**defaults, **kwargs})
+
+
+def needs_closure(cls: type) -> bool:
+    """Whether ``cls.step`` requires a ``closure`` argument (e.g. ``torch.optim.LBFGS``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.step).parameters
+    except (TypeError, ValueError):
+        return False
+    closure = params.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:

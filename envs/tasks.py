@@ -14,6 +14,7 @@ training device once.
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -95,18 +96,58 @@ class Task:
         """Build a task from your own tensors, model factory and loss.
 
         ``classification`` defaults to ``True`` when the labels are integer tensors.
-        One forward pass on two training examples checks that model, data and loss fit
-        together (a scalar loss), so a mismatch is a ``ValueError`` here rather than a shape
-        error deep inside the first training step.
+        Everything that would otherwise fail deep inside the first training step is checked
+        here, each as a ``ValueError`` (``TypeError`` for a wrong ``batch_size`` type) that says
+        what to fix: ``batch_size`` is an integer; train and test inputs (and labels) have the
+        same per-example shapes; one forward pass on two training and two test examples gives a
+        scalar loss that has a gradient with respect to the model's parameters; and for
+        classification every label (train and test) is a valid index of the model's outputs.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"task {name!r}: batch_size must be an integer, got "
+                            f"{type(batch_size).__name__} {batch_size!r}")
+        batch_size = int(batch_size)
         tensors = [torch.as_tensor(t) for t in (x_train, y_train, x_test, y_test)]
+        xtr, ytr, xte, yte = tensors
+        if xtr.ndim == 0 or xte.ndim == 0 or ytr.ndim == 0 or yte.ndim == 0:
+            raise ValueError(f"task {name!r}: inputs and labels must have a first (example) dimension")
+        if tuple(xtr.shape[1:]) != tuple(xte.shape[1:]):
+            raise ValueError(f"task {name!r}: train and test inputs differ in shape per example: "
+                             f"x_train {tuple(xtr.shape)}, x_test {tuple(xte.shape)}")
+        if tuple(ytr.shape[1:]) != tuple(yte.shape[1:]):
+            raise ValueError(f"task {name!r}: train and test labels differ in shape per example: "
+                             f"y_train {tuple(ytr.shape)}, y_test {tuple(yte.shape)}")
+        if torch.is_floating_point(ytr) != torch.is_floating_point(yte):
+            raise ValueError(f"task {name!r}: y_train is {ytr.dtype} but y_test is {yte.dtype}; "
+                             f"use the same kind (class indices or real targets) for both")
         if classification is None:
-            classification = not torch.is_floating_point(tensors[1])
+            classification = not torch.is_floating_point(ytr)
         task = cls(name, *tensors, model_factory=model_factory, loss_fn=loss_fn,
                    batch_size=batch_size, classification=classification)
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():  # leave the global RNG alone
-                loss = loss_fn(model_factory()(task.x_train[:2]), task.y_train[:2])
+            with torch.random.fork_rng(devices=[]):  # leave the global RNG alone
+                model = model_factory()
+                out_train = model(task.x_train[:2])
+                with torch.no_grad():
+                    out_test = model(task.x_test[:2])
+        except Exception as exc:
+            raise ValueError(f"task {name!r}: the model and loss do not fit the data (x_train "
+                             f"{tuple(task.x_train.shape)} {task.x_train.dtype}, x_test "
+                             f"{tuple(task.x_test.shape)}; the model fails): {exc}") from exc
+        if classification and not torch.is_floating_point(task.y_train) and torch.is_tensor(out_train):
+            if out_train.ndim != 2:
+                raise ValueError(f"task {name!r}: a classification model must output (batch, classes) "
+                                 f"scores, got shape {tuple(out_train.shape)}")
+            n_classes = out_train.shape[1]
+            for split, y in (("y_train", task.y_train), ("y_test", task.y_test)):
+                lo, hi = int(y.min()), int(y.max())
+                if lo < 0 or hi >= n_classes:
+                    raise ValueError(f"task {name!r}: {split} holds labels in [{lo}, {hi}] but the model "
+                                     f"outputs {n_classes} classes (labels must be in [0, {n_classes - 1}])")
+        try:
+            loss = loss_fn(out_train, task.y_train[:2])
+            with torch.no_grad():
+                loss_fn(out_test, task.y_test[:2])
         except Exception as exc:
             raise ValueError(f"task {name!r}: the model and loss do not fit the data "
                              f"(x_train {tuple(task.x_train.shape)} {task.x_train.dtype}, y_train "
@@ -114,6 +155,10 @@ class Task:
         if not isinstance(loss, Tensor) or loss.ndim != 0:
             raise ValueError(f"task {name!r}: loss_fn must return a scalar (mean-reduced) tensor, "
                              f"got {getattr(loss, 'shape', type(loss).__name__)}")
+        if not torch.is_floating_point(loss) or not loss.requires_grad or loss.grad_fn is None:
+            raise ValueError(f"task {name!r}: the loss has no gradient with respect to the model's "
+                             f"parameters (detached, computed without autograd, or no trainable "
+                             f"parameters), so no learning rate can change it")
         return task
 
 

@@ -135,3 +135,10 @@ def test_scheduler_holdout_and_learning_curve_scripts(tmp_path, capsys):
     assert len(curve["return"]) == 2  # one validation episode per generation (the last is not repeated)
     assert (tmp_path / "lc.png").stat().st_size > 1000
     assert "probe loss" in capsys.readouterr().out
+
+
+def test_the_settings_schema_knows_every_agent_that_has_a_checkpoint_name():
+    from agents.checkpoint import CHECKPOINT_NAMES
+    from agents.settings_schema import AGENTS
+
+    assert set(AGENTS) == set(CHECKPOINT_NAMES)

@@ -1,0 +1,239 @@
+"""Run and result directories you can trust: checked paths, an exclusive lock, no silent
+overwrite, and one clear line for every file-system failure.
+
+Used by ``train_controller.py`` (a run directory) and ``evaluate.py`` (a results directory):
+
+- :func:`prepare_directory`: ``--out`` must be a directory we can create and write in; an existing
+  regular file, a path below a file, a read-only file system or a full disk is a
+  :class:`RunDirError` with one line that says so.
+- :class:`DirectoryLock`: an exclusive lock on the directory (``.lock``, holding the owner's PID),
+  so two trainings or two sweeps into one directory cannot mix their files. The lock is an
+  ``flock`` on that file, so the kernel drops it when its process dies; a lock file left by a dead
+  process is taken over with a note.
+- :func:`existing_run_files` / :func:`clear_run_files`: what a fresh run would replace
+  (``train_controller.py`` refuses unless ``--overwrite``).
+- :func:`describe_os_error`: ``OSError`` -> one line (``no space left on DIR``, read-only file
+  system, permission denied, ...); :func:`remove_temp_files` deletes ``*.tmp`` files that a failed
+  atomic write left behind.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Callable, Iterable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: PID-file locking only
+    fcntl = None
+
+LOCK_NAME = ".lock"
+#: the files of a run directory that a fresh run writes (and so would replace)
+RUN_FILES = ("controller.pt", "controller.zip", "settings.json", "summary.json", "tb")
+
+
+class RunDirError(RuntimeError):
+    """A run/results directory cannot be used; the message is one line for the user."""
+
+
+# --------------------------------------------------------------------------- errors
+def describe_os_error(exc: OSError, directory: str | os.PathLike) -> str:
+    """One line for an ``OSError`` met while writing in ``directory``."""
+    directory = str(directory)
+    target = exc.filename if getattr(exc, "filename", None) else directory
+    code = exc.errno
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return f"no space left on {directory} (the device or quota is full); free some space and retry"
+    if code == errno.EROFS:
+        return f"{directory} is on a read-only file system; choose a writable --out"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing {target}; choose a directory you can write in"
+    if code == errno.ENOTDIR:
+        return f"{directory} lies below a file, not a directory; choose another --out"
+    if code == errno.EEXIST:
+        return f"{target} exists and is not a directory; choose another --out"
+    if code == errno.ENAMETOOLONG:
+        return f"the path {target} is too long"
+    return f"file-system error on {target}: {exc.strerror or exc}"
+
+
+def remove_temp_files(directory: str | os.PathLike, recursive_into: Iterable[str] = ()) -> list[Path]:
+    """Delete the ``.*.tmp`` files of atomic writes in ``directory`` (and in its subdirectories
+    ``recursive_into``), e.g. after a failed write. Returns the paths removed."""
+    removed = []
+    directory = Path(directory)
+    for folder in [directory, *(directory / sub for sub in recursive_into)]:
+        if not folder.is_dir():
+            continue
+        for stale in folder.glob(".*.tmp"):
+            try:
+                stale.unlink()
+                removed.append(stale)
+            except OSError:
+                pass
+    return removed
+
+
+# --------------------------------------------------------------------------- paths
+def prepare_directory(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create ``path`` (with parents) and check that files can be written in it.
+
+    Raises:
+        RunDirError: ``path`` is an existing non-directory, lies below a file, is on a read-only
+            file system, is not writable, or the disk is full.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{flag} {path}: is an existing file, not a directory; choose another {flag}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"{flag} {path}: lies below {parent}, which is a file, not a directory")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}.tmp"
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{flag} {path}: {describe_os_error(exc, path)}") from None
+    return path
+
+
+def existing_run_files(directory: str | os.PathLike) -> list[str]:
+    """The files of a previous run in ``directory`` that a fresh run would replace."""
+    directory = Path(directory)
+    return [name for name in RUN_FILES if (directory / name).exists()]
+
+
+def clear_run_files(directory: str | os.PathLike) -> list[str]:
+    """Remove a previous run's files (``--overwrite``) so nothing of it mixes with the new run
+    (TensorBoard logs included). Other files in the directory are left alone."""
+    directory = Path(directory)
+    removed = []
+    for name in RUN_FILES:
+        target = directory / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------- lock
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_owner(path: Path) -> dict:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    owner = {}
+    for line in lines:
+        key, _, value = line.partition("=")
+        owner[key.strip()] = value.strip()
+    return owner
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory for one process: ``with DirectoryLock(dir, "training"):``.
+
+    The lock file ``dir/.lock`` holds ``pid=...``, ``host=...`` and ``purpose=...``. A second
+    process (or a second lock in the same process) gets a :class:`RunDirError` naming the owner.
+    A lock file whose process is gone (killed) is taken over, and ``note`` (default: a line on
+    stderr) says so.
+    """
+
+    def __init__(self, directory: str | os.PathLike, purpose: str = "run",
+                 note: Callable[[str], None] | None = None) -> None:
+        self.directory, self.purpose = Path(directory), purpose
+        self.path = self.directory / LOCK_NAME
+        self.note = note or (lambda text: print(text, file=sys.stderr))
+        self._fd: int | None = None
+        self.took_over: dict | None = None
+
+    def _busy(self, owner: dict) -> RunDirError:
+        who = f"process {owner.get('pid', '?')}" + (f" on {owner['host']}" if owner.get("host") else "")
+        what = owner.get("purpose") or "run"
+        return RunDirError(f"{self.directory} is in use by another {what} ({who}, lock file {self.path}); "
+                           f"wait for it to finish or choose another --out")
+
+    def acquire(self) -> "DirectoryLock":
+        if self._fd is not None:
+            raise RunDirError(f"{self.path} is already held by this object")
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RunDirError(describe_os_error(exc, self.directory)) from None
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    raise self._busy(_read_owner(self.path)) from None
+                try:  # the file may have been unlinked by its releasing owner meanwhile: retry
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+            owner = _read_owner(self.path)
+            pid = int(owner["pid"]) if owner.get("pid", "").isdigit() else None
+            same_host = owner.get("host", socket.gethostname()) == socket.gethostname()
+            if pid is not None and pid != os.getpid():
+                # with flock, holding it means nobody else does: its owner died without releasing
+                if fcntl is None and same_host and _pid_alive(pid):
+                    os.close(fd)
+                    raise self._busy(owner)
+                self.took_over = owner
+                self.note(f"note: taking over the stale lock {self.path} of process {pid} "
+                          f"({owner.get('purpose') or 'run'}), which is no longer running")
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid={os.getpid()}\nhost={socket.gethostname()}\npurpose={self.purpose}\n".encode())
+            except OSError as exc:
+                os.close(fd)
+                raise RunDirError(describe_os_error(exc, self.directory)) from None
+            self._fd = fd
+            return self
+        raise RunDirError(f"could not lock {self.directory} (its lock file {self.path} keeps changing)")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            try:
+                os.unlink(self.path)  # still ours: we hold the flock
+            except OSError:
+                pass
+            os.close(self._fd)
+        finally:
+            self._fd = None
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
