@@ -49,6 +49,8 @@ def test_control_state_maps_a_rate_and_a_cap_and_caps_each_update():
 def test_capped_action_refuses_per_group_and_bad_cap_ranges():
     with pytest.raises(ValueError, match="per_group"):
         ControlState(2, action="capped")
+    with pytest.raises(ValueError, match="per_group"):
+        LearningRateEnv("digits", action="capped", per_group=True, device="cpu")
     with pytest.raises(ValueError, match="step_cap_min"):
         ControlState(action="capped", step_cap_min=1.0, step_cap_max=0.5)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
