@@ -150,7 +150,9 @@ def unpickling_refusal(exc: BaseException, path: str | os.PathLike) -> Checkpoin
         type(exc).__name__)
     reason = reason.replace("WeightsUnpickler error:", "").strip()
     reason = reason.split(" To allowlist")[0].split(" Please ")[0].strip()[:200]
-    if "global" in reason.lower() or "weights_only" in text:  # a class or function reference: runs code
+    # a class or function reference is what runs code; torch names every refusal "weights_only",
+    # so only the reason tells a crafted file from a corrupt one
+    if "global" in reason.lower():
         return CheckpointError(
             f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
             f"data, which could run code when unpickled ({reason}); only load checkpoints written "
