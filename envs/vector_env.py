@@ -241,7 +241,8 @@ class LearningRateVectorEnv(VectorEnv):
                 gym.logger.warn(f"sub-env {i}: the initial mini-batch loss {loss:.4g} is not below "
                                 f"obs_max={env.obs_max:g}: every step will end the episode as diverged. "
                                 f"Pass a larger obs_max, or rescale the task's targets.")
-            info = {"lr": self._info_lr(i), "step": 0, "batch_loss": loss}
+            # (the seed sub-env i's run was drawn from, as LearningRateEnv.reset records it)
+            info = {"lr": self._info_lr(i), "step": 0, "batch_loss": loss, "seed": tr.streams[i]._seed}
             if evals is not None:
                 info["eval"] = evals[j]
             infos.append(info)
