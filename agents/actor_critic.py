@@ -66,12 +66,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common import utils as sb3_utils
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from torch import Tensor, nn
 
+from agents.sb3_shape import SB3Shaped
 from agents.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
 
 FORMAT = "lrrl-actor-critic/1"
@@ -140,7 +140,7 @@ class RunningMeanStd(nn.Module):
 
 
 # --------------------------------------------------------------------------- the agent
-class ActorCritic:
+class ActorCritic(SB3Shaped):
     """The paper's learning-rate controller, trained on a ``LearningRateEnv`` (or any env with a
     ``Box`` observation and action space that puts ``critic_next_obs`` in ``info``; without it,
     the next observation is used for the critic too).
@@ -258,19 +258,6 @@ class ActorCritic:
         self._custom_logger = False
 
     # ------------------------------------------------------------------ SB3-style plumbing
-    @property
-    def logger(self) -> Logger:
-        if self._logger is None:
-            self._logger = sb3_utils.configure_logger(self.verbose, None, "", True)
-        return self._logger
-
-    def set_logger(self, logger: Logger) -> None:
-        """Use ``logger`` (e.g. from ``stable_baselines3.common.logger.configure``) in ``learn``."""
-        self._logger, self._custom_logger = logger, True
-
-    def get_env(self) -> gym.Env | None:
-        return self.env
-
     def set_env(self, env: gym.Env) -> None:
         if env.observation_space.shape != self.observation_space.shape or \
                 env.action_space.shape != self.action_space.shape:
@@ -493,20 +480,6 @@ class ActorCritic:
             best = {"actor": {k: v.detach().clone() for k, v in self.actor.state_dict().items()},
                     "obs_rms": {k: v.clone() for k, v in self.obs_rms.state_dict().items()}}
         return best
-
-    def _init_callback(self, callback: Any, progress_bar: bool) -> BaseCallback:
-        if isinstance(callback, list):
-            callback = CallbackList(callback)
-        elif callback is None:
-            callback = CallbackList([])
-        elif not isinstance(callback, BaseCallback):
-            callback = ConvertCallback(callback)
-        if progress_bar:
-            from agents.sb3 import TqdmCallback
-
-            callback = CallbackList([callback, TqdmCallback()])
-        callback.init_callback(self)
-        return callback
 
     def _dump_logs(self, stats: dict, start_time: int, start_steps: int) -> None:
         elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)

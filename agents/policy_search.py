@@ -46,11 +46,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common import utils as sb3_utils
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 
+from agents.sb3_shape import SB3Shaped
 from agents.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
 
 FORMAT = "lrrl-policy-search-v1"
@@ -115,7 +116,7 @@ class LinearPolicy:
 
 
 # --------------------------------------------------------------------------- the search
-class PolicySearch:
+class PolicySearch(SB3Shaped):
     """Cross-entropy-method policy search for a learning-rate controller (see the module docstring).
 
     Args:
@@ -178,29 +179,6 @@ class PolicySearch:
         self._logger: Logger | None = None
         self._custom_logger = False
 
-    # ------------------------------------------------------------------ SB3-style plumbing
-    @property
-    def logger(self) -> Logger:
-        if self._logger is None:
-            self._logger = sb3_utils.configure_logger(self.verbose, None, "", True)
-        return self._logger
-
-    def set_logger(self, logger: Logger) -> None:
-        self._logger, self._custom_logger = logger, True
-
-    def get_env(self) -> gym.Env | None:
-        return self.env
-
-    def _init_callback(self, callback: Any) -> BaseCallback:
-        if isinstance(callback, list):
-            callback = CallbackList(callback)
-        elif callback is None:
-            callback = CallbackList([])
-        elif not isinstance(callback, BaseCallback):
-            callback = ConvertCallback(callback)
-        callback.init_callback(self)
-        return callback
-
     # ------------------------------------------------------------------ the algorithm
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
               tb_log_name: str = "PolicySearch", reset_num_timesteps: bool = True,
@@ -217,7 +195,7 @@ class PolicySearch:
         if not self._custom_logger:
             self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name,
                                                       reset_num_timesteps)
-        callback = self._init_callback(callback)
+        callback = self._init_callback(callback, progress_bar)
         selecting = eval_env is not None and eval_freq > 0
         if selecting:
             self.best_eval_return, self.best_eval_timestep = -math.inf, None

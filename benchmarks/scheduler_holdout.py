@@ -24,9 +24,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-#: a run whose final training loss is at least this fraction of its initial one has collapsed
-#: (the same rule as evaluate.py's)
-COLLAPSE_FRACTION = 0.9
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +105,8 @@ def train_plain(task, seed: int, updates: int, optimizer_name: str, lr: float, m
 
 def summarize(name: str, runs: list[tuple[float, float]], seeds: list[int]) -> dict:
     import numpy as np
+
+    from evaluate import COLLAPSE_FRACTION  # the one collapse rule (evaluate.collapsed)
 
     finals = [f for _, f in runs]
     finite = [f for f in finals if math.isfinite(f)]

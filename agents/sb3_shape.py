@@ -1,0 +1,50 @@
+"""``SB3Shaped``: the plumbing an agent that is not an SB3 algorithm needs to run SB3's callbacks
+and loggers (the paper's :class:`~agents.actor_critic.ActorCritic` and the
+:class:`~agents.policy_search.PolicySearch`): one copy, shared."""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common import utils as sb3_utils
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.logger import Logger
+
+
+class SB3Shaped:
+    """``logger`` / ``set_logger`` / ``get_env`` and callback set-up as SB3 algorithms have them.
+    The subclass sets ``env``, ``verbose``, ``_logger = None`` and ``_custom_logger = False``."""
+
+    env: gym.Env | None
+    verbose: int
+    _logger: Logger | None
+    _custom_logger: bool
+
+    @property
+    def logger(self) -> Logger:
+        if self._logger is None:
+            self._logger = sb3_utils.configure_logger(self.verbose, None, "", True)
+        return self._logger
+
+    def set_logger(self, logger: Logger) -> None:
+        """Use ``logger`` (e.g. from ``stable_baselines3.common.logger.configure``) in ``learn``."""
+        self._logger, self._custom_logger = logger, True
+
+    def get_env(self) -> gym.Env | None:
+        return self.env
+
+    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
+        """An SB3 callback, a list of them, a function ``f(locals, globals)`` or None -> one
+        initialised callback (plus a progress bar if asked)."""
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        elif callback is None:
+            callback = CallbackList([])
+        elif not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        if progress_bar:
+            from agents.sb3 import TqdmCallback
+
+            callback = CallbackList([callback, TqdmCallback()])
+        callback.init_callback(self)
+        return callback
