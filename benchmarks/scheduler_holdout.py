@@ -106,15 +106,14 @@ def train_plain(task, seed: int, updates: int, optimizer_name: str, lr: float, m
 def summarize(name: str, runs: list[tuple[float, float]], seeds: list[int]) -> dict:
     import numpy as np
 
-    from evaluate import COLLAPSE_FRACTION  # the one collapse rule (evaluate.collapsed)
+    from experiments.stats import COLLAPSE_FRACTION, mean_std  # the one collapse rule and mean ± std
 
     finals = [f for _, f in runs]
     finite = [f for f in finals if math.isfinite(f)]
     return {"method": name, "seeds": seeds, "per_seed": finals,
             "mean": float(np.mean(finals)) if len(finite) == len(finals) else math.inf,
             "median": float(np.median(finals)),
-            # ddof=0, as evaluate.py
-            "std": float(np.std(finite)) if finite else math.nan,
+            "std": mean_std(finite)[1],
             "collapsed": sum(not (f < COLLAPSE_FRACTION * i) for i, f in runs)}
 
 

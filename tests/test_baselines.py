@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import evaluate
+from experiments.sweep import make_spec, run_spec
 from agents.baselines import (ConstantLR, ControllerPolicy, FeatureController, HypergradientSGD, VSGD,
                               finite_difference_curvature, run_episode)
 from envs.learning_rate_env import LearningRateEnv
@@ -45,13 +45,13 @@ COMMON = {"task": "digits", "steps": 40, "eval_every": 20, "device": "cpu", "dat
 @pytest.mark.parametrize("name,cls,lr", [("sgd", torch.optim.SGD, 0.3), ("adam", torch.optim.Adam, 3e-3)])
 def test_runner_matches_plain_pytorch_loop(name, cls, lr):
     # 40 batches of 50 cross an epoch boundary (1437 examples): the reshuffle is checked too
-    spec = evaluate.make_spec(name, 7, lr, optimizer=name)
-    rec = evaluate.run_spec(spec, COMMON)
+    spec = make_spec(name, 7, lr, optimizer=name)
+    rec = run_spec(spec, COMMON)
     assert rec["status"] == "ok", rec.get("message")
     expected = plain_pytorch_final_loss(cls, lr, seed=7, steps=40)
     assert rec["final"]["train_loss"] == pytest.approx(expected, rel=1e-5)
     # a different seed gives a different result (the comparison is not vacuous)
-    other = evaluate.run_spec(evaluate.make_spec(name, 8, lr, optimizer=name), COMMON)
+    other = run_spec(make_spec(name, 8, lr, optimizer=name), COMMON)
     assert abs(other["final"]["train_loss"] - expected) > 1e-4
 
 

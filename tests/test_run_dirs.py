@@ -16,6 +16,8 @@ import torch
 
 import evaluate
 import train_controller
+from experiments.config import parse_seeds
+from experiments.sweep import code_fingerprint
 from agents.checkpoint import CheckpointError, load_controller
 from agents.rundir import LOCK_NAME, DirectoryLock, RunDirError
 
@@ -348,13 +350,13 @@ def test_malformed_settings_are_a_checkpoint_error_naming_file_and_field(case, r
     (",".join(["1"] * 20_000), "at most"),
 ])
 def test_evaluate_seed_range_is_validated(seeds, message, tmp_path, capsys):
-    with pytest.raises(evaluate.UsageError, match=message):
-        evaluate.parse_seeds(seeds)
+    with pytest.raises(ValueError, match=message):
+        parse_seeds(seeds)
     code, err = cli(evaluate.main, ["--task", "digits", "--steps", "5", "--seeds", seeds, "--baselines", "sgd",
                                     "--out", tmp_path / "ev"], capsys)
     assert code == 2 and message in one_clear_line(err)
     assert not (tmp_path / "ev").exists()
-    assert evaluate.parse_seeds(f"{2 ** 64 - 1},") == [2 ** 64 - 1]
+    assert parse_seeds(f"{2 ** 64 - 1},") == [2 ** 64 - 1]
 
 
 def test_probe_reward_needs_a_validation_batch():
@@ -530,7 +532,7 @@ def test_evaluate_never_resumes_runs_made_by_other_code(tmp_path, capsys):
     argv = [*EVAL_TINY, "--baselines", "sgd", "--grid", "paper", "--out", out]
     assert cli(evaluate.main, argv, capsys)[0] == 0
     runs = sorted((out / "runs").glob("*.json"))
-    assert runs and all(json.loads(p.read_text())["common"]["code"] == evaluate.code_fingerprint() for p in runs)
+    assert runs and all(json.loads(p.read_text())["common"]["code"] == code_fingerprint() for p in runs)
     capsys.readouterr()
     assert evaluate.main([str(a) for a in argv]) == 0
     assert f"({len(runs)} resumed" in capsys.readouterr().out

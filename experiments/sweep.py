@@ -1,0 +1,223 @@
+"""The one sweep: run specs (one primary-training run each), their persistence, the worker pool.
+
+A *spec* is a JSON-serialisable description of one run: a method family, its parameter, the
+primary seed, the optimizer, the policy that sets the rate and the env settings. Every run goes
+through :class:`envs.LearningRateEnv` (so through the one primary-training step) and
+:func:`agents.baselines.run_episode`. A finished run is written to ``OUT/runs/KEY.json``
+(atomically) with the settings it ran under (``common``: task, updates, evaluation interval,
+device, ..., and a fingerprint of the code); rerunning the same sweep loads finished runs instead
+of running them again, so an interrupted sweep resumes where it stopped, and a run made by other
+code or settings is never mistaken for a finished one. A diverged run is recorded as such and a
+failing run as an error: neither stops a sweep.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import math
+import multiprocessing
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from experiments.methods import BASELINE_ENV, LABELS, make_policy
+
+_CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
+
+
+def register_controller(path: str, controller: Any) -> None:
+    """Make an already loaded controller the one runs with ``{"kind": "controller", "path": path}``
+    use in this process (worker processes load it from ``path``)."""
+    _CONTROLLERS[path] = controller
+
+
+def _controller(path: str, device: str):
+    if path not in _CONTROLLERS:
+        from agents.checkpoint import load_controller
+
+        _CONTROLLERS[path] = load_controller(path, device=device)
+    return _CONTROLLERS[path]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def make_spec(family: str, seed: int, param: Any = None, optimizer: str = "sgd",
+              policy: dict | None = None, env: dict | None = None, label: str | None = None) -> dict:
+    """A JSON-serialisable description of one run; ``key`` names its file in ``runs/``."""
+    if isinstance(param, float):
+        param = float(_fmt(param))
+    ptxt = "" if param is None else "_" + ("-".join(_fmt(p) for p in param)
+                                          if isinstance(param, (list, tuple)) else
+                                          (_fmt(param) if isinstance(param, float) else str(param)))
+    key = f"{family}{ptxt}_s{seed}"
+    return {"key": key, "family": family, "param": param, "seed": int(seed), "optimizer": optimizer,
+            "policy": policy or {"kind": "constant", "lr": param},
+            "env": dict(BASELINE_ENV) if env is None else dict(env),
+            "label": label or LABELS.get(family, family)}
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, list):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    return x
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (temp file + fsync + rename; the temp file is removed if the write fails,
+    e.g. on a full disk): a killed sweep never leaves half a file. Infinities become ``null``."""
+    from agents.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(_finite_or_none(obj), allow_nan=False).encode())
+
+
+def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
+    """Run one spec through the env and return its record (and write ``runs/KEY.json``).
+
+    Never raises for a diverging or failing run: the record's ``status`` is ``ok``,
+    ``diverged`` or ``error`` (with ``message``); final losses are ``None`` unless ``ok``.
+    """
+    from agents.baselines import run_episode
+    from envs.learning_rate_env import LearningRateEnv
+
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"key": spec["key"], "spec": spec, "common": common}
+    try:
+        env = LearningRateEnv(task=common["task"], optimizer=spec["optimizer"],
+                              episode_length=common["steps"], eval_every=common["eval_every"],
+                              validation_size=common["validation_size"], device=common["device"],
+                              divergence_factor=common["divergence_factor"],
+                              data_root=common["data_root"], seed=spec["seed"], **spec["env"])
+        policy = make_policy(spec["policy"], lambda path: _controller(path, common["device"]))
+        res = run_episode(env, policy, spec["seed"], trace=common["trace"])
+        record.update(_outcome(asdict(res), res.diverged, res.steps, common["steps"]))
+    except Exception as exc:  # a broken run is recorded, never stops the sweep
+        record.update(status="error", message=f"{type(exc).__name__}: {exc}",
+                      final={"train_loss": None, "test_loss": None, "test_accuracy": None}, curves={})
+    record["wall_time"] = time.perf_counter() - t0
+    if out_dir is not None:
+        write_json(Path(out_dir) / "runs" / f"{spec['key']}.json", record)
+    return record
+
+
+def _outcome(curves: dict, diverged: bool, steps: int, planned: int) -> dict:
+    """Status, final losses and curves of a finished episode."""
+    finished = not diverged and steps == planned and bool(curves["train_loss"])
+    final = {k: (curves[k][-1] if finished and curves[k] else None)
+             for k in ("train_loss", "test_loss", "test_accuracy")}
+    if finished and not all(v is None or math.isfinite(v) for v in final.values()):
+        finished = False
+    if not finished:
+        final = dict.fromkeys(final)
+    return {"status": "ok" if finished else "diverged", "message": "", "final": final, "curves": curves}
+
+
+def code_fingerprint() -> str:
+    """A hash of the code a run's outcome depends on (``envs/*.py``, ``agents/*.py``, this module
+    and the method catalogue): part of every run's settings, so a rerun never resumes runs made
+    by other code (issue 13: a table assembled from cached runs of earlier code did not match the
+    code it was published with)."""
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("envs/*.py"), *root.glob("agents/*.py"),
+             root / "experiments" / "sweep.py", root / "experiments" / "methods.py"]
+    digest = hashlib.sha1()
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_finished(path: Path, spec: dict, common: dict) -> dict | None:
+    """A finished run's record, if ``path`` holds one for exactly this spec and settings."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("spec") != spec or record.get("common") != common:
+        return None
+    return record if record.get("status") in ("ok", "diverged") else None
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class Sweep:
+    """Runs specs (resuming finished ones from ``out_dir/runs``), inline or in ``jobs`` worker
+    processes. ``records`` maps every run's key to its record; ``resumed`` counts loaded ones."""
+
+    def __init__(self, common: dict, out_dir: Path, jobs: int = 1, bar=None) -> None:
+        self.common, self.out_dir, self.jobs, self.bar = common, Path(out_dir), jobs, bar
+        self.records: dict[str, dict] = {}
+        self.pool = None
+        if jobs > 1:
+            self.pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                                               mp_context=multiprocessing.get_context("spawn"))
+        self.resumed = 0
+
+    def __enter__(self) -> "Sweep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+    def _progress(self, total: int = 0, done: int = 0, note: str | None = None) -> None:
+        if self.bar is None:
+            return
+        if total:
+            self.bar.total = (self.bar.total or 0) + total
+            self.bar.refresh()
+        if note is not None:
+            self.bar.set_postfix_str(note)
+        if done:
+            self.bar.update(done)
+
+    def run(self, specs: Iterable[dict]) -> list[dict]:
+        specs = [s for s in specs if s["key"] not in self.records]
+        specs = list({s["key"]: s for s in specs}.values())
+        self._progress(total=len(specs))
+        todo = []
+        for spec in specs:
+            done = load_finished(self.out_dir / "runs" / f"{spec['key']}.json", spec, self.common)
+            if done is not None:
+                self.records[spec["key"]] = done
+                self.resumed += 1
+                self._progress(done=1)
+            else:
+                todo.append(spec)
+        if self.pool is None:
+            for spec in todo:
+                self._progress(note=spec["key"])
+                self._done(run_spec(spec, self.common, str(self.out_dir)))
+        else:
+            futures = {self.pool.submit(run_spec, s, self.common, str(self.out_dir)): s for s in todo}
+            for fut in cf.as_completed(futures):
+                try:
+                    rec = fut.result()
+                except OSError:  # writing the run's file failed (full disk, ...): stop the sweep
+                    raise
+                except Exception as exc:  # a worker died (e.g. killed): record, keep going
+                    spec = futures[fut]
+                    rec = {"key": spec["key"], "spec": spec, "common": self.common, "status": "error",
+                           "message": f"worker failed: {type(exc).__name__}: {exc}", "curves": {},
+                           "final": {"train_loss": None, "test_loss": None, "test_accuracy": None},
+                           "wall_time": float("nan")}
+                self._done(rec)
+        return [self.records[s["key"]] for s in specs]
+
+    def _done(self, record: dict) -> None:
+        self.records[record["key"]] = record
+        self._progress(done=1)
