@@ -1,7 +1,7 @@
 """Transfer and any-optimizer measurements: controllers trained on task A, evaluated on task B.
 
     python benchmarks/transfer.py                       # small defaults: a few minutes on CPU
-    python benchmarks/transfer.py --train-steps 10000 --eval-steps 1000 --jobs 2   # full sizes
+    python benchmarks/transfer.py --train-steps 10000 --eval-updates 1000 --jobs 2   # full sizes
 
 1. Trains controllers with ``train_controller.py`` (the ``--preset``, default ``recommended``), one
    per ``--controllers`` entry ``TASKS@OPTIMIZER``: ``digits@sgd`` (the paper's setting),
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=3000, help="env steps per controller")
     p.add_argument("--episode-length", type=int, default=None,
                    help="training episode length (default: the preset's)")
-    p.add_argument("--eval-steps", type=int, default=300, help="updates per evaluation run")
+    p.add_argument("--eval-updates", type=int, default=300, help="primary updates per evaluation run")
     p.add_argument("--seeds", type=int, default=5, help="held-out evaluation seeds (1000, 1001, ...)")
     p.add_argument("--grid", choices=("paper", "fine"), default="fine",
                    help="tuning grid of the SGD/Adam baselines: decade grid, or fine grid around its best")
@@ -152,24 +152,24 @@ def dataset_problem(task: str, data_root: str | None) -> str | None:
     return None
 
 
-def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: Path) -> dict:
-    """evaluate.py with every controller and the tuned SGD/Adam baselines on ``task``."""
-    import evaluate
+def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: Path):
+    """The tuning protocol (:func:`experiments.protocol.run_evaluation`, what evaluate.py runs) with
+    every controller and the tuned SGD/Adam baselines on ``task``; returns its Results."""
+    from experiments.config import EvaluationSettings, held_out_seeds
+    from experiments.protocol import load_controllers, run_evaluation
 
     safe = task.replace(":", "_").replace("/", "_")
     eval_out = out / f"eval-{safe}"
     for stale in (eval_out / "runs").glob("ctrl-*.json"):  # controllers may have been retrained
         stale.unlink()
-    argv = [*map(str, run_dirs), "--task", task, "--steps", str(args.eval_steps), "--seeds", str(args.seeds),
-            "--baselines", "sgd,adam", "--grid", args.grid, "--jobs", str(args.jobs), "--episodes", "0",
-            "--out", str(eval_out)]
-    if args.data_root:
-        argv += ["--data-root", args.data_root]
-    print("python evaluate.py " + " ".join(argv), flush=True)
-    code = evaluate.main(argv)
-    if code != 0:
-        raise RuntimeError(f"evaluate.py failed ({code}) on {task}")
-    return json.loads((eval_out / "results.json").read_text())
+    settings = EvaluationSettings(task=task, updates=args.eval_updates, seeds=held_out_seeds(args.seeds),
+                                  baselines=["sgd,adam"], grid=args.grid, jobs=args.jobs, episodes=0,
+                                  data_root=args.data_root).validate()
+    controllers = load_controllers([str(d) for d in run_dirs], task)
+    print(f"evaluating on {task} -> {eval_out}", flush=True)
+    results, _ = run_evaluation(settings, controllers, eval_out,
+                                command=f"benchmarks/transfer.py: evaluation on {task}")
+    return results
 
 
 def _cell(row: dict | None, key: str = "train_loss") -> dict:
@@ -180,18 +180,17 @@ def _cell(row: dict | None, key: str = "train_loss") -> dict:
             "seeds": row.get("seeds"), "param": row.get("param")}
 
 
-def table_rows(task: str, results: dict, controllers: list[tuple[str, str, Path]], grid: str) -> list[dict]:
-    summary = results["summary"]
+def table_rows(task: str, results, controllers: list[tuple[str, str, Path]], grid: str) -> list[dict]:
     protocol = "fine grid" if grid == "fine" else "decade grid (paper)"
-    base = {name: next((r for r in summary if r["method"] == name and r["protocol"] == protocol), None)
+    base = {name: next((r for r in results.rows if r["method"] == name and r["protocol"] == protocol), None)
             for name in ("SGD", "Adam")}
+    by_label = {r["method"]: r for r in results.rows if r["protocol"] == "controller"}
     rows = []
-    for train_task, optimizer, run_dir in controllers:
-        name = run_dir.resolve().name
-        row = next((r for r in summary if r["protocol"] == "controller" and
-                    (r["method"] == name or r["method"].startswith(name + " ("))), None)
-        rows.append({"train_task": train_task, "test_task": task, "controller": name, "optimizer": optimizer,
-                     "controller_loss": _cell(row), "controller_test_loss": _cell(row, "test_loss"),
+    for (train_task, optimizer, run_dir), entry in zip(controllers, results.controllers):
+        row = by_label.get(entry.label)  # results.controllers are in the order they were given
+        rows.append({"train_task": train_task, "test_task": task, "controller": run_dir.resolve().name,
+                     "optimizer": optimizer, "controller_loss": _cell(row),
+                     "controller_test_loss": _cell(row, "test_loss"),
                      "tuned_sgd": _cell(base["SGD"]), "tuned_adam": _cell(base["Adam"])})
     return rows
 
@@ -218,7 +217,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("train_steps", "eval_steps", "seeds", "jobs"):
+    for flag in ("train_steps", "eval_updates", "seeds", "jobs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     try:
@@ -254,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             results = evaluate_on(task, [c[2] for c in controllers], args, out)
         except (Exception, SystemExit) as exc:  # one task's failure must not lose the others
-            skipped.append({"test_task": task, "reason": f"{task}: evaluate.py failed ({type(exc).__name__}: {exc})"})
+            skipped.append({"test_task": task, "reason": f"{task}: the evaluation failed ({type(exc).__name__}: {exc})"})
             print(skipped[-1]["reason"], file=sys.stderr)
             continue
         rows += table_rows(task, results, controllers, args.grid)
@@ -262,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agents.presets import get_preset
 
     text = (f"# Transfer: controllers trained on one task, evaluated on another\n\n"
-            f"Final full training loss after {args.eval_steps} updates, mean ± std over {args.seeds} held-out "
+            f"Final full training loss after {args.eval_updates} updates, mean ± std over {args.seeds} held-out "
             f"seeds; tuned SGD/Adam: best constant rate on the {args.grid} grid (rate after @). Controllers: "
             f"preset `{args.preset}`, {args.train_steps} training steps, seed 0.\n\n" + markdown(rows) + "\n")
     if skipped:
@@ -273,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "transfer.json").write_text(json.dumps(
         {"command": "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv),
          "preset": args.preset, "preset_settings": get_preset(args.preset), "train_steps": args.train_steps,
-         "eval_steps": args.eval_steps, "seeds": args.seeds, "grid": args.grid, "rows": rows,
+         "eval_updates": args.eval_updates, "seeds": args.seeds, "grid": args.grid, "rows": rows,
          "skipped": skipped, "wall_time_s": round(time.time() - t0, 1)}, indent=1, default=str))
     return 0
 

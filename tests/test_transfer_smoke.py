@@ -21,7 +21,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("transfer")
     argv = ["--preset", "issue8", "--controllers", "digits@sgd,digits@momentum,digits@adam,digits+regression2d@sgd",
             "--tests", f"digits,fashion-mnist,{USER_TASK}", "--train-steps", "20", "--episode-length", "10",
-            "--eval-steps", "10", "--seeds", "1", "--grid", "paper", "--out", str(out), "--no-progress"]
+            "--eval-updates", "10", "--seeds", "1", "--grid", "paper", "--out", str(out), "--no-progress"]
     assert transfer.main(argv) == 0
     return out, json.loads((out / "transfer.json").read_text())
 
