@@ -3,16 +3,16 @@
     python benchmarks/study_recommended.py                       # small default sizes, minutes
     # the issue-8 study (about 45 min on 2 busy cores):
     python benchmarks/study_recommended.py --configs paper,paper-no-separate,issue8,issue8-td3 \\
-        --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --jobs 2 --out results/study-digits
+        --controller-seeds 5 --eval-seeds 5 --train-updates 20000 --jobs 2 --out results/study-digits
     python benchmarks/study_recommended.py --task regression2d --configs paper,issue8,issue8-td3 \\
-        --controller-seeds 5 --eval-seeds 5 --train-steps 20000 --out results/study-regression2d
+        --controller-seeds 5 --eval-seeds 5 --train-updates 20000 --out results/study-regression2d
     # transfer of the digits controllers to a harder synthetic task (no retraining):
     python benchmarks/study_recommended.py --configs issue8,issue8-td3 --controller-seeds 5 \\
-        --eval-seeds 5 --train-steps 20000 --eval-task classif20 --out results/study-digits
+        --eval-seeds 5 --train-updates 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
 ``train_controller.py`` (its ``main``: the one training entry point) for every controller-training
-seed ``0 .. K-1``, then each controller runs one deterministic episode of ``--steps`` primary
+seed ``0 .. K-1``, then each controller runs one deterministic episode of ``--updates`` primary
 updates on every held-out primary seed ``1000 .. 1000+N-1`` (never used in training; checkpoint
 selection uses seed 500). Baselines run on the same held-out seeds through the same env
 (:func:`agents.baselines.run_episode`): constant SGD 0.5 (the issue's bar), a fine grid of
@@ -23,8 +23,8 @@ The score is the full-training-set loss after the last update (lower is better; 
 counts as ``inf``). A controller "beats SGD 0.5" when its mean final loss over the held-out seeds
 is below constant SGD 0.5's mean over the same seeds.
 
-Training budgets are counted in PRIMARY updates (``--train-steps``) for every configuration, so
-a configuration that holds each rate for ``k`` updates gets ``train_steps / k`` env steps: the
+Training budgets are counted in PRIMARY updates (``--train-updates``) for every configuration, so
+a configuration that holds each rate for ``k`` updates gets ``train_updates / k`` env steps: the
 same amount of primary training, whatever the decision frequency.
 
 Writes ``--out``/``study.json`` (every number), ``--out``/``runs/<config>-seed<k>/`` (the trained
@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-HELD_OUT_START = 1000  # evaluate.py's held-out seeds; train_controller uses small seeds, selection 500
+from experiments.config import held_out_seeds  # noqa: E402
+
 
 #: configuration name -> train_controller.py flags (on top of ``--preset``)
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -111,47 +112,49 @@ def classif20():
     return Task.from_tensors(x[:5000], y[:5000], x[5000:], y[5000:], model, batch_size=50, name="classif20")
 
 
-#: tasks built here (evaluation only: train_controller.py trains on envs.tasks.TASKS)
-EXTRA_TASKS = {"classif20": classif20}
+#: tasks built here (evaluation only: train_controller.py trains on envs.tasks.TASKS), as the
+#: user-task names ``module:function`` the sweep's env takes
+EXTRA_TASKS = {"classif20": "benchmarks.study_recommended:classif20"}
 
 
-def _task(name: str):
-    return EXTRA_TASKS[name]() if name in EXTRA_TASKS else name
+# --------------------------------------------------------------------------- runs (the one sweep)
+def _run_summary(record: dict) -> dict:
+    """What the study keeps of a sweep record: final losses (``inf`` when diverged) and the rates."""
+    from experiments.stats import final_train
+
+    lr = (record.get("curves") or {}).get("lr") or []
+    return {"train_loss": final_train(record), "test_loss": (record.get("final") or {}).get("test_loss"),
+            "diverged": record["status"] != "ok", "mean_lr": float(np.mean(lr)) if lr else None,
+            "lr_quartiles": [float(np.quantile(lr, q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)] if lr else None}
 
 
-# --------------------------------------------------------------------------- workers
-def _env_for(task: str, steps: int, env_kwargs: dict | None = None):
-    from envs.learning_rate_env import LearningRateEnv
+def baseline_spec(job: dict) -> dict:
+    """job = {family, optimizer, kind, lr, seed} -> a run spec of the baseline."""
+    from experiments.sweep import make_spec
 
-    kwargs = dict(env_kwargs or {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0})
-    kwargs.pop("fresh_w0", None)
-    # the reward does not change a trajectory; a held-out validation split would change the
-    # training set, so controllers are rolled out with the full training set like the baselines
-    if kwargs.get("reward") == "validation" and "val_loss" not in kwargs.get("features", []):
-        kwargs["reward"] = "probe"
-    kwargs["episode_length"] = steps
-    return LearningRateEnv(task=_task(task), device="cpu", eval_every=steps, **kwargs)
+    policy = {"kind": "constant", "lr": job["lr"]} if job["kind"] == "constant" else \
+        {"kind": "cosine", "peak": job["lr"]}
+    return make_spec(job["family"], job["seed"], job["lr"], optimizer=job["optimizer"], policy=policy)
 
 
-def _final(res) -> dict:
-    loss = math.inf if res.diverged or not res.train_loss else float(res.train_loss[-1])
-    return {"train_loss": loss, "test_loss": res.test_loss[-1] if res.test_loss and not res.diverged else None,
-            "diverged": bool(res.diverged), "mean_lr": float(np.mean(res.lr)) if res.lr else None,
-            "lr_quartiles": [float(np.quantile(res.lr, q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)]
-            if res.lr else None}
+def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, dict]]:
+    """(job, spec) for every trained controller on every held-out seed, in the env it was trained in."""
+    from agents.checkpoint import load_controller
+    from experiments.protocol import controller_env_kwargs
+    from experiments.sweep import make_spec, register_controller
 
-
-def run_baseline(job: dict) -> dict:
-    """One baseline episode: job = {task, steps, family, optimizer, kind, lr, seed}."""
-    import torch
-
-    torch.set_num_threads(1)
-    from agents.baselines import ConstantLR, CosineLR, run_episode
-
-    env = _env_for(job["task"], job["steps"], {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0,
-                                               "optimizer": job["optimizer"]})
-    policy = ConstantLR(job["lr"]) if job["kind"] == "constant" else CosineLR(job["lr"])
-    return {**job, **_final(run_episode(env, policy, seed=job["seed"]))}
+    out = []
+    for t in trained:
+        path = str(Path(t["out"]).resolve())
+        ctrl = load_controller(path)
+        register_controller(path, ctrl)
+        env_kw = controller_env_kwargs(ctrl)
+        optimizer = env_kw.pop("optimizer", "sgd")
+        for s in seeds:
+            job = {"config": t["config"], "controller_seed": t["seed"], "run": t["out"], "seed": s}
+            out.append((job, make_spec(f"{t['config']}-seed{t['seed']}", s, None, optimizer=optimizer,
+                                       policy={"kind": "controller", "path": path}, env=env_kw)))
+    return out
 
 
 def train_controller(job: dict) -> dict:
@@ -179,28 +182,15 @@ def train_controller(job: dict) -> dict:
     return {**summary, **job, "reused": False, "wall_s": round(time.time() - start, 1)}
 
 
-def eval_controller(job: dict) -> dict:
-    """One deterministic episode of a trained controller on one held-out seed."""
-    import torch
-
-    torch.set_num_threads(1)
-    from agents.baselines import ControllerPolicy, run_episode
-    from agents.checkpoint import load_controller
-
-    ctrl = load_controller(job["run"])
-    env = _env_for(job["task"], job["steps"], ctrl.env_kwargs)
-    return {**job, **_final(run_episode(env, ControllerPolicy(ctrl), seed=job["seed"]))}
-
-
-def env_steps_for(config: dict, train_steps: int) -> int:
-    """--train-steps (primary updates) -> env steps for this configuration."""
+def env_steps_for(config: dict, train_updates: int) -> int:
+    """--train-updates (primary updates) -> env steps for this configuration."""
     from agents.presets import get_preset
 
     k = get_preset(config["preset"])["env"].get("updates_per_step", 1)
     flags = config["flags"]
     if "--updates-per-step" in flags:
         k = int(flags[flags.index("--updates-per-step") + 1])
-    return max(1, math.ceil(train_steps / k))
+    return max(1, math.ceil(train_updates / k))
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -218,10 +208,15 @@ def _map(fn, jobs: list[dict], n_jobs: int, desc: str) -> list[dict]:
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(v)):
+    """Mean ± std (:func:`experiments.stats.mean_std`, ddof=0 as in every report); ``inf`` when a
+    run diverged (as the grid selection counts it)."""
+    from experiments.stats import mean_std
+
+    v = list(values)
+    if not all(math.isfinite(x) for x in v):
         return math.inf, math.nan
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    m, s, _ = mean_std(v)
+    return m, s
 
 
 def summarise(results: dict) -> dict:
@@ -272,9 +267,9 @@ def summarise(results: dict) -> dict:
 def format_table(summary: dict, results: dict) -> str:
     fmt = lambda v: "inf" if v == math.inf else ("n/a" if v is None or v != v else f"{v:.4g}")  # noqa: E731
     lines = [f"trained on {results['task']}, evaluated on {results.get('eval_task', results['task'])}: "
-             f"{results['steps']} updates, "
+             f"{results['updates']} updates, "
              f"held-out seeds {results['eval_seeds']}, "
-             f"controller seeds {results['controller_seeds']}, {results['train_steps']} training updates",
+             f"controller seeds {results['controller_seeds']}, {results['train_updates']} training updates",
              "", "| method | final train loss, mean | std (held-out seeds) | std (controller seeds) | "
              "median over controllers | beats the bar | diverged runs | median lr |",
              "|---|---|---|---|---|---|---|---|"]
@@ -299,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated configurations, from: {', '.join(CONFIGS)}")
     p.add_argument("--controller-seeds", type=int, default=2, help="controllers per configuration (seeds 0..K-1)")
     p.add_argument("--eval-seeds", type=int, default=3, help="held-out primary seeds (1000..1000+N-1)")
-    p.add_argument("--steps", type=int, default=1000, help="primary updates per evaluation episode")
-    p.add_argument("--train-steps", type=int, default=10000,
+    p.add_argument("--updates", type=int, default=1000, help="primary updates per evaluation episode")
+    p.add_argument("--train-updates", type=int, default=10000,
                    help="primary updates per controller training run (env steps = this / updates_per_step)")
     p.add_argument("--task", default="digits", help="task the controllers are trained on (envs.tasks)")
     p.add_argument("--eval-task", default=None,
@@ -321,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"--configs: unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
-    for flag in ("controller_seeds", "eval_seeds", "steps", "train_steps", "jobs"):
+    for flag in ("controller_seeds", "eval_seeds", "updates", "train_updates", "jobs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     from envs.tasks import TASKS
@@ -341,25 +336,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_table(summarise(results), results))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(HELD_OUT_START, HELD_OUT_START + args.eval_seeds))
+    seeds = held_out_seeds(args.eval_seeds)
     ctrl_seeds = list(range(args.controller_seeds))
     start = time.time()
 
     baseline_jobs = [] if args.no_baselines else [
-        {"task": eval_task, "steps": args.steps, "family": fam, "optimizer": opt, "kind": kind,
-         "lr": lr, "seed": s}
+        {"family": fam, "optimizer": opt, "kind": kind, "lr": lr, "seed": s}
         for fam, (opt, kind, lrs) in GRIDS.get(eval_task, GRIDS["digits"]).items() for lr in lrs for s in seeds]
     train_jobs = [{"config": name, "preset": CONFIGS[name]["preset"], "flags": list(CONFIGS[name]["flags"]),
-                   "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_steps),
+                   "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
                    "out": str(out / "runs" / f"{name}-seed{k}")}
                   for name in configs for k in ctrl_seeds]
     trained = _map(train_controller, train_jobs, args.jobs, "training controllers")
-    eval_jobs = [{"config": t["config"], "controller_seed": t["seed"], "run": t["out"], "task": eval_task,
-                  "steps": args.steps, "seed": s} for t in trained for s in seeds]
-    evaluated = _map(eval_controller, eval_jobs, args.jobs, "evaluating controllers")
-    baselines = _map(run_baseline, baseline_jobs, args.jobs, "baselines")
+    from experiments.sweep import Sweep, code_fingerprint
 
-    results = {"task": args.task, "eval_task": eval_task, "steps": args.steps, "train_steps": args.train_steps,
+    common = {"task": EXTRA_TASKS.get(eval_task, eval_task), "steps": args.updates, "eval_every": args.updates,
+              "device": "cpu", "data_root": None, "validation_size": 0, "trace": False,
+              "divergence_factor": 100.0, "code": code_fingerprint()}
+    ctrl = controller_specs(trained, seeds)
+    with Sweep(common, out / "evaluation", args.jobs) as sweep:  # run files in OUT/evaluation/runs
+        records = sweep.run([spec for _, spec in ctrl] + [baseline_spec(j) for j in baseline_jobs])
+    by_key = {r["key"]: r for r in records}
+    evaluated = [{**job, "task": eval_task, "updates": args.updates, **_run_summary(by_key[spec["key"]])}
+                 for job, spec in ctrl]
+    baselines = [{**job, **_run_summary(by_key[baseline_spec(job)["key"]])} for job in baseline_jobs]
+
+    results = {"task": args.task, "eval_task": eval_task, "updates": args.updates, "train_updates": args.train_updates,
                "eval_seeds": seeds, "controller_seeds": ctrl_seeds, "configs": configs,
                "config_flags": {c: CONFIGS[c] for c in configs},
                "command": "python benchmarks/study_recommended.py "

@@ -9,6 +9,7 @@ import pytest
 from agents.actor_critic import ActorCritic
 from agents.wrappers import CollapseTermination
 from envs.learning_rate_env import LearningRateEnv
+from experiments.config import HELD_OUT_SEED_START
 
 
 def test_study_runs_tiny(tmp_path, capsys):
@@ -16,12 +17,12 @@ def test_study_runs_tiny(tmp_path, capsys):
 
     out = tmp_path / "study"
     code = study.main(["--configs", "paper,issue8", "--controller-seeds", "1", "--eval-seeds", "1",
-                       "--steps", "30", "--train-steps", "60", "--jobs", "1", "--out", str(out)])
+                       "--updates", "30", "--train-updates", "60", "--jobs", "1", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "study.json").read_text())
     assert [c["name"] for c in results["summary"]["configs"]] == ["paper", "issue8"]
     assert len(results["controller_runs"]) == 2  # 2 configs x 1 controller x 1 held-out seed
-    assert all(r["seed"] == study.HELD_OUT_START for r in results["controller_runs"])
+    assert all(r["seed"] == HELD_OUT_SEED_START for r in results["controller_runs"])
     n_rates = sum(len(rates) for _, _, rates in study.GRIDS["digits"].values())
     assert len(results["baseline_runs"]) == n_rates
     bar = [r for r in results["baseline_runs"] if (r["family"], r["lr"]) == study.BAR][0]
@@ -40,7 +41,7 @@ def test_study_runs_tiny(tmp_path, capsys):
     assert "beats the bar" in table and "issue8" in table
     # a rerun reuses the trained controllers
     assert study.main(["--configs", "issue8", "--controller-seeds", "1", "--eval-seeds", "1",
-                       "--steps", "30", "--train-steps", "60", "--jobs", "1", "--out", str(out),
+                       "--updates", "30", "--train-updates", "60", "--jobs", "1", "--out", str(out),
                        "--no-baselines"]) == 0
     again = json.loads((out / "study.json").read_text())
     assert again["training"][0]["reused"] is True
