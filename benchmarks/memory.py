@@ -1,4 +1,4 @@
-"""Memory: peak resident set size (RSS) of one env and of ``train_controller.py``.
+"""Memory: peak resident set size (RSS) of one env and of a controller training run.
 
 Each case runs in a fresh Python subprocess and reports its own high-water mark
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), so the cases do not see each other's memory.
@@ -9,12 +9,12 @@ Cases:
 - ``env-digits``: one ``LearningRateEnv`` on ``digits``, reset, ``--steps`` steps, one full evaluation;
 - ``env-mnist-cnn``: the same on the paper's MNIST CNN with random data of MNIST's real size
   (``--n-train`` 60000 x 1x28x28 float32 = 188 MB, plus 10000 test examples);
-- ``train-digits``: ``train_controller.main`` (the paper's actor-critic, recommended preset) on
+- ``train-digits``: :func:`experiments.training.train` (the ``recommended`` preset) on
   ``digits`` for ``--train-steps`` steps with episodes of ``--episode-length`` steps (each episode's
   end evaluates the full train/test loss, as a real run does);
-- ``train-mnist-cnn``: the same on the MNIST CNN with the random MNIST-sized data: the child
-  replaces the ``mnist`` entry of ``envs.tasks.TASKS`` by the random task (no dataset files here),
-  so the real ``train_controller`` code path runs on it.
+- ``train-mnist-cnn``: the same on the MNIST CNN with the random MNIST-sized data, named as the
+  user task ``benchmarks.memory:mnist_sized_task`` (no dataset files here), so the real training
+  code path runs on it.
 
 RSS after the env's steps and after its full evaluation are both reported for the env cases
 (the evaluation runs the model on chunks of 2048 examples, whose activations dominate the peak).
@@ -57,6 +57,15 @@ def random_mnist_task(n_train: int, n_test: int):
                              model_factory=mnist_cnn, batch_size=50, name="mnist")
 
 
+def mnist_sized_task():
+    """:func:`random_mnist_task` as a user task (``benchmarks.memory:mnist_sized_task``) that a
+    training run can name; its sizes come from the child's ``LRRL_MEMORY_SIZES`` ("N_TRAIN,N_TEST")."""
+    import os
+
+    n_train, n_test = (int(v) for v in os.environ.get("LRRL_MEMORY_SIZES", "60000,10000").split(","))
+    return random_mnist_task(n_train, n_test)
+
+
 def child(case: str, args) -> dict:
     """Run one case in this (fresh) process and return its figures."""
     import torch
@@ -82,26 +91,21 @@ def child(case: str, args) -> dict:
         env.trainer.evaluate()
         out["rss_after_evaluate_mb"] = peak_mb()
     elif case in ("train-digits", "train-mnist-cnn"):
-        try:
-            import train_controller
-        except ImportError as exc:
-            return {"case": case, "error": f"train_controller.py cannot be imported: {exc}"}
+        import os
+
+        from experiments import training
+        from experiments.config import TrainSettings
+
         task = "digits"
         if case == "train-mnist-cnn":
-            import envs.tasks as tasks
-
-            random_task = random_mnist_task(args.n_train, args.n_test)
-            tasks.TASKS["mnist"] = lambda data_root=None, download=True: random_task
-            tasks._cached.cache_clear()
-            task = "mnist"
+            os.environ["LRRL_MEMORY_SIZES"] = f"{args.n_train},{args.n_test}"
+            task = "benchmarks.memory:mnist_sized_task"
+        settings = TrainSettings.from_preset(task=task, steps=args.train_steps, device="cpu", checkpoint_every=0,
+                                             env={"episode_length": args.episode_length})
+        out["settings"] = {"preset": settings.preset, "agent": settings.agent, "task": task,
+                           "steps": settings.steps, "episode_length": args.episode_length}
         with tempfile.TemporaryDirectory() as tmp:
-            argv = ["--task", task, "--steps", str(args.train_steps), "--episode-length",
-                    str(args.episode_length), "--out", str(Path(tmp) / "run"), "--no-progress",
-                    "--checkpoint-every", "0", "--device", "cpu", "--threads", str(args.threads)]
-            out["argv"] = argv
-            code = train_controller.main(argv)
-            if code not in (0, None):
-                return {"case": case, "error": f"train_controller.main exited with {code}"}
+            training.train(settings, Path(tmp) / "run", progress=False)
     else:
         raise ValueError(case)
     out["peak_rss_mb"] = peak_mb()
@@ -136,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random MNIST training examples (default 60000, the real size)")
     parser.add_argument("--n-test", type=int, default=10_000, help="random MNIST test examples (default 10000)")
     parser.add_argument("--train-steps", type=int, default=20,
-                        help="train_controller steps (default 20: one episode, ending in one full evaluation)")
+                        help="training env steps (default 20: one episode, ending in one full evaluation)")
     parser.add_argument("--episode-length", type=int, default=20,
-                        help="train_controller episode length; each episode ends with a full "
+                        help="training episode length; each episode ends with a full "
                              "evaluation (default 20)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--json", default=str(RESULTS_DIR / "memory.json"),

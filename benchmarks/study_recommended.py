@@ -11,7 +11,7 @@
         --eval-seeds 5 --train-updates 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
-``train_controller.py`` (its ``main``: the one training entry point) for every controller-training
+:func:`experiments.training.train` (the one training entry point) for every controller-training
 seed ``0 .. K-1``, then each controller runs one deterministic episode of ``--updates`` primary
 updates on every held-out primary seed ``1000 .. 1000+N-1`` (never used in training; checkpoint
 selection uses seed 500). Baselines run on the same held-out seeds through the same env
@@ -53,24 +53,23 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from experiments.config import held_out_seeds  # noqa: E402
 
 
-#: configuration name -> train_controller.py flags (on top of ``--preset``)
+#: configuration name -> TrainSettings.from_preset arguments: a preset, and what differs from it
+#: (``agent``, ``env`` keyword arguments, ``agent_overrides``, ``train`` fields)
 CONFIGS: dict[str, dict[str, Any]] = {
-    # the paper's configuration (agents/presets.py "paper"): same-batch reward, absolute action,
+    # the paper's configuration (experiments/presets.py "paper"): same-batch reward, absolute action,
     # loss-only state, episode length 200, separate-sample update on
-    "paper": {"preset": "paper", "flags": []},
-    "paper-no-separate": {"preset": "paper", "flags": ["--no-separate-sample"]},
-    # the measured winner (agents/presets.py "recommended": the paper's actor-critic on a
-    # reformulated env) and ablations of it
+    "paper": {"preset": "paper"},
+    "paper-no-separate": {"preset": "paper", "agent_overrides": {"separate_sample": False}},
     # the issue-16 preset: policy search over a rate and a step-length cap
-    "recommended": {"preset": "recommended", "flags": []},
-    "rec-td3": {"preset": "recommended", "flags": ["--agent", "td3"]},
-    "rec-actor-critic": {"preset": "recommended", "flags": ["--agent", "actor-critic"]},
-    # the issue-8 study's configurations (agents/presets.py "issue8", the previous recommended)
-    "issue8": {"preset": "issue8", "flags": []},
-    "issue8-td3": {"preset": "issue8", "flags": ["--agent", "td3"]},
-    "issue8-no-select": {"preset": "issue8", "flags": ["--select-best", "0"]},
-    "issue8-discounted": {"preset": "issue8", "flags": ["--gamma", "0.9", "--no-finite-horizon"]},
-    "issue8-same-batch": {"preset": "issue8", "flags": ["--reward", "same-batch"]},
+    "recommended": {"preset": "recommended"},
+    "rec-td3": {"preset": "recommended", "agent": "td3"},
+    "rec-actor-critic": {"preset": "recommended", "agent": "actor-critic"},
+    # the issue-8 study's configurations (experiments/presets.py "issue8", the previous recommended)
+    "issue8": {"preset": "issue8"},
+    "issue8-td3": {"preset": "issue8", "agent": "td3"},
+    "issue8-no-select": {"preset": "issue8", "train": {"select_best": 0}},
+    "issue8-discounted": {"preset": "issue8", "agent_overrides": {"gamma": 0.9}, "train": {"finite_horizon": False}},
+    "issue8-same-batch": {"preset": "issue8", "env": {"reward": "same-batch"}},
 }
 DEFAULT_CONFIGS = ("paper", "paper-no-separate", "issue8", "recommended")
 
@@ -112,7 +111,7 @@ def classif20():
     return Task.from_tensors(x[:5000], y[:5000], x[5000:], y[5000:], model, batch_size=50, name="classif20")
 
 
-#: tasks built here (evaluation only: train_controller.py trains on envs.tasks.TASKS), as the
+#: tasks built here (evaluation only: controllers train on envs.tasks.TASKS), as the
 #: user-task names ``module:function`` the sweep's env takes
 EXTRA_TASKS = {"classif20": "benchmarks.study_recommended:classif20"}
 
@@ -157,39 +156,37 @@ def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, 
     return out
 
 
-def train_controller(job: dict) -> dict:
-    """Train one controller with train_controller.py (skipped if its run directory is complete)."""
-    import contextlib
-    import io
+def train_settings(job: dict):
+    """The TrainSettings of one study job (its configuration, task, seed and budget)."""
+    from experiments.config import TrainSettings
 
+    config = CONFIGS[job["config"]]
+    return TrainSettings.from_preset(config["preset"], agent=config.get("agent"), env=config.get("env"),
+                                     agent_overrides=config.get("agent_overrides"),
+                                     **{**config.get("train", {}), "task": job["task"], "seed": job["seed"],
+                                        "steps": job["env_steps"], "checkpoint_every": 0})
+
+
+def train_controller(job: dict) -> dict:
+    """Train one controller (:func:`experiments.training.train`; skipped if its run directory is complete)."""
     import torch
+
+    from experiments import training
 
     torch.set_num_threads(1)
     out = Path(job["out"])
     if (out / "summary.json").is_file():
         return {**json.loads((out / "summary.json").read_text()), **job, "reused": True}
-    import train_controller as tc
-
-    argv = ["--preset", job["preset"], "--task", job["task"], "--seed", str(job["seed"]),
-            "--out", str(out), "--no-progress", "--checkpoint-every", "0", "--overwrite",  # an unfinished run
-            "--steps", str(job["env_steps"]), *job["flags"]]
     start = time.time()
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = tc.main(argv)
-    if code != 0:
-        raise RuntimeError(f"train_controller.py {' '.join(argv)} exited with {code}")
-    summary = json.loads((out / "summary.json").read_text())
+    summary = training.train(train_settings(job), out, overwrite=True, progress=False)  # (an unfinished run)
     return {**summary, **job, "reused": False, "wall_s": round(time.time() - start, 1)}
 
 
 def env_steps_for(config: dict, train_updates: int) -> int:
     """--train-updates (primary updates) -> env steps for this configuration."""
-    from agents.presets import get_preset
+    from experiments.presets import get_preset
 
-    k = get_preset(config["preset"])["env"].get("updates_per_step", 1)
-    flags = config["flags"]
-    if "--updates-per-step" in flags:
-        k = int(flags[flags.index("--updates-per-step") + 1])
+    k = {**get_preset(config["preset"])["env"], **config.get("env", {})}.get("updates_per_step", 1)
     return max(1, math.ceil(train_updates / k))
 
 
@@ -343,8 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_jobs = [] if args.no_baselines else [
         {"family": fam, "optimizer": opt, "kind": kind, "lr": lr, "seed": s}
         for fam, (opt, kind, lrs) in GRIDS.get(eval_task, GRIDS["digits"]).items() for lr in lrs for s in seeds]
-    train_jobs = [{"config": name, "preset": CONFIGS[name]["preset"], "flags": list(CONFIGS[name]["flags"]),
-                   "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
+    train_jobs = [{"config": name, "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
                    "out": str(out / "runs" / f"{name}-seed{k}")}
                   for name in configs for k in ctrl_seeds]
     trained = _map(train_controller, train_jobs, args.jobs, "training controllers")
@@ -363,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = {"task": args.task, "eval_task": eval_task, "updates": args.updates, "train_updates": args.train_updates,
                "eval_seeds": seeds, "controller_seeds": ctrl_seeds, "configs": configs,
-               "config_flags": {c: CONFIGS[c] for c in configs},
+               "config_settings": {c: CONFIGS[c] for c in configs},
                "command": "python benchmarks/study_recommended.py "
                           + " ".join(argv if argv is not None else sys.argv[1:]),
                "training": trained, "controller_runs": evaluated, "baseline_runs": baselines}

@@ -3,7 +3,7 @@
     python benchmarks/transfer.py                       # small defaults: a few minutes on CPU
     python benchmarks/transfer.py --train-steps 10000 --eval-updates 1000 --jobs 2   # full sizes
 
-1. Trains controllers with ``train_controller.py`` (the ``--preset``, default ``recommended``), one
+1. Trains controllers with :func:`experiments.training.train` (the ``--preset``, default ``recommended``), one
    per ``--controllers`` entry ``TASKS@OPTIMIZER``: ``digits@sgd`` (the paper's setting),
    ``digits+regression2d@sgd`` (multi-task: round-robin episodes), ``digits@momentum``,
    ``digits@adam`` (the controller sets the learning rate of SGD with momentum 0.9 / of Adam).
@@ -18,8 +18,8 @@
    tuned SGD's and Adam's, mean +- std over the seeds) and writes it to ``--out``/transfer.json
    and transfer.md; each evaluation's full report is in ``--out``/eval-<task>/.
 
-Trained controllers are reused when their run directory was written by the same command and
-preset (``transfer_spec.json``); the baseline runs of ``evaluate.py`` resume from their files.
+Trained controllers are reused when their run directory was written with the same settings
+(``transfer_spec.json``); the baseline runs of ``evaluate.py`` resume from their files.
 """
 from __future__ import annotations
 
@@ -114,25 +114,21 @@ def parse_controllers(text: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- steps
 def train(tasks: str, optimizer: str, args: argparse.Namespace, runs: Path) -> tuple[Path, bool]:
     """Train (or reuse) one controller; returns ``(run_dir, trained_now)``."""
-    import train_controller
-    from agents.presets import get_preset
+    from experiments import training
+    from experiments.config import TrainSettings
 
     out = runs / f"{tasks.replace(',', '+')}-{optimizer}"
-    argv = ["--task", tasks, "--optimizer", optimizer, "--steps", str(args.train_steps), "--seed", "0",
-            "--preset", args.preset, "--out", str(out), "--checkpoint-every", "0"]
-    if args.episode_length:
-        argv += ["--episode-length", str(args.episode_length)]
-    spec = {"argv": argv, "preset": get_preset(args.preset)}
+    settings = TrainSettings.from_preset(args.preset, env={"optimizer": optimizer, "episode_length": args.episode_length},
+                                         task=tasks, steps=args.train_steps, seed=0, checkpoint_every=0)
+    spec = {"settings": settings.to_json()}  # what the run was trained with (its preset's values included)
     spec_file = out / "transfer_spec.json"
     if (out / "summary.json").is_file() and spec_file.is_file() and json.loads(spec_file.read_text()) == spec:
-        print(f"reusing {out} (same command and preset)")
+        print(f"reusing {out} (same settings)")
         return out, False
     if out.exists():
         shutil.rmtree(out)
-    print("python train_controller.py " + " ".join(argv), flush=True)
-    code = train_controller.main(argv + (["--no-progress"] if args.no_progress else []))
-    if code != 0:
-        raise RuntimeError(f"train_controller.py failed ({code}) for {tasks}@{optimizer}")
+    print(f"training {tasks}@{optimizer} -> {out}", flush=True)
+    training.train(settings, out, progress=not args.no_progress)
     spec_file.write_text(json.dumps(spec, indent=1))
     return out, True
 
@@ -258,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         rows += table_rows(task, results, controllers, args.grid)
 
-    from agents.presets import get_preset
+    from experiments.presets import get_preset
 
     text = (f"# Transfer: controllers trained on one task, evaluated on another\n\n"
             f"Final full training loss after {args.eval_updates} updates, mean ± std over {args.seeds} held-out "

@@ -24,6 +24,11 @@ MAX_SEEDS = 10_000
 SEED_LIMIT = 2 ** 64
 
 
+class SettingsError(ValueError):
+    """Settings or inputs refused before any work started (a command line reports it as a usage
+    error, exit status 2; nothing was written)."""
+
+
 def held_out_seeds(n: int) -> list[int]:
     """The first ``n`` held-out evaluation seeds."""
     return list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + n))
@@ -120,3 +125,161 @@ class EvaluationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: agent keyword arguments a flag may set, per agent family (anything else is refused by name)
+AGENT_KEYS = {
+    "actor-critic": ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
+                     "target_tau", "normalize_obs", "reward_scale", "twin_critics"),
+    "policy-search": ("population", "elite_fraction", "init_std"),
+    "sb3": ("gamma", "noise_std", "learning_rate", "learning_starts", "batch_size", "buffer_size"),
+}
+AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
+#: training budget when neither the flag nor the preset gives one (env steps)
+DEFAULT_TRAIN_STEPS = 10_000
+
+
+@dataclass
+class TrainSettings:
+    """Everything a controller training run needs; written to ``settings.json`` (:meth:`to_json`)
+    and read back from it (:meth:`from_json`), both through the one schema
+    (:func:`agents.settings_schema.validate_settings`)."""
+
+    agent: str
+    """The controller: ``actor-critic`` (the paper's), ``policy-search``, ``ddpg`` or ``td3``."""
+    env_kwargs: dict
+    """:class:`envs.LearningRateEnv` keyword arguments (reward, action, features, ranges, ...)."""
+    agent_kwargs: dict
+    """Keyword arguments of the agent class (ActorCritic, PolicySearch, or the SB3 factory)."""
+    preset: str = "recommended"
+    """The named configuration of :mod:`experiments.presets` these settings started from."""
+    task: str = "digits"
+    """Task name, or a comma-separated list for round-robin multi-task episodes."""
+    steps: int = DEFAULT_TRAIN_STEPS
+    """Total env steps (controller decisions) to train for, resumed steps included."""
+    seed: int = 0
+    """Seed of the agent and of the training env's primary runs."""
+    num_envs: int = 1
+    """Primary runs trained side by side in one batched env (ddpg/td3)."""
+    device: str = "cpu"
+    """Device of the primary model and the agent."""
+    data_root: str | None = None
+    """Folder holding dataset files (mnist, cifar10)."""
+    checkpoint_every: int = 1000
+    """Write an atomic checkpoint every this many env steps (0: only at the end)."""
+    workers: int | None = None
+    """Policy search: processes running a generation's episodes (None: the machine's cores)."""
+    select_best: int = 0
+    """Every this many episodes (policy search: generations) evaluate the deterministic policy on
+    :attr:`eval_seeds` and keep the best as the checkpoint (0: keep the last)."""
+    eval_seeds: list[int] = field(default_factory=lambda: [SELECTION_SEED])
+    """Primary seeds of checkpoint selection (neither training nor held-out evaluation seeds)."""
+    collapse_termination: bool = False
+    """Training only: end an episode as diverged when the loss climbs back to chance level."""
+    finite_horizon: bool = False
+    """Training only: the episode's end is terminal (no bootstrapping past it)."""
+    spaces: dict | None = None
+    """The env's observation and action boxes as JSON, recorded when a run starts (an SB3
+    checkpoint is rebuilt from them, never unpickled)."""
+
+    _TRAIN_KEYS = ("task", "steps", "seed", "num_envs", "device", "data_root", "checkpoint_every", "workers",
+                   "select_best", "eval_seeds", "collapse_termination", "finite_horizon")
+
+    @property
+    def tasks(self) -> list[str]:
+        return [t.strip() for t in self.task.split(",") if t.strip()]
+
+    def to_json(self) -> dict:
+        """The ``settings.json`` layout: ``agent``, ``preset``, ``env_kwargs``, ``agent_kwargs``, ``train``."""
+        from agents.settings_schema import validate_settings
+
+        record = {"agent": self.agent, "preset": self.preset, "env_kwargs": self.env_kwargs,
+                  "agent_kwargs": self.agent_kwargs, "train": {k: getattr(self, k) for k in self._TRAIN_KEYS}}
+        if self.spaces is not None:
+            record["spaces"] = self.spaces
+        return validate_settings(record)
+
+    @classmethod
+    def from_json(cls, settings: dict, path: str = "settings.json") -> "TrainSettings":
+        """Settings read from a run's ``settings.json`` (validated; ``CheckpointError`` naming the field)."""
+        from agents.settings_schema import validate_settings
+
+        settings = validate_settings(settings, path)
+        train = {k: v for k, v in settings["train"].items() if k in cls._TRAIN_KEYS}
+        return cls(agent=settings["agent"], preset=settings.get("preset", ""), env_kwargs=settings["env_kwargs"],
+                   agent_kwargs=settings["agent_kwargs"], spaces=settings.get("spaces"), **train)
+
+    @classmethod
+    def from_preset(cls, preset: str = "recommended", agent: str | None = None, env: dict | None = None,
+                    agent_overrides: dict | None = None, **train: Any) -> "TrainSettings":
+        """A preset with single values overridden: ``env`` (env keyword arguments),
+        ``agent_overrides`` (keys of :data:`AGENT_KEYS` for the chosen agent; another agent's key is
+        a ``ValueError`` naming it) and ``train`` (the other fields). ``None`` values are ignored."""
+        from agents.sb3 import SB3_HYPERPARAMS
+        from experiments.presets import get_preset
+
+        p = get_preset(preset)
+        agent = agent or p.get("algo", "actor-critic")
+        if agent not in AGENTS:
+            raise ValueError(f"unknown agent {agent!r}; choose from {', '.join(AGENTS)}")
+        env_kwargs = {**p["env"], **{k: v for k, v in (env or {}).items() if v is not None}}
+        overrides = {k: v for k, v in (agent_overrides or {}).items() if v is not None}
+        family = agent if agent in AGENT_KEYS else "sb3"
+        wrong = [k for k in overrides if k not in AGENT_KEYS[family]]
+        if wrong:
+            raise ValueError(f"--{wrong[0].replace('_', '-')} does not apply to --agent {agent}")
+        train = {k: v for k, v in train.items() if v is not None}
+        unknown = [k for k in train if k not in cls._TRAIN_KEYS]
+        if unknown:
+            raise TypeError(f"unknown training setting {unknown[0]!r}")
+        num_envs = int(train.get("num_envs", 1))
+        if num_envs > 1 and agent in ("actor-critic", "policy-search"):
+            raise ValueError(f"--num-envs > 1 works with --agent ddpg or td3; {agent} learns from one episode "
+                             f"at a time (use --num-envs 1; policy-search runs episodes side by side with "
+                             f"--workers)")
+        if train.get("workers") is not None and agent != "policy-search":
+            raise ValueError(f"--workers does not apply to --agent {agent}")
+        shared = p["agent"]  # gamma and noise_std are shared by the actor-critic and SB3
+        if agent == "policy-search":
+            agent_kwargs = {**p.get("policy_search", {}), **overrides}
+        elif agent == "actor-critic":
+            agent_kwargs = {**shared, **overrides}
+        else:
+            agent_kwargs = {**SB3_HYPERPARAMS, **p.get("sb3", {}), "gamma": shared["gamma"],
+                            "action_noise_std": shared["noise_std"]}
+            if "noise_std" in overrides:  # (SB3's factory calls it action_noise_std)
+                agent_kwargs["action_noise_std"] = overrides.pop("noise_std")
+            agent_kwargs.update(overrides)
+            # SB3 counts one train_freq step per vector step (num_envs transitions): as many
+            # gradient steps per transition as with one env
+            agent_kwargs["gradient_steps"] = int(agent_kwargs["gradient_steps"]) * num_envs
+        ptrain = p.get("train", {})
+        defaults = {"steps": ptrain.get("steps", DEFAULT_TRAIN_STEPS), "select_best": ptrain.get("select_best", 0),
+                    "eval_seeds": list(ptrain.get("eval_seeds", [SELECTION_SEED])),
+                    "collapse_termination": bool(ptrain.get("collapse_termination", False)),
+                    "finite_horizon": bool(ptrain.get("finite_horizon", False))}
+        settings = cls(agent=agent, preset=preset, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+                       **{**defaults, **train})
+        settings.validate()
+        return settings
+
+    def validate(self) -> "TrainSettings":
+        """Check the tasks exist (names or ``module:function``) and the record is well-formed."""
+        from envs.tasks import TASKS
+
+        if not self.tasks:
+            raise ValueError("--task: give a task name")
+        unknown = [t for t in self.tasks if t not in TASKS and ":" not in t]
+        if unknown:
+            raise ValueError(f"--task: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)} "
+                             f"(or a comma-separated list of them)")
+        if self.data_root is not None:
+            from pathlib import Path
+
+            if not Path(self.data_root).is_dir():
+                raise ValueError(f"--data-root: {self.data_root!r} is not a directory")
+        try:
+            self.to_json()
+        except ValueError as exc:  # CheckpointError: name the field, not a file
+            raise ValueError(str(exc).replace("settings.json: ", "")) from None
+        return self

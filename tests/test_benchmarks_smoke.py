@@ -62,7 +62,7 @@ def test_peer_dacbench_tiny(tmp_path, capsys):
 
 
 def test_memory_tiny(tmp_path, capsys):
-    """One case through the subprocess pipeline (train_controller on the random-MNIST task), one in-process."""
+    """One case through the subprocess pipeline (a training run on the random-MNIST task), one in-process."""
     out = tmp_path / "memory.json"
     sizes = ["--n-train", "300", "--n-test", "50", "--steps", "2", "--train-steps", "3", "--episode-length", "2"]
     code = memory.main(["--cases", "train-mnist-cnn", *sizes, "--json", str(out)])
@@ -72,7 +72,7 @@ def test_memory_tiny(tmp_path, capsys):
     assert "peak MiB" in printed and "train-mnist-cnn" in printed
     (train,) = data["results"]
     assert train["case"] == "train-mnist-cnn" and _finite_positive(train["peak_rss_mb"])
-    assert "--task" in train["argv"] and "mnist" in train["argv"]
+    assert train["settings"]["task"] == "benchmarks.memory:mnist_sized_task" and train["settings"]["steps"] == 3
 
     args = memory.build_parser().parse_args(sizes)
     env = memory.child("env-mnist-cnn", args)

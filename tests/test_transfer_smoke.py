@@ -72,9 +72,10 @@ def test_multi_task_controller_trains_round_robin(tiny_run):
     # 20 env steps of episodes of 10 updates: at least two episodes, so both tasks were trained on
     assert json.loads((run_dir / "summary.json").read_text())["episodes_this_run"] >= 2
 
-    import train_controller
+    from experiments.config import TrainSettings
+    from experiments.training import make_training_env
 
-    env = train_controller.make_training_env(settings)
+    env = make_training_env(TrainSettings.from_json(settings))
     tasks = [env.reset(seed=i)[1]["task"] for i in range(4)]
     assert tasks == ["digits", "regression2d", "digits", "regression2d"]
     _, _, _, _, info = env.step(env.action_space.sample())

@@ -1,0 +1,265 @@
+"""Train a controller: ``train(settings, out) -> summary`` (and :func:`resume`), the one training
+entry point; ``train_controller.py`` is a command line over it.
+
+A run directory ``out`` holds ``controller.pt`` (actor-critic, policy search) or
+``controller.zip`` (SB3), ``settings.json`` (written first, so a killed run can be resumed),
+``tb/`` (TensorBoard, SB3 layout) and ``summary.json``. The directory is locked while a run
+writes into it (:class:`agents.rundir.DirectoryLock`); a fresh run never replaces another one
+unless ``overwrite`` is given; checkpoints are atomic, so a crash leaves the last good one.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.config import SettingsError, TrainSettings
+
+
+class TrainingInterrupted(Exception):
+    """A KeyboardInterrupt during training: the checkpoint was saved; ``resume`` continues it."""
+
+    def __init__(self, out: Path, steps: int) -> None:
+        super().__init__(f"interrupted at step {steps}; checkpoint saved in {out}")
+        self.out, self.steps = out, steps
+
+
+def make_training_env(settings: TrainSettings):
+    """The env of a run: one LearningRateEnv per task (round-robin episodes if several), or N
+    primary runs in one batched env as an SB3 VecEnv (``num_envs > 1``), with the training-only
+    wrappers. The full train/test loss is evaluated at each episode's end
+    (``eval_every=episode_length``) so the summary can report the final primary loss."""
+    from envs.learning_rate_env import LearningRateEnv
+
+    env_kwargs = dict(settings.env_kwargs)
+    tasks = settings.tasks
+    common = {"device": settings.device, "data_root": settings.data_root, "eval_every": env_kwargs["episode_length"]}
+    if settings.num_envs > 1:
+        if len(tasks) > 1:
+            raise ValueError("--num-envs > 1 trains on one task; several tasks are not supported yet")
+        from agents.vec_env import make_sb3_vec_env
+
+        return make_sb3_vec_env(tasks[0], num_envs=settings.num_envs, seed=settings.seed,
+                                collapse={} if settings.collapse_termination else None,
+                                finite_horizon=settings.finite_horizon, **common, **env_kwargs)
+    envs = [LearningRateEnv(task=t, seed=settings.seed, **common, **env_kwargs) for t in tasks]
+    if settings.collapse_termination:
+        from agents.wrappers import CollapseTermination
+
+        envs = [CollapseTermination(e) for e in envs]
+    if settings.finite_horizon:
+        from agents.wrappers import FiniteHorizon
+
+        envs = [FiniteHorizon(e) for e in envs]
+    if len(envs) == 1:
+        return envs[0]
+    from envs.multitask import RoundRobinEnv
+
+    return RoundRobinEnv(envs)
+
+
+def _make_agent(settings: TrainSettings, env, resume_ckpt: Path | None):
+    """The agent (fresh or loaded from ``resume_ckpt``) and its save function."""
+    from agents.actor_critic import ActorCritic
+    from agents.policy_search import PolicySearch
+    from agents.sb3 import load_sb3_safely, make_sb3_agent, save_sb3_atomic
+
+    if settings.agent in ("actor-critic", "policy-search"):
+        cls = ActorCritic if settings.agent == "actor-critic" else PolicySearch
+        extra: dict[str, Any] = {}
+        if settings.agent == "policy-search":  # side-by-side episodes: each worker builds the run's env
+            workers = settings.workers or min(os.cpu_count() or 1, settings.agent_kwargs.get("population", 12))
+            extra = {"workers": workers,
+                     "env_factory": functools.partial(make_training_env, settings) if workers > 1 else None}
+        if resume_ckpt is not None:
+            model = cls.load(resume_ckpt, env=env, device=settings.device, **extra)
+        else:
+            model = cls(env, **settings.agent_kwargs, seed=settings.seed, device=settings.device, **extra)
+        return model, model.save
+    if resume_ckpt is not None:
+        model = load_sb3_safely(resume_ckpt, settings.to_json(), env=env, device=settings.device)
+    else:
+        model = make_sb3_agent(settings.agent, env, seed=settings.seed, device=settings.device,
+                               **settings.agent_kwargs)
+    return model, functools.partial(save_sb3_atomic, model)
+
+
+def _check_out(out: Path, replacing: bool, overwrite: bool) -> list[str]:
+    """``out`` must be a directory (or not exist, with no file above it); a run in it is replaced
+    only with ``overwrite``. Returns the files of the run that ``overwrite`` will remove."""
+    from agents.rundir import RunDirError, existing_run_files
+
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
+    below = next((p for p in out.parents if p.exists()), None)
+    if below is not None and not below.is_dir():
+        raise RunDirError(f"--out {out}: lies below {below}, which is a file, not a directory")
+    previous = existing_run_files(out) if replacing and out.is_dir() else []
+    if previous and not overwrite:
+        raise RunDirError(f"--out {out} already holds a run ({', '.join(previous)}): continue it with "
+                          f"--resume {out}, or replace it with --overwrite")
+    return previous
+
+
+def train(settings: TrainSettings, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True,
+          log_every: int = 1) -> dict:
+    """Train a controller with ``settings`` into the run directory ``out``; returns the summary
+    (also written to ``out/summary.json``). Raises ``ValueError`` for settings the env or agent
+    refuses (:class:`experiments.config.SettingsError`, before ``out`` is touched),
+    :class:`agents.rundir.RunDirError` for an unusable ``out``, ``OSError`` for a failing
+    disk (the last good checkpoint is kept), :class:`TrainingInterrupted` on Ctrl-C (checkpoint saved)."""
+    out = Path(out)
+    previous = _check_out(out, replacing=True, overwrite=overwrite)
+    return _run(settings, out, None, previous, progress, log_every)
+
+
+def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.PathLike | None = None,
+           task: str | None = None, device: str | None = None, data_root: str | None = None,
+           checkpoint_every: int | None = None, overwrite: bool = False, progress: bool = True,
+           log_every: int = 1) -> dict:
+    """Continue a run (its directory or checkpoint file) up to ``steps`` total env steps; the other
+    settings come from the run (``device``, ``data_root``, ``checkpoint_every`` may change).
+
+    A run directory is data, never code: a user task (``module:function``) recorded in its
+    settings.json is imported only when the caller names the same task again (``task``)."""
+    from agents.checkpoint import CheckpointError, resolve_run
+    from agents.settings_schema import user_tasks
+
+    try:
+        resume_ckpt, run_dir, recorded = resolve_run(run)
+    except CheckpointError as exc:
+        raise SettingsError(f"--resume: {exc}") from None
+    given = None if task is None else ",".join(t.strip() for t in task.split(",") if t.strip())
+    if given is not None and given != ",".join(t.strip() for t in recorded["train"]["task"].split(",")):
+        raise SettingsError(f"--resume: the run was trained on --task {recorded['train']['task']}, not {given}")
+    users = user_tasks(recorded)
+    if users and given is None:
+        raise SettingsError(f"--resume: the run's settings.json names the user task {users[0]!r}, which would "
+                         f"import and run code named by a file; a resumed run never does that by itself. "
+                         f"If you trust that code, name it again: --task {recorded['train']['task']}")
+    try:
+        settings = TrainSettings.from_json(recorded, str(run_dir / "settings.json"))
+    except CheckpointError as exc:
+        raise SettingsError(f"--resume: {exc}") from None
+    if data_root is not None and not Path(data_root).is_dir():
+        raise SettingsError(f"--data-root: {data_root!r} is not a directory")
+    for name, value in (("steps", steps), ("device", device), ("data_root", data_root),
+                        ("checkpoint_every", checkpoint_every)):
+        if value is not None:
+            setattr(settings, name, value)
+    out = Path(out) if out is not None else run_dir
+    previous = _check_out(out, replacing=out.resolve() != run_dir.resolve(), overwrite=overwrite)
+    return _run(settings, out, resume_ckpt, previous, progress, log_every)
+
+
+def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous: list[str],
+         progress: bool, log_every: int) -> dict:
+    from agents.checkpoint import CHECKPOINT_NAMES, atomic_write_json, remove_stale_temp_files
+    from agents.rundir import DirectoryLock, clear_run_files, prepare_directory, remove_temp_files
+    from agents.sb3 import box_to_json
+
+    from agents.checkpoint import CheckpointError
+    from envs.tasks import DatasetUnavailableError
+
+    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
+    try:  # everything refused here is refused before the run directory is touched
+        env = make_training_env(settings)
+        if resume_ckpt is None or settings.spaces is None:
+            settings.spaces = {"observation": box_to_json(env.observation_space),
+                               "action": box_to_json(env.action_space)}
+    except DatasetUnavailableError as exc:
+        raise SettingsError(f"--task: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"bad environment settings: {exc}") from None
+    try:
+        model, save_to = _make_agent(settings, env, resume_ckpt)
+    except CheckpointError as exc:
+        raise SettingsError(f"--resume: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"bad agent settings: {exc}") from None
+    record = settings.to_json()
+
+    prepare_directory(out)
+    try:
+        with DirectoryLock(out, purpose="training"):
+            if previous:  # overwrite: nothing of the old run may mix with the new one
+                clear_run_files(out)
+            remove_stale_temp_files(out, (ckpt_path.name, "settings.json", "summary.json"))
+            atomic_write_json(out / "settings.json", record)  # first, so a killed run can be resumed
+            return _learn(settings, model, lambda m: save_to(ckpt_path), out, ckpt_path, resume_ckpt,
+                          progress, log_every)
+    finally:
+        remove_temp_files(out)
+
+
+def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, resume_ckpt: Path | None,
+           progress: bool, log_every: int) -> dict:
+    from stable_baselines3.common.logger import configure
+
+    from agents.checkpoint import atomic_write_json
+    from agents.sb3 import EnvInfoCallback, PeriodicCheckpoint, TqdmCallback
+
+    model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+    done_before = int(model.num_timesteps)
+    remaining = max(0, settings.steps - done_before)
+    if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
+        # the checkpoint was written mid-episode (a kill or an interrupt): that episode ended there,
+        # the resumed run starts a fresh one, so the counter matches an uninterrupted run's
+        model._episode_num += 1
+        model.interrupted_episode_steps = 0
+    info_cb = EnvInfoCallback(log_every=log_every)
+    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
+    callbacks = [info_cb, checkpointer]
+    if progress:
+        callbacks.append(TqdmCallback(total=settings.steps, desc=f"{settings.agent} on {settings.task}"))
+
+    # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
+    select, selector = {}, None
+    if settings.select_best > 0:
+        from agents.wrappers import select_best_callback
+        from envs.learning_rate_env import LearningRateEnv
+
+        eval_env = LearningRateEnv(task=settings.tasks[0], device=settings.device, data_root=settings.data_root,
+                                   **{**settings.env_kwargs, "fresh_w0": False})
+        select = {"eval_env": eval_env, "eval_freq": int(settings.select_best),
+                  "eval_seeds": tuple(int(s) for s in settings.eval_seeds)}
+        if settings.agent not in ("actor-critic", "policy-search"):  # SB3: the same selection as a callback
+            selector = select_best_callback(eval_env, select["eval_freq"], select["eval_seeds"])
+            callbacks.append(selector)
+            select = {}
+
+    start = time.time()
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=callbacks, log_interval=1,
+                        reset_num_timesteps=resume_ckpt is None, progress_bar=False, **select)
+    except KeyboardInterrupt:
+        checkpointer.save(model)
+        raise TrainingInterrupted(out, int(model.num_timesteps)) from None
+    wall = time.time() - start
+    checkpointer.save(model)
+
+    last = info_cb.last_episode or {}
+    summary = {
+        "agent": settings.agent, "task": settings.task, "seed": settings.seed, "out": str(out),
+        "steps_total": int(model.num_timesteps), "steps_this_run": int(model.num_timesteps) - done_before,
+        "resumed_from_step": done_before if resume_ckpt is not None else None,
+        "episodes_this_run": info_cb.episodes,
+        "final_train_loss": last.get("final_train_loss"),
+        "final_test_loss": last.get("final_test_loss"),
+        "final_test_accuracy": last.get("final_test_accuracy"),
+        "final_batch_loss": last.get("final_batch_loss"),
+        "last_episode_diverged": last.get("diverged"),
+        "last_episode_mean_lr": last.get("mean_lr"),
+        "mean_lr": info_cb.mean_lr,
+        "best_eval_return": (selector.best_return if selector is not None else
+                             getattr(model, "best_eval_return", None) if select else None),
+        "best_eval_timestep": (selector.best_timestep if selector is not None else
+                               getattr(model, "best_eval_timestep", None) if select else None),
+        "wall_time_s": round(wall, 2),
+        "checkpoint": str(ckpt_path),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
