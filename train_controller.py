@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = p.add_argument_group("environment (override the preset)")
     e.add_argument("--episode-length", type=_positive_int, default=None,
-                   help="steps per episode (the paper's reset frequency e)")
+                   help="primary updates per episode (the paper's reset frequency e; an episode has "
+                        "ceil(episode_length / updates_per_step) env steps)")
     e.add_argument("--reward", choices=("same-batch", "next-batch", "validation", "probe"), default=None,
                    help="reward batch: the update's own (paper), the next, a held-out validation batch, or a fixed probe batch of training examples")
     e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,

@@ -115,7 +115,7 @@ class LearningRateEnv(gym.Env):
     ## Arguments
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
         :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
-    episode_length: steps per episode (``e``). lr_min / lr_max: learning-rate range.
+    episode_length: primary updates per episode (``e``). lr_min / lr_max: learning-rate range.
     action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max: see Action Space.
     reward, reward_transform, reward_scale, validation_size, validation_batch_size,
     rotating_validation: see Rewards. features: extra state features. obs_max: observation cap.
