@@ -103,7 +103,7 @@ CAPPED_BASELINE_ENV = {**BASELINE_ENV, "lr_max": 1e4}
 #: controller env settings that shape its observations/actions (everything else is not used)
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size", "log_observations", "updates_per_step",
+                       "per_group", "validation_batch_size", "probe_batch_size", "log_observations", "updates_per_step",
                        "step_cap_min", "step_cap_max")
 LRFREE_PACKAGES = {"schedulefree-sgd": "schedulefree", "schedulefree-adamw": "schedulefree",
                    "prodigy": "prodigyopt", "dadapt-sgd": "dadaptation", "dadapt-adam": "dadaptation"}
