@@ -63,6 +63,7 @@ _ENV_FIELDS: dict[str, tuple[Any, str]] = {
     "updates_per_step": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "relative_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "validation_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "probe_batch_size": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
     "validation_size": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
     "lr_min": (lambda v: _is_num(v) and v > 0, "a number > 0"),
     "lr_max": (lambda v: _is_num(v) and v > 0, "a number > 0"),

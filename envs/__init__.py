@@ -1,5 +1,10 @@
 """The environment side: tasks, primary training, ``LearningRateEnv`` and its registration.
 
+Modules: :mod:`envs.tasks` (data, model, loss), :mod:`envs.primary` (primary training),
+:mod:`envs.control` (observation and action -> rate), :mod:`envs.rewards` (reward modes and
+transforms), :mod:`envs.learning_rate_env`, :mod:`envs.vector_env` (N runs batched),
+:mod:`envs.multitask` (:class:`RoundRobinEnv`, episodes cycling through several tasks).
+
 Importing this package registers the environments with gymnasium, so that
 ``gymnasium.make("envs:LearningRate-v0")`` works in a fresh interpreter:
 
@@ -26,7 +31,9 @@ from envs import fork_safety
 from envs._version import __version__
 from envs.control import ControlState
 from envs.learning_rate_env import ACTIONS, FEATURES, REWARDS, LearningRateEnv
+from envs.multitask import RoundRobinEnv
 from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_device
+from envs.rewards import REWARD_PLANS, TRANSFORMS, RewardPlan, RewardTransform
 from envs.vector_env import LearningRateVectorEnv
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
 
@@ -47,6 +54,7 @@ for _env_id, _task in ENV_IDS.items():
                            vector_entry_point="envs.vector_env:LearningRateVectorEnv",
                            kwargs={"task": _task})
 
-__all__ = ["__version__", "LearningRateEnv", "LearningRateVectorEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
+__all__ = ["__version__", "LearningRateEnv", "LearningRateVectorEnv", "RoundRobinEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
-           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS"]
+           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS", "RewardPlan", "RewardTransform", "REWARD_PLANS",
+           "TRANSFORMS"]

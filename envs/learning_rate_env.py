@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import gymnasium as gym
@@ -12,9 +11,13 @@ import torch
 # observations and the action -> rate mapping live in envs.control (shared with the scheduler)
 from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, grad_norm  # noqa: F401
 from envs.primary import PrimaryTrainer
+from envs.rewards import REWARDS, TRANSFORMS, Pending, RewardTransform, reward_plan  # noqa: F401
 from envs.tasks import Task
 
-REWARDS = ("same-batch", "next-batch", "validation", "probe")
+
+def _is_size(v) -> bool:
+    """An integer >= 1 (a batch size), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
 
 
 class LearningRateEnv(gym.Env):
@@ -69,16 +72,24 @@ class LearningRateEnv(gym.Env):
     ``reward="validation"``: the decrement of the loss on a batch of ``validation_batch_size``
     examples from a validation split held out of the training set (``validation_size``
     examples), fixed or redrawn each step (``rotating_validation``).
-    ``reward="probe"``: the same on a probe batch of ``validation_batch_size`` examples of the
-    training set itself (fixed or rotating): a low-noise measure of training-loss progress, for
+    ``reward="probe"``: the same on a probe batch of ``probe_batch_size`` examples of the
+    training set itself (fixed or rotating; ``probe_batch_size=None``, the default, takes
+    ``validation_batch_size``): a low-noise measure of training-loss progress, for
     when the goal is the training loss (the validation split's loss stops falling once the
     model fits its training set, so it rewards generalisation, not optimisation).
     ``reward_transform="log-ratio"`` gives ``log(before) - log(after)`` instead of
-    ``before - after``. Rewards are multiplied by ``reward_scale``.
+    ``before - after``. ``reward_scale`` multiplies every reward, the divergence penalty
+    included: ``reward_scale * (before - after)``, or ``-reward_scale * divergence_penalty`` on
+    divergence (the same meaning as the actor-critic's ``reward_scale``, which multiplies the
+    whole reward before the TD error; the two multiply). At the default ``reward_scale=1`` no
+    reward changes; see Version History.
     ``info["loss_before"]`` / ``info["loss_after"]`` are the two losses the reward compares.
+    Which batch each mode measures, and the transform, are :mod:`envs.rewards`
+    (``env.reward_plan``, ``env.reward_fn``), shared with :class:`~envs.vector_env.LearningRateVectorEnv`.
     **Divergence** (a non-finite loss, or one above ``divergence_factor`` (default 100) times
     the episode's first observation, or above ``obs_max``) ends the episode with ``terminated=True`` and
-    reward ``-divergence_penalty`` (default 10, in reward units: far more than any
+    reward ``-reward_scale * divergence_penalty`` (penalty default 10, in reward units at
+    ``reward_scale=1``: far more than any
     loss decrement a normal episode can earn, so that divergence always costs the agent).
     The factor is generous on purpose: with small batches (regression2d's 10) one batch's loss
     can be ten times another's without anything going wrong; a real divergence overshoots any
@@ -117,8 +128,16 @@ class LearningRateEnv(gym.Env):
         :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
     episode_length: primary updates per episode (``e``). lr_min / lr_max: learning-rate range.
     action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max: see Action Space.
-    reward, reward_transform, reward_scale, validation_size, validation_batch_size,
-    rotating_validation: see Rewards. features: extra state features. obs_max: observation cap.
+    reward, reward_transform, reward_scale: see Rewards.
+    validation_size: examples held out of the training set as the validation split (default:
+    ``validation_batch_size`` when ``reward="validation"`` or the ``val_loss`` feature needs it, else 0).
+    validation_batch_size: the validation batch of ``reward="validation"`` and of the ``val_loss``
+    feature (an integer >= 1 when used; default 200).
+    probe_batch_size: the probe batch of ``reward="probe"`` (an integer >= 1, or ``None``, the
+    default: ``validation_batch_size``, as before this argument existed; ``0`` raises ``ValueError``
+    as ``validation_batch_size=0`` does with ``reward="probe"``).
+    rotating_validation: redraw the validation/probe batch every step instead of a fixed one.
+    features: extra state features. obs_max: observation cap.
     per_group: one rate per layer. divergence_factor, divergence_penalty: see Rewards.
     fresh_w0: re-draw ``w0`` every episode. eval_every: every N primary updates (and at reset
     and at the episode's end) put the full train/test loss and accuracy in ``info["eval"]``
@@ -130,6 +149,14 @@ class LearningRateEnv(gym.Env):
         drawn then; an integer makes unseeded use deterministic, as the training scripts need).
     render_mode: see Rendering.
     device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
+
+    ## Version History
+    - v0 (current): the paper's protocol and the options above. Later additions, all keeping
+      every default setting's numbers: ``probe_batch_size`` (the probe batch of
+      ``reward="probe"`` was sized by ``validation_batch_size``, still its default);
+      ``reward_scale`` now scales the divergence penalty too (it multiplied only the loss
+      decrement, so a scale above 1 made divergence relatively cheaper; at the default
+      ``reward_scale=1`` no reward changes, and no recorded run used another).
 
     ## Info
     ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
@@ -159,6 +186,7 @@ class LearningRateEnv(gym.Env):
         validation_size: int | None = None,
         validation_batch_size: int = 200,
         rotating_validation: bool = False,
+        probe_batch_size: int | None = None,
         features: Sequence[str] = (),
         obs_max: float = 1e3,
         per_group: bool = False,
@@ -181,22 +209,24 @@ class LearningRateEnv(gym.Env):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
         self.render_mode = render_mode
-        if reward not in REWARDS:
-            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
-        if reward_transform not in ("raw", "log-ratio"):
-            raise ValueError(f"reward_transform must be 'raw' or 'log-ratio', got {reward_transform!r}")
+        # the reward's bookkeeping (which batch, which transform, divergence): envs.rewards,
+        # shared with LearningRateVectorEnv
+        self.reward_plan = reward_plan(reward)
+        self.reward_fn = RewardTransform(reward_transform, float(reward_scale), float(divergence_penalty),
+                                         float(divergence_factor))
         # the controller-facing arguments (action, lr range, features, ...) are checked by
         # ControlState below; the unknown-feature check is needed first, for the validation split
         unknown = [f for f in features if f not in FEATURES]
         if unknown:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
         needs_val = reward == "validation" or "val_loss" in features
-        if (needs_val or reward == "probe") and not (
-                isinstance(validation_batch_size, (int, np.integer)) and not isinstance(validation_batch_size, bool)
-                and validation_batch_size >= 1):
+        if (needs_val or (reward == "probe" and probe_batch_size is None)) and not _is_size(validation_batch_size):
             raise ValueError(f"reward={reward!r} and the val_loss feature measure a held batch of "
                              f"validation_batch_size examples: it must be an integer >= 1, got "
                              f"{validation_batch_size!r}")
+        if probe_batch_size is not None and not _is_size(probe_batch_size):
+            raise ValueError(f"probe_batch_size (the probe batch of reward='probe') must be None or an "
+                             f"integer >= 1, got {probe_batch_size!r}")
         if validation_size is None:
             validation_size = validation_batch_size if needs_val else 0
         if needs_val and validation_size < 1:
@@ -209,8 +239,9 @@ class LearningRateEnv(gym.Env):
                                       validation_size=validation_size, data_root=data_root,
                                       download=download)
         self.reward_mode, self.reward_transform = reward, reward_transform
-        self.reward_scale = float(reward_scale)
+        self.reward_scale = self.reward_fn.scale
         self.validation_batch_size = int(validation_batch_size)
+        self.probe_batch_size = self.validation_batch_size if probe_batch_size is None else int(probe_batch_size)
         self.rotating_validation = bool(rotating_validation)
         self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
         self.fresh_w0, self.eval_every = bool(fresh_w0), int(eval_every)
@@ -227,9 +258,9 @@ class LearningRateEnv(gym.Env):
         self.features = self.control.features
         self.action_space = self.control.action_space
         self.observation_space = self.control.observation_space
-        # validation/probe rewards compare a held batch before and after the update
-        self._held = reward in ("validation", "probe")
-        self._held_split = "val" if reward == "validation" else "train"
+        # validation/probe rewards compare a held batch (of this size) before and after the update
+        self.held_batch_size = (self.validation_batch_size if reward == "validation"
+                                else self.probe_batch_size if reward == "probe" else 0)
         self._seeded = False
         self._warned_obs_max = False
         self._registered_spec: gym.envs.registration.EnvSpec | None = None
@@ -296,9 +327,7 @@ class LearningRateEnv(gym.Env):
 
     def _held_idx(self) -> torch.Tensor:
         """The reward batch of the validation and probe rewards (fixed unless rotating)."""
-        if self.reward_mode == "validation":
-            return self._val_idx()
-        return self.trainer.probe_batch(self.validation_batch_size, self.rotating_validation)
+        return self.reward_plan.held_batch(self.trainer, self.held_batch_size, self.rotating_validation)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -313,20 +342,21 @@ class LearningRateEnv(gym.Env):
         else:
             self.trainer.reset(new_w0=self.fresh_w0)
         self._seeded = True
+        plan = self.reward_plan
         self._idx = self.trainer.next_batch()
-        pending = [self.trainer.loss_and_grad(self._idx)]
-        if self._held:
-            pending.append(self.trainer.batch_loss(self._held_idx(), split=self._held_split))
+        pending = Pending()
+        pending.add("loss", self.trainer.loss_and_grad(self._idx))
+        if plan.held:
+            pending.add("held", self.trainer.batch_loss(self._held_idx(), split=plan.split))
         if "val_loss" in self.features:
-            pending.append(self.trainer.batch_loss(self._val_idx(), split="val"))
+            pending.add("val_loss", self.trainer.batch_loss(self._val_idx(), split="val"))
         if "grad_norm" in self.features:
-            pending.append(self._grad_norm_tensor())
-        values = torch.stack(pending).tolist()
-        self._loss = values[0]
-        self._held_loss = values[1] if self._held else 0.0
-        obs = self.control.start(self._loss,
-                                 val_loss=values[1 + self._held] if "val_loss" in self.features else 0.0,
-                                 grad_norm=values[-1] if "grad_norm" in self.features else 0.0)
+            pending.add("grad_norm", self._grad_norm_tensor())
+        values = pending.resolve()
+        self._loss = values["loss"]
+        self._held_loss = values.get("held", 0.0)
+        obs = self.control.start(self._loss, val_loss=values.get("val_loss", 0.0),
+                                 grad_norm=values.get("grad_norm", 0.0))
         self._initial_loss = self._loss
         if not self._loss < self.obs_max and not self._warned_obs_max:
             # every step would count as divergence and the observation would be stuck at obs_max
@@ -366,20 +396,18 @@ class LearningRateEnv(gym.Env):
         if not self._seeded:
             raise RuntimeError("call reset() before step()")
         lr = self.control.decide(action)
-        trainer = self.trainer
-        # the loss before the update on the reward batch (same-batch: already known, f(w_t; x_i))
-        before_known = self._loss
-        pending: list[torch.Tensor] = []
+        trainer, plan = self.trainer, self.reward_plan
+        # the loss before the update on the reward batch: known (same-batch: f(w_t; x_i); a fixed
+        # held batch: its loss after the last step) or measured now, in the step's one synchronisation
+        pending = Pending()
         held_idx = next_idx = None
-        if self.reward_mode == "next-batch":
+        if plan.next_batch_first:
             next_idx = trainer.next_batch()
-            pending.append(trainer.batch_loss(next_idx))
-        elif self._held:
+        elif plan.held:
             held_idx = self._held_idx()
-            if self.rotating_validation:
-                pending.append(trainer.batch_loss(held_idx, split=self._held_split))
-            else:
-                before_known = self._held_loss  # the fixed batch's loss at w_t, from the last step
+        loss_before = plan.known_before(self._loss, self._held_loss, self.rotating_validation)
+        if loss_before is None:
+            pending.add("before", trainer.batch_loss(held_idx if plan.held else next_idx, split=plan.split))
 
         # the block of updates at this rate: the first uses the gradient of x_i at w_t already in
         # .grad; each further one (updates_per_step > 1) draws its own batch
@@ -392,41 +420,32 @@ class LearningRateEnv(gym.Env):
             used.append(self._update(lr))
         self.control.advance(lr, n_updates)
 
-        if self.reward_mode == "same-batch":
-            pending.append(trainer.batch_loss(self._idx))
-        elif self._held:
-            pending.append(trainer.batch_loss(held_idx, split=self._held_split))
+        # the reward batch's loss after the update (next-batch: the next observation's loss)
+        if plan.batch == "update":
+            pending.add("after", trainer.batch_loss(self._idx))
+        elif plan.held:
+            pending.add("after", trainer.batch_loss(held_idx, split=plan.split))
         if next_idx is None:
             next_idx = trainer.next_batch()
-        next_loss = trainer.loss_and_grad(next_idx)  # next observation and next gradient at once
-        if self.reward_mode == "next-batch":
-            pending.append(next_loss)  # f(w_{t+1}; x_j) is the reward's "after" too
-        pending.append(next_loss)
+        pending.add("next", trainer.loss_and_grad(next_idx))  # next observation and gradient at once
         if "val_loss" in self.features:
-            pending.append(trainer.batch_loss(self._val_idx(), split="val"))
+            pending.add("val_loss", trainer.batch_loss(self._val_idx(), split="val"))
         if "grad_norm" in self.features:
-            pending.append(self._grad_norm_tensor())
-        values = torch.stack(pending).tolist()  # the step's one host-device synchronisation
-        if self.reward_mode == "same-batch" or (self._held and not self.rotating_validation):
-            values.insert(0, before_known)
-        loss_before, loss_after, next_obs_loss = values[:3]
+            pending.add("grad_norm", self._grad_norm_tensor())
+        values = pending.resolve()  # the step's one host-device synchronisation
+        next_obs_loss = values["next"]
+        loss_after = values.get("after", next_obs_loss)
+        if loss_before is None:
+            loss_before = values["before"]
         batch_loss = self._loss
-        if self._held:
+        if plan.held:
             self._held_loss = loss_after
         self._idx, self._loss = next_idx, next_obs_loss
-        obs = self.control.observe(next_obs_loss,
-                                   val_loss=values[3] if "val_loss" in self.features else None,
-                                   grad_norm=values[-1] if "grad_norm" in self.features else None)
+        obs = self.control.observe(next_obs_loss, val_loss=values.get("val_loss"),
+                                   grad_norm=values.get("grad_norm"))
 
-        limit = min(self.obs_max, self.divergence_factor * max(self._initial_loss, 1e-12))
-        worst = max(loss_after, next_obs_loss)
-        diverged = not (math.isfinite(loss_after) and math.isfinite(next_obs_loss)) or worst > limit
-        if diverged:
-            reward = -self.divergence_penalty
-        elif self.reward_transform == "log-ratio":
-            reward = self.reward_scale * (math.log(max(loss_before, 1e-12)) - math.log(max(loss_after, 1e-12)))
-        else:
-            reward = self.reward_scale * (loss_before - loss_after)
+        diverged = self.reward_fn.diverged(loss_after, next_obs_loss, self._initial_loss, self.obs_max)
+        reward = self.reward_fn(loss_before, loss_after, diverged)
 
         critic_obs = obs.copy()
         critic_obs[0] = self.control.squash_loss(loss_after)

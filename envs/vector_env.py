@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.batched import BatchedPrimaryTrainer, UnbatchableError
 from envs.learning_rate_env import LearningRateEnv
+from envs.rewards import Pending
 
 
 class LearningRateVectorEnv(VectorEnv):
@@ -44,7 +44,9 @@ class LearningRateVectorEnv(VectorEnv):
 
     ## Rewards
     Per sub-env, as the single env's (same-batch, next-batch, validation, probe; raw or log-ratio;
-    ``-divergence_penalty`` on divergence). ``step`` returns a float64 array of shape ``(num_envs,)``.
+    ``-reward_scale * divergence_penalty`` on divergence), from the same
+    :class:`~envs.rewards.RewardPlan` and :class:`~envs.rewards.RewardTransform`.
+    ``step`` returns a float64 array of shape ``(num_envs,)``.
 
     ## Starting State
     ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i`` (its ``w0`` and batch order, as
@@ -204,6 +206,7 @@ class LearningRateVectorEnv(VectorEnv):
         None: continue its seed), as ``LearningRateEnv.reset``; returns their first
         observations and infos."""
         tr, env = self.trainer, self._template
+        plan = env.reward_plan
         idx, held, val = [], [], []
         for i, s in zip(ids, seeds):
             if s is not None:
@@ -212,30 +215,30 @@ class LearningRateVectorEnv(VectorEnv):
                 tr.reset(i, new_w0=env.fresh_w0)
             # the draws in LearningRateEnv.reset's order: batch, held batch, validation batch
             idx.append(tr.next_batch(i))
-            if env._held:
+            if plan.held:
                 held.append(self._held_idx(i))
             if "val_loss" in self.features:
                 val.append(self._val_idx(i))
         sel = torch.as_tensor(ids, dtype=torch.long, device=tr.device)
-        pending = [tr.loss_and_grad(torch.stack(idx), envs=sel)]
-        if env._held:
-            pending.append(tr.batch_loss(torch.stack(held), split=env._held_split, envs=sel))
+        pending = Pending()
+        pending.add("loss", tr.loss_and_grad(torch.stack(idx), envs=sel))
+        if plan.held:
+            pending.add("held", tr.batch_loss(torch.stack(held), split=plan.split, envs=sel))
         if "val_loss" in self.features:
-            pending.append(tr.batch_loss(torch.stack(val), split="val", envs=sel))
+            pending.add("val_loss", tr.batch_loss(torch.stack(val), split="val", envs=sel))
         if "grad_norm" in self.features:
-            pending.append(tr.grad_norm(envs=sel))
-        values = torch.stack(pending, dim=1).tolist()  # one synchronisation
+            pending.add("grad_norm", tr.grad_norm(envs=sel))
+        values = pending.resolve_rows()  # one synchronisation
         evals = tr.evaluate(ids) if env.eval_every else None
         rows, infos = [], []
         for j, i in enumerate(ids):
             v = values[j]
-            loss = v[0]
+            loss = v["loss"]
             self._idx[i], self._loss[i] = idx[j], loss
-            self._held_loss[i] = v[1] if env._held else 0.0
+            self._held_loss[i] = v.get("held", 0.0)
             self._initial_loss[i] = loss
-            rows.append(self.controls[i].start(
-                loss, val_loss=v[1 + env._held] if "val_loss" in self.features else 0.0,
-                grad_norm=v[-1] if "grad_norm" in self.features else 0.0))
+            rows.append(self.controls[i].start(loss, val_loss=v.get("val_loss", 0.0),
+                                               grad_norm=v.get("grad_norm", 0.0)))
             if not loss < env.obs_max and not self._warned_obs_max:
                 self._warned_obs_max = True
                 gym.logger.warn(f"sub-env {i}: the initial mini-batch loss {loss:.4g} is not below "
@@ -320,9 +323,7 @@ class LearningRateVectorEnv(VectorEnv):
 
     def _held_idx(self, i: int) -> torch.Tensor:
         env = self._template
-        if env.reward_mode == "validation":
-            return self._val_idx(i)
-        return self.trainer.probe_batch(i, env.validation_batch_size, env.rotating_validation)
+        return env.reward_plan.held_batch(self.trainer.streams[i], env.held_batch_size, env.rotating_validation)
 
     def step(self, actions):
         if not self._seeded:
@@ -361,27 +362,23 @@ class LearningRateVectorEnv(VectorEnv):
 
     def _step_batched(self, actions):
         n, tr, env = self.num_envs, self.trainer, self._template
-        mode = env.reward_mode
+        plan = env.reward_plan
         rates = self._decide(actions)  # refuses a bad action before any sub-env moves
         capped = getattr(self.controls[0], "needs_grad_norm", False)  # per-update rates
         used = [[] for _ in range(n)]
 
-        # the loss before the update on the reward batch, per sub-env, as LearningRateEnv.step
-        before = [None] * n          # known floats (same-batch, fixed held batch)
+        # the loss before the update on the reward batch, per sub-env, as LearningRateEnv.step:
+        # known floats (same-batch, fixed held batch) or measured in the step's one synchronisation
+        pending = Pending()
         next_idx = [None] * n
         held_idx = [None] * n
-        pending_before = None
-        if mode == "next-batch":
+        if plan.next_batch_first:
             next_idx = [tr.next_batch(i) for i in range(n)]
-            pending_before = tr.batch_loss(torch.stack(next_idx))
-        elif env._held:
+        elif plan.held:
             held_idx = [self._held_idx(i) for i in range(n)]
-            if env.rotating_validation:
-                pending_before = tr.batch_loss(torch.stack(held_idx), split=env._held_split)
-            else:
-                before = list(self._held_loss)
-        else:
-            before = list(self._loss)
+        before = [plan.known_before(self._loss[i], self._held_loss[i], env.rotating_validation) for i in range(n)]
+        if before[0] is None:
+            pending.add("before", tr.batch_loss(torch.stack(held_idx if plan.held else next_idx), split=plan.split))
 
         # the block of updates: the first with the gradients already computed, further ones
         # (updates_per_step > 1) each on a new batch; a sub-env whose block is shorter (its
@@ -399,22 +396,23 @@ class LearningRateVectorEnv(VectorEnv):
 
         # the reward batch's loss after the update (same-batch, held) and the next observation
         # with its gradient: one batched call at the new weights
-        if mode != "next-batch":
+        # (next-batch: the reward batch is the next observation's, its loss after is that loss)
+        if not plan.next_batch_first:
             next_idx = [tr.next_batch(i) for i in range(n)]
-        if mode == "same-batch":
+        if plan.batch == "update":
             next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(self._idx), "train"))
-        elif env._held:
-            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(held_idx), env._held_split))
+            pending.add("after", after)
+        elif plan.held:
+            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(held_idx), plan.split))
+            pending.add("after", after)
         else:
-            next_loss = after = tr.loss_and_grad(torch.stack(next_idx))
-        pending = [after, next_loss]
-        if pending_before is not None:
-            pending.append(pending_before)
+            next_loss = tr.loss_and_grad(torch.stack(next_idx))
+        pending.add("next", next_loss)
         if "val_loss" in self.features:
-            pending.append(tr.batch_loss(torch.stack([self._val_idx(i) for i in range(n)]), split="val"))
+            pending.add("val_loss", tr.batch_loss(torch.stack([self._val_idx(i) for i in range(n)]), split="val"))
         if "grad_norm" in self.features:
-            pending.append(tr.grad_norm())
-        values = torch.stack(pending, dim=1).tolist()  # the step's one synchronisation
+            pending.add("grad_norm", tr.grad_norm())
+        values = pending.resolve_rows()  # the step's one synchronisation
 
         obs_rows = [None] * n
         rewards = np.zeros(n)
@@ -424,26 +422,17 @@ class LearningRateVectorEnv(VectorEnv):
         eval_ids = []
         for i in range(n):
             v = values[i]
-            loss_after, next_obs_loss = v[0], v[1]
-            loss_before = v[2] if pending_before is not None else before[i]
+            next_obs_loss = v["next"]
+            loss_after = v.get("after", next_obs_loss)
+            loss_before = before[i] if before[i] is not None else v["before"]
             batch_loss = self._loss[i]
-            if env._held:
+            if plan.held:
                 self._held_loss[i] = loss_after
             self._idx[i], self._loss[i] = next_idx[i], next_obs_loss
-            k = 2 + (pending_before is not None)
             control = self.controls[i]
-            obs = control.observe(next_obs_loss,
-                                  val_loss=v[k] if "val_loss" in self.features else None,
-                                  grad_norm=v[-1] if "grad_norm" in self.features else None)
-            limit = min(env.obs_max, env.divergence_factor * max(self._initial_loss[i], 1e-12))
-            worst = max(loss_after, next_obs_loss)
-            diverged = not (math.isfinite(loss_after) and math.isfinite(next_obs_loss)) or worst > limit
-            if diverged:
-                reward = -env.divergence_penalty
-            elif env.reward_transform == "log-ratio":
-                reward = env.reward_scale * (math.log(max(loss_before, 1e-12)) - math.log(max(loss_after, 1e-12)))
-            else:
-                reward = env.reward_scale * (loss_before - loss_after)
+            obs = control.observe(next_obs_loss, val_loss=v.get("val_loss"), grad_norm=v.get("grad_norm"))
+            diverged = env.reward_fn.diverged(loss_after, next_obs_loss, self._initial_loss[i], env.obs_max)
+            reward = env.reward_fn(loss_before, loss_after, diverged)
             critic_obs = obs.copy()
             critic_obs[0] = control.squash_loss(loss_after)
             info = {"lr": self._info_lr(i, np.mean(used[i], axis=0) if capped else None),

@@ -92,7 +92,7 @@ def controller_entry(path: str, controller: Any, task: str) -> ControllerEntry:
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
                        "per_group", "validation_batch_size", "log_observations", "updates_per_step",
-                       "step_cap_min", "step_cap_max")
+                       "step_cap_min", "step_cap_max", "probe_batch_size")
 
 
 def controller_trained_task(ctrl) -> str | None:
