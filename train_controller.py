@@ -416,10 +416,10 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict
         torch.set_num_threads(args.threads)
     from agents.actor_critic import ActorCritic
     from agents.policy_search import PolicySearch
-    from agents.checkpoint import (CHECKPOINT_NAMES, CheckpointError, atomic_write_json,
-                                   remove_stale_temp_files, resolve_run)
-    from agents.sb3 import (EnvInfoCallback, PeriodicCheckpoint, TqdmCallback, box_to_json,
-                            load_sb3_safely, make_sb3_agent, save_sb3_atomic)
+    from agents.callbacks import EnvInfoCallback, PeriodicCheckpoint, SelectBestCallback, TqdmCallback
+    from agents.checkpoint import CHECKPOINT_NAMES, resolve_run
+    from agents.io import CheckpointError, atomic_write_json, box_to_json, remove_stale_temp_files
+    from agents.sb3 import load_sb3_safely, make_sb3_agent, save_sb3_atomic
     from agents.rundir import (DirectoryLock, RunDirError, clear_run_files, existing_run_files,
                                prepare_directory)
     from envs.primary import resolve_device
@@ -533,27 +533,23 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict
         callbacks.append(TqdmCallback(total=train["steps"], desc=f"{agent_name} on {train['task']}"))
 
     # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
-    select, selector = {}, None
+    selector = None
     if train.get("select_best", 0) > 0:
-        from agents.wrappers import select_best_callback
         from envs.learning_rate_env import LearningRateEnv
 
         eval_kwargs = {**settings["env_kwargs"], "fresh_w0": False}
-        select = {"eval_env": LearningRateEnv(task=train["task"].split(",")[0], device=train["device"],
-                                              data_root=train["data_root"], **eval_kwargs),
-                  "eval_freq": int(train["select_best"]),
-                  "eval_seeds": tuple(int(s) for s in train.get("eval_seeds", [500]))}
-        if agent_name not in ("actor-critic", "policy-search"):  # SB3 agents: the same selection as a callback
-            selector = select_best_callback(select["eval_env"], select["eval_freq"], select["eval_seeds"])
-            callbacks.append(selector)
-            select = {}
+        eval_env = LearningRateEnv(task=train["task"].split(",")[0], device=train["device"],
+                                   data_root=train["data_root"], **eval_kwargs)
+        selector = SelectBestCallback(eval_env, int(train["select_best"]),
+                                      tuple(int(s) for s in train.get("eval_seeds", [500])))
+        callbacks.append(selector)
 
     # ---- train
     start = time.time()
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=1,
-                        reset_num_timesteps=resume_ckpt is None, progress_bar=False, **select)
+                        reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
         print(f"\ninterrupted at step {model.num_timesteps}; checkpoint saved, continue with:\n"
@@ -576,10 +572,8 @@ def _main(args: argparse.Namespace, parser: argparse.ArgumentParser, state: dict
         "last_episode_diverged": last.get("diverged"),
         "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
-        "best_eval_return": (selector.best_return if selector is not None else
-                             getattr(model, "best_eval_return", None) if select else None),
-        "best_eval_timestep": (selector.best_timestep if selector is not None else
-                               getattr(model, "best_eval_timestep", None) if select else None),
+        "best_eval_return": selector.best_return if selector is not None else None,
+        "best_eval_timestep": selector.best_timestep if selector is not None else None,
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }
