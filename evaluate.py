@@ -100,11 +100,6 @@ LABELS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSpro
 BASELINE_ENV = {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0}
 #: the same for the clipped and gradient-norm baselines, whose capped rates may be far above 10
 CAPPED_BASELINE_ENV = {**BASELINE_ENV, "lr_max": 1e4}
-#: controller env settings that shape its observations/actions (everything else is not used)
-CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
-                       "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size", "log_observations", "updates_per_step",
-                       "step_cap_min", "step_cap_max")
 LRFREE_PACKAGES = {"schedulefree-sgd": "schedulefree", "schedulefree-adamw": "schedulefree",
                    "prodigy": "prodigyopt", "dadapt-sgd": "dadaptation", "dadapt-adam": "dadaptation"}
 
@@ -221,26 +216,17 @@ def _get_controller(path: str, device: str):
 
 
 def controller_trained_task(ctrl) -> str | None:
-    settings = getattr(ctrl, "settings", None) or {}
-    env_kwargs = getattr(ctrl, "env_kwargs", None) or {}
-    task = settings.get("task") or (settings.get("train") or {}).get("task") or env_kwargs.get("task")
-    return task if isinstance(task, str) else None
+    return ctrl.trained_task  # agents.checkpoint.Controller.trained_task
 
 
 def controller_env_kwargs(ctrl) -> dict:
     """The observation/action settings of the env a controller was trained in."""
-    kw = {k: v for k, v in (getattr(ctrl, "env_kwargs", None) or {}).items() if k in CONTROLLER_ENV_KEYS}
-    if "features" in kw:
-        kw["features"] = list(kw["features"])
-    return kw
+    return ctrl.env_kwargs()  # agents.checkpoint.Controller.env_kwargs
 
 
 def controller_validation_size(ctrl) -> int:
     """Validation examples a controller's features need (0 if none)."""
-    kw = getattr(ctrl, "env_kwargs", None) or {}
-    if "val_loss" not in (kw.get("features") or ()):
-        return 0
-    return int(kw.get("validation_size") or kw.get("validation_batch_size", 200))
+    return ctrl.validation_size  # agents.checkpoint.Controller.validation_size
 
 
 # =========================================================================== one run
@@ -299,7 +285,7 @@ def _finite_or_none(x: Any) -> Any:
 def _write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temp file + fsync + rename; the temp file is removed if the write
     fails, e.g. on a full disk): a killed sweep never leaves half a run file."""
-    from agents.checkpoint import atomic_write_bytes
+    from agents.io import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(_finite_or_none(obj), allow_nan=False).encode())
 
@@ -730,15 +716,12 @@ def policy_evaluation(ctrl, task: str, seed: int, episodes: int, steps: int, dev
     """Mean and std of the episode return of ``ctrl`` over ``episodes`` episodes, in an env with
     the controller's own training settings (reward included) on ``task``, via SB3's
     ``evaluate_policy``. Returns ``(mean, std, episode_length)``."""
-    import inspect
-
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
     from envs.learning_rate_env import LearningRateEnv
 
-    allowed = set(inspect.signature(LearningRateEnv).parameters) - {"task", "seed", "device", "data_root"}
-    kw = {k: v for k, v in (getattr(ctrl, "env_kwargs", None) or {}).items() if k in allowed}
+    kw = ctrl.env_kwargs(include_reward=True)
     kw.setdefault("episode_length", steps)
     env = Monitor(LearningRateEnv(task=task, seed=seed, device=device, data_root=data_root, **kw))
     try:

@@ -188,7 +188,7 @@ def eval_controller(job: dict) -> dict:
     from agents.checkpoint import load_controller
 
     ctrl = load_controller(job["run"])
-    env = _env_for(job["task"], job["steps"], ctrl.env_kwargs)
+    env = _env_for(job["task"], job["steps"], ctrl.env_kwargs(include_reward=True))
     return {**job, **_final(run_episode(env, ControllerPolicy(ctrl), seed=job["seed"]))}
 
 

@@ -12,7 +12,8 @@ import torch
 from gymnasium import spaces
 
 import train_controller
-from agents.checkpoint import CheckpointError, load_controller
+from agents.checkpoint import load_controller
+from agents.io import CheckpointError
 from agents.policy_search import LinearPolicy, PolicySearch
 
 
