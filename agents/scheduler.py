@@ -98,7 +98,9 @@ class ControllerScheduler:
                              "build it with the model's parameters")
         self.controller, self.optimizer, self.deterministic = controller, optimizer, bool(deterministic)
         # the controller's training settings (Controller.env_kwargs: the one place that rebuilds them)
-        recorded = controller.env_kwargs(include_reward=True) if isinstance(controller, Controller) else {}
+        # (another object with ``predict`` may carry a plain ``env_kwargs`` dict of its own)
+        recorded = (controller.env_kwargs(include_reward=True) if isinstance(controller, Controller)
+                    else dict(getattr(controller, "env_kwargs", None) or {}))
         kwargs = {**recorded, **(env_kwargs or {})}
         episode_length = int(kwargs.get("episode_length", 200))
         self.total_steps = int(total_steps) if total_steps is not None else episode_length
