@@ -236,16 +236,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         resolve_device(args.device)
         if args.resume is not None:
-            if args.agent is not None or args.num_envs is not None:  # they are the run's own
-                from agents.checkpoint import resolve_run
+            from agents.checkpoint import resolve_run
+            from agents.io import CheckpointError
 
-                recorded = resolve_run(args.resume)[2]
-                if args.agent is not None and args.agent != recorded["agent"]:
-                    raise SettingsError(f"--resume: the run was trained with --agent {recorded['agent']}, "
-                                        f"not {args.agent}")
-                if args.num_envs is not None and args.num_envs != recorded["train"].get("num_envs", 1):
-                    raise SettingsError(f"--resume: the run was trained with --num-envs "
-                                        f"{recorded['train'].get('num_envs', 1)}")
+            try:
+                _, run_dir, recorded = resolve_run(args.resume)
+            except CheckpointError as exc:
+                raise SettingsError(f"--resume: {exc}") from None
+            out = args.out or run_dir
+            if args.agent is not None and args.agent != recorded["agent"]:  # they are the run's own
+                raise SettingsError(f"--resume: the run was trained with --agent {recorded['agent']}, "
+                                    f"not {args.agent}")
+            if args.num_envs is not None and args.num_envs != recorded["train"].get("num_envs", 1):
+                raise SettingsError(f"--resume: the run was trained with --num-envs "
+                                    f"{recorded['train'].get('num_envs', 1)}")
             run = functools.partial(training.resume, args.resume, steps=args.steps, out=args.out, task=args.task,
                                     device=args.device, data_root=args.data_root,
                                     checkpoint_every=args.checkpoint_every)

@@ -48,9 +48,10 @@ Robustness levers beyond the paper, all off by default (= the paper's behaviour)
   and train the critic only (SB3's ``learning_starts``): the critic sees the whole lr range
   before the actor follows its ``dQ/da``; otherwise an untrained critic's random slope can
   drive the tanh actor into a bound in a few episodes, where its gradient vanishes for good.
-- Checkpoint selection: ``learn(eval_env=..., eval_freq=N)`` runs a deterministic episode on
-  fixed validation seed(s) every ``N`` training episodes (and at the end) and leaves the actor
-  with the best validation return in place when ``learn`` returns (see :meth:`learn`).
+- Checkpoint selection: ``learn(callback=SelectBestCallback(eval_env, N))``
+  (:class:`agents.callbacks.SelectBestCallback`, the same for every agent) runs a deterministic
+  episode on fixed validation seed(s) every ``N`` training episodes (and at the end) and leaves
+  the actor with the best validation return in place when ``learn`` returns.
 """
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from torch import Tensor, nn
 
+from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
 from agents.sb3_shape import SB3Shaped
-from agents.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
 
 FORMAT = "lrrl-actor-critic/1"
 
@@ -251,8 +252,6 @@ class ActorCritic(SB3Shaped):
         self._critic_steps = self._actor_steps = 0  # gradients accumulated in the current window
         self._n_updates = 0
         self._needs_first_reset = True
-        self.best_eval_return: float | None = None  # set by learn(eval_env=...): checkpoint selection
-        self.best_eval_timestep: int | None = None
         self.ep_info_buffer: deque = deque(maxlen=100)
         self._logger: Logger | None = None
         self._custom_logger = False
@@ -373,8 +372,7 @@ class ActorCritic(SB3Shaped):
     # ------------------------------------------------------------------ Algorithm 1
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
               tb_log_name: str = "ActorCritic", reset_num_timesteps: bool = True,
-              progress_bar: bool = False, eval_env: gym.Env | None = None, eval_freq: int = 0,
-              eval_seeds: tuple[int, ...] = (500,)) -> "ActorCritic":
+              progress_bar: bool = False) -> "ActorCritic":
         """Train for ``total_timesteps`` env steps (Algorithm 1's ``T``), SB3-style.
 
         ``callback``: an SB3 ``BaseCallback``, a list of them, or a function
@@ -383,14 +381,9 @@ class ActorCritic(SB3Shaped):
         episodes. With ``reset_num_timesteps=False`` training continues the step count (resume);
         a resumed run starts a fresh episode (the primary model's weights are not checkpointed).
 
-        Checkpoint selection (off unless ``eval_env`` and ``eval_freq > 0``): every ``eval_freq``
-        training episodes, and once more at the end, the current actor runs one deterministic
-        episode on ``eval_env`` per seed in ``eval_seeds`` (``reset(seed=s)``: the same ``w0``
-        and batch order every time; use seeds that are neither training nor test seeds). The
-        actor (and observation normaliser) with the highest mean return is restored when
-        ``learn`` returns; ``best_eval_return`` / ``best_eval_timestep`` record it and
-        ``eval/mean_reward`` is logged. Why: the critic's ``dQ/da`` oscillates, so the last
-        actor is a draw from a cycle, not the best one seen (the paper keeps the last).
+        Checkpoint selection is a callback: :class:`agents.callbacks.SelectBestCallback` (it sees
+        each finished episode in ``on_step`` and keeps :meth:`get_parameters`: the actor and the
+        observation normaliser).
         """
         if self.env is None:
             raise ValueError("learn() needs an env: pass one to the constructor, load() or set_env()")
@@ -411,9 +404,6 @@ class ActorCritic(SB3Shaped):
         if self.normalize_obs:
             self.obs_rms.update(torch.as_tensor(obs, device=self.device))
         stats = {"delta": [], "q": [], "q_actor": []}
-        selecting = eval_env is not None and eval_freq > 0
-        if selecting:
-            self.best_eval_return, self.best_eval_timestep, best = -math.inf, None, None
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total:
             # lines 3-6: the actor picks a_t = pi(s_t) (plus exploration noise)
@@ -439,8 +429,6 @@ class ActorCritic(SB3Shaped):
                 self._episode_num += 1
                 if "episode" in info:
                     self.ep_info_buffer.append(info["episode"])
-                if selecting and self._episode_num % eval_freq == 0:
-                    best = self._select(eval_env, eval_seeds, best)
                 if log_interval and self._episode_num % log_interval == 0:
                     self._dump_logs(stats, start_time, start_steps)
                     stats = {k: [] for k in stats}
@@ -450,36 +438,8 @@ class ActorCritic(SB3Shaped):
                     self.obs_rms.update(torch.as_tensor(obs, device=self.device))
             else:
                 obs, state = new_obs, next_state
-        if selecting:
-            best = self._select(eval_env, eval_seeds, best)
-            self.actor.load_state_dict(best["actor"])
-            self.obs_rms.load_state_dict(best["obs_rms"])
         callback.on_training_end()
         return self
-
-    def evaluate_return(self, env: gym.Env, seeds: tuple[int, ...] = (500,)) -> float:
-        """Mean undiscounted return of the deterministic policy: one episode per seed, each
-        from ``env.reset(seed=s)``. The env is stepped until it terminates or truncates."""
-        returns = []
-        for seed in seeds:
-            obs, _ = env.reset(seed=int(seed))
-            state, total, done = self.actor.initial_state(1), 0.0, False
-            while not done:
-                action_unit, state = self._act(obs, state, explore=False)
-                obs, reward, terminated, truncated, _ = env.step(self._from_unit(action_unit))
-                total, done = total + float(reward), terminated or truncated
-            returns.append(total)
-        return float(np.mean(returns))
-
-    def _select(self, eval_env: gym.Env, eval_seeds: tuple[int, ...], best: dict | None) -> dict:
-        """Evaluate the current actor; keep a copy of it in ``best`` if it is the best so far."""
-        value = self.evaluate_return(eval_env, eval_seeds)
-        self.logger.record("eval/mean_reward", value)
-        if best is None or value > self.best_eval_return:
-            self.best_eval_return, self.best_eval_timestep = value, self.num_timesteps
-            best = {"actor": {k: v.detach().clone() for k, v in self.actor.state_dict().items()},
-                    "obs_rms": {k: v.clone() for k, v in self.obs_rms.state_dict().items()}}
-        return best
 
     def _dump_logs(self, stats: dict, start_time: int, start_steps: int) -> None:
         elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)
@@ -535,12 +495,17 @@ class ActorCritic(SB3Shaped):
         action = self._from_unit(a.clamp(-1.0, 1.0).cpu().numpy())
         return (action[0] if single else action), (h.cpu().numpy(), c.cpu().numpy())
 
+    def _parameter_objects(self) -> dict[str, Any]:
+        """What ``predict`` uses: the actor and the observation normaliser
+        (:meth:`get_parameters` / :meth:`set_parameters`, checkpoint selection)."""
+        return {"actor": self.actor, "obs_rms": self.obs_rms}
+
     # ------------------------------------------------------------------ checkpoints
     def settings(self) -> dict:
         """Everything needed to rebuild the agent (JSON-serialisable)."""
-        box = lambda b: {"low": b.low.tolist(), "high": b.high.tolist(), "dtype": str(b.dtype)}  # noqa: E731
         return {"hyperparameters": dict(self.hyper), "seed": self.seed,
-                "observation_space": box(self.observation_space), "action_space": box(self.action_space)}
+                "observation_space": box_to_json(self.observation_space),
+                "action_space": box_to_json(self.action_space)}
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic checkpoint: plain state dicts (networks, normaliser, optimizers, noise RNG),
@@ -573,17 +538,15 @@ class ActorCritic(SB3Shaped):
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None, device: str = "auto",
              **overrides: Any) -> "ActorCritic":
         """Rebuild an agent saved by :meth:`save` (``weights_only=True``; bad files raise
-        :class:`~agents.checkpoint.CheckpointError`). ``env`` is needed only to keep training."""
+        :class:`~agents.io.CheckpointError`). ``env`` is needed only to keep training."""
         payload = safe_torch_load(path, map_location="cpu")
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError(f"{str(path)!r} is not an actor-critic checkpoint (format {FORMAT!r})")
         try:
             settings = json.loads(payload["settings_json"])
-            to_box = lambda d: spaces.Box(np.array(d["low"], dtype=d["dtype"]),  # noqa: E731
-                                          np.array(d["high"], dtype=d["dtype"]), dtype=d["dtype"])
             agent = cls(env=env, **{**settings["hyperparameters"], **overrides}, seed=settings["seed"],
-                        device=device, observation_space=to_box(settings["observation_space"]),
-                        action_space=to_box(settings["action_space"]))
+                        device=device, observation_space=box_from_json(settings["observation_space"]),
+                        action_space=box_from_json(settings["action_space"]))
             agent.actor.load_state_dict(payload["actor"])
             agent.critic.load_state_dict(payload["critic"])
             agent.obs_rms.load_state_dict(payload["obs_rms"])

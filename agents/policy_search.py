@@ -21,9 +21,10 @@ Per generation ``g``:
    same ``w0`` and batch order), and record its return;
 3. ``mu``, ``sigma`` <- mean and std of the ``elite_fraction`` best candidates, plus extra
    exploration noise that decays linearly to ``min_std`` over ``noise_decay`` generations;
-4. every ``eval_freq`` generations (checkpoint selection, as :class:`~agents.actor_critic.ActorCritic`
-   does it) the mean policy ``mu`` runs deterministically on fixed validation seeds, and the best
-   ``mu`` seen is the one ``learn`` leaves in place.
+4. the callbacks' ``on_rollout_end`` is called: checkpoint selection
+   (:class:`agents.callbacks.SelectBestCallback`, the same for every agent) runs the mean policy
+   ``mu`` deterministically on fixed validation seeds every ``eval_freq`` generations, and the
+   best ``mu`` seen is the one ``learn`` leaves in place.
 
 The policy is ``a = tanh(W x + b)`` with ``x`` the observation scaled from its (finite) box onto
 ``[-1, 1]``: with the capped action and the features ``step_fraction`` and ``grad_norm`` it can
@@ -51,8 +52,8 @@ from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 
+from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
 from agents.sb3_shape import SB3Shaped
-from agents.checkpoint import CheckpointError, atomic_torch_save, safe_torch_load
 
 FORMAT = "lrrl-policy-search-v1"
 
@@ -137,6 +138,10 @@ class PolicySearch(SB3Shaped):
         tensorboard_log / verbose: as in SB3.
     """
 
+    #: checkpoint selection (:class:`agents.callbacks.SelectBestCallback`) counts generations
+    #: (signalled by ``on_rollout_end``), not episodes
+    selection_unit = "generation"
+
     def __init__(self, env: gym.Env | None = None, population: int = 12, elite_fraction: float = 0.25,
                  init_std: float = 0.5, min_std: float = 0.02, noise_decay: int = 10,
                  seed: int | None = 0, workers: int = 1, env_factory: Callable[[], gym.Env] | None = None,
@@ -173,8 +178,6 @@ class PolicySearch(SB3Shaped):
         self.num_timesteps = 0
         self.generation = 0
         self._episode_num = 0
-        self.best_eval_return: float | None = None
-        self.best_eval_timestep: int | None = None
         self.ep_info_buffer: deque = deque(maxlen=100)
         self._logger: Logger | None = None
         self._custom_logger = False
@@ -182,11 +185,12 @@ class PolicySearch(SB3Shaped):
     # ------------------------------------------------------------------ the algorithm
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
               tb_log_name: str = "PolicySearch", reset_num_timesteps: bool = True,
-              progress_bar: bool = False, eval_env: gym.Env | None = None, eval_freq: int = 0,
-              eval_seeds: tuple[int, ...] = (500,)) -> "PolicySearch":
+              progress_bar: bool = False) -> "PolicySearch":
         """Search for ``total_timesteps`` env steps (generations of whole episodes; a generation
-        the budget cannot finish is not started). ``eval_env``/``eval_freq`` (in generations)/
-        ``eval_seeds``: checkpoint selection of the mean policy, as in ``ActorCritic.learn``."""
+        the budget cannot finish is not started). The callbacks see every step (``on_step``) and,
+        once a generation's update is done and counted in ``generation``, ``on_rollout_end``:
+        checkpoint selection (:class:`agents.callbacks.SelectBestCallback`) counts generations
+        there, since ``selection_unit`` is ``"generation"``."""
         if self.env is None:
             raise ValueError("learn() needs an env")
         if reset_num_timesteps:
@@ -196,9 +200,6 @@ class PolicySearch(SB3Shaped):
             self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name,
                                                       reset_num_timesteps)
         callback = self._init_callback(callback, progress_bar)
-        selecting = eval_env is not None and eval_freq > 0
-        if selecting:
-            self.best_eval_return, self.best_eval_timestep = -math.inf, None
         callback.on_training_start(locals(), globals())
         start_time, start_steps = time.time_ns(), self.num_timesteps
         pool = None
@@ -206,22 +207,15 @@ class PolicySearch(SB3Shaped):
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                           initializer=_init_worker, initargs=(self.env_factory,))
         try:
-            self._generations(total, callback, pool, eval_env if selecting else None, eval_freq, eval_seeds,
-                              log_interval, start_time, start_steps)
+            self._generations(total, callback, pool, log_interval, start_time, start_steps)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        if selecting:
-            if self._selected_generation != self.generation:  # (the last generation's mean is not checked yet)
-                self._best = self._select(eval_env, eval_seeds, self._best)
-                self.logger.dump(step=self.num_timesteps)
-            self.mean = self._best.copy()
         callback.on_training_end()
         return self
 
-    def _generations(self, total: int, callback: BaseCallback, pool, eval_env, eval_freq: int,
-                     eval_seeds: tuple[int, ...], log_interval: int, start_time: int, start_steps: int) -> None:
-        self._best, self._selected_generation = None, None
+    def _generations(self, total: int, callback: BaseCallback, pool, log_interval: int, start_time: int,
+                     start_steps: int) -> None:
         episode_steps, keep_going = self._episode_steps(), True
         while keep_going:
             # a generation costs population x episode length; stop before one that cannot finish
@@ -229,6 +223,7 @@ class PolicySearch(SB3Shaped):
                 break
             if episode_steps is None and self.num_timesteps >= total:
                 break
+            callback.on_rollout_start()
             half = self.rng.standard_normal((self.population // 2, self.mean.size))
             candidates = self.mean + self.std * np.concatenate([half, -half])
             primary_seed = (0 if self.seed is None else self.seed) * 10007 + self.generation
@@ -248,8 +243,7 @@ class PolicySearch(SB3Shaped):
                 break
             self._update(candidates, np.asarray(returns))
             self.generation += 1
-            if eval_env is not None and self.generation % eval_freq == 0:
-                self._best = self._select(eval_env, eval_seeds, self._best)
+            callback.on_rollout_end()  # a generation is done: checkpoint selection looks here
             if log_interval and self.generation % log_interval == 0:
                 self._dump_logs(returns, start_time, start_steps)
 
@@ -287,29 +281,6 @@ class PolicySearch(SB3Shaped):
         self.mean = elite.mean(axis=0)
         self.std = np.sqrt(elite.var(axis=0) + extra ** 2)
 
-    def evaluate_return(self, env: gym.Env, seeds: tuple[int, ...] = (500,), theta: np.ndarray | None = None) -> float:
-        """Mean return of the deterministic policy ``theta`` (default: the mean) over one episode
-        per seed, each from ``env.reset(seed=s)``."""
-        theta = self.mean if theta is None else theta
-        returns = []
-        for seed in seeds:
-            obs, _ = env.reset(seed=int(seed))
-            total, done = 0.0, False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(self.policy.action(theta, obs)[0])
-                total, done = total + float(reward), terminated or truncated
-            returns.append(total)
-        return float(np.mean(returns))
-
-    def _select(self, eval_env: gym.Env, eval_seeds: tuple[int, ...], best: np.ndarray | None) -> np.ndarray:
-        self._selected_generation = self.generation
-        value = self.evaluate_return(eval_env, eval_seeds)
-        self.logger.record("eval/mean_reward", value)
-        if best is None or value > self.best_eval_return:
-            self.best_eval_return, self.best_eval_timestep = value, self.num_timesteps
-            best = self.mean.copy()
-        return best
-
     def _dump_logs(self, returns: list[float], start_time: int, start_steps: int) -> None:
         elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)
         if self.ep_info_buffer:
@@ -337,11 +308,28 @@ class PolicySearch(SB3Shaped):
         action = self.policy.action(theta, obs)
         return (action[0] if single else action), None
 
+    def _parameter_objects(self) -> dict[str, Any]:
+        """What ``predict`` uses: the search mean (``get_parameters() == {"search": {"mean":
+        float64 tensor}}``, exact)."""
+        agent = self
+
+        class _Mean:
+            def state_dict(self) -> dict:
+                return {"mean": torch.as_tensor(agent.mean)}
+
+            def load_state_dict(self, state: dict) -> None:
+                mean = torch.as_tensor(state["mean"]).double().numpy().copy()
+                if mean.shape != agent.mean.shape:
+                    raise ValueError(f"mean of shape {mean.shape}, expected {agent.mean.shape}")
+                agent.mean = mean
+
+        return {"search": _Mean()}
+
     # ------------------------------------------------------------------ checkpoints
     def settings(self) -> dict:
-        box = lambda b: {"low": b.low.tolist(), "high": b.high.tolist(), "dtype": str(b.dtype)}  # noqa: E731
         return {"hyperparameters": dict(self.hyper), "seed": self.seed,
-                "observation_space": box(self.observation_space), "action_space": box(self.action_space)}
+                "observation_space": box_to_json(self.observation_space),
+                "action_space": box_to_json(self.action_space)}
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic checkpoint of tensors and plain numbers (loaded with ``weights_only=True``)."""
@@ -361,11 +349,9 @@ class PolicySearch(SB3Shaped):
             raise CheckpointError(f"{str(path)!r} is not a policy-search checkpoint (format {FORMAT!r})")
         try:
             settings = json.loads(payload["settings_json"])
-            to_box = lambda d: spaces.Box(np.array(d["low"], dtype=d["dtype"]),  # noqa: E731
-                                          np.array(d["high"], dtype=d["dtype"]), dtype=d["dtype"])
             agent = cls(env=env, **{**settings["hyperparameters"], **overrides}, seed=settings["seed"],
-                        device=device, observation_space=to_box(settings["observation_space"]),
-                        action_space=to_box(settings["action_space"]))
+                        device=device, observation_space=box_from_json(settings["observation_space"]),
+                        action_space=box_from_json(settings["action_space"]))
             mean = payload["mean"].double().numpy()
             std = payload["std"].double().numpy()
             if mean.shape != agent.mean.shape or std.shape != agent.std.shape:

@@ -1,35 +1,32 @@
-"""stable-baselines3 glue: DDPG/TD3 baselines on ``LearningRateEnv``, safe loading, callbacks.
+"""stable-baselines3 DDPG/TD3 on ``LearningRateEnv``: the factory, atomic saves and safe loading.
 
 - :data:`SB3_HYPERPARAMS` and :func:`make_sb3_agent`: the one place the baselines' settings live.
-- :func:`load_sb3_safely`: load a DDPG/TD3 zip without unpickling anything (see below).
-- Callbacks shared by every agent of ``train_controller.py`` (the paper's ``ActorCritic`` runs
-  SB3 callbacks too): :class:`TqdmCallback`, :class:`EnvInfoCallback`, :class:`PeriodicCheckpoint`.
+- :func:`save_sb3_atomic` / :func:`load_sb3_safely`: write a DDPG/TD3 zip atomically, load one
+  without unpickling anything (see :func:`load_sb3_safely`).
+
+The callbacks every agent uses live in :mod:`agents.callbacks`.
 """
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import is_wrapped
-from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
-from agents.checkpoint import CheckpointError, atomic_write_bytes, unpickling_refusal
+from agents.io import CheckpointError, atomic_write_bytes, box_from_json, unpickling_refusal
 
 ALGOS = {"ddpg": DDPG, "td3": TD3}
 
@@ -95,15 +92,6 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
         gamma=hp["gamma"], train_freq=hp["train_freq"], gradient_steps=hp["gradient_steps"],
         action_noise=noise, policy_kwargs={"net_arch": list(hp["net_arch"])},
         tensorboard_log=tensorboard_log, seed=seed, device=device, verbose=0)
-
-
-def box_to_json(box: spaces.Box) -> dict:
-    return {"low": box.low.tolist(), "high": box.high.tolist(), "dtype": str(box.dtype)}
-
-
-def box_from_json(d: dict) -> spaces.Box:
-    return spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
-                      dtype=d["dtype"])
 
 
 def save_sb3_atomic(model, path: str | os.PathLike) -> None:
@@ -178,137 +166,3 @@ def load_sb3_safely(path: str | os.PathLike, settings: dict, env: gym.Env | None
             raise unpickling_refusal(exc, path) from None
         raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded "
                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
-# --------------------------------------------------------------------------- callbacks
-class TqdmCallback(BaseCallback):
-    """A plain tqdm progress bar over env steps (SB3's own bar needs ``rich``)."""
-
-    def __init__(self, total: int | None = None, initial: int = 0, desc: str = "training",
-                 disable: bool | None = None) -> None:
-        super().__init__()
-        self.total, self.initial, self.desc, self.disable = total, initial, desc, disable
-        self.bar = None
-
-    def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
-
-        total = self.total if self.total is not None else \
-            self.locals.get("total_timesteps", 0) + self.model.num_timesteps
-        self.bar = tqdm(total=total, initial=self.model.num_timesteps, desc=self.desc, unit="step",
-                        dynamic_ncols=True, disable=self.disable)
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.model.num_timesteps - self.bar.n)
-        info = self.locals.get("infos", [{}])[0]
-        if self.n_calls % 50 == 0 and "lr" in info:
-            self.bar.set_postfix(lr=f"{np.mean(info['lr']):.3g}", loss=f"{info.get('loss_after', float('nan')):.3g}",
-                                 refresh=False)
-        return True
-
-    def _on_training_end(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class EnvInfoCallback(BaseCallback):
-    """Logs what the env reports, for any agent, in SB3's logger layout:
-
-    - every step: ``env/lr`` (mean over groups), ``env/batch_loss`` (``f(w_t; x_i)``),
-      ``env/loss_after``, dumped at the step (TensorBoard gets one point per step);
-    - every episode: ``env/episode_train_loss`` / ``env/episode_test_loss`` when the env
-      reports ``info["eval"]`` at the episode's end, and ``env/diverged``.
-
-    Keeps ``self.summary``: mean lr over all steps, and the last finished episode's final
-    batch loss, full-train-set loss (if evaluated), mean lr and divergence flag.
-    """
-
-    def __init__(self, log_every: int = 1) -> None:
-        super().__init__()
-        self.log_every = max(1, int(log_every))
-        self.lr_sum, self.lr_steps = 0.0, 0
-        self.episode_lrs: list[float] = []
-        self.last_episode: dict | None = None
-        self.episodes = 0
-
-    def _on_step(self) -> bool:
-        for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", [])):
-            if "lr" not in info:
-                continue
-            lr = float(np.mean(info["lr"]))
-            self.lr_sum, self.lr_steps = self.lr_sum + lr, self.lr_steps + 1
-            self.episode_lrs.append(lr)
-            if self.num_timesteps % self.log_every == 0:
-                self._log_step({"env/lr": lr,
-                                "env/batch_loss": float(info.get("batch_loss", math.nan)),
-                                "env/loss_after": float(info.get("loss_after", math.nan))})
-            if done:
-                evaluation = info.get("eval", {})
-                self.last_episode = {
-                    "steps": len(self.episode_lrs), "end_step": self.num_timesteps,
-                    "final_batch_loss": float(info.get("loss_after", math.nan)),
-                    "final_train_loss": evaluation.get("train_loss"),
-                    "final_test_loss": evaluation.get("test_loss"),
-                    "final_test_accuracy": evaluation.get("test_accuracy"),
-                    "mean_lr": float(np.mean(self.episode_lrs)),
-                    "diverged": bool(info.get("diverged", False)),
-                }
-                self.episodes += 1
-                self.episode_lrs = []
-                for key in ("train_loss", "test_loss"):
-                    if key in evaluation:
-                        self.logger.record(f"env/episode_{key}", float(evaluation[key]))
-                self.logger.record("env/diverged", float(self.last_episode["diverged"]))
-                self.logger.record("env/episode_mean_lr", self.last_episode["mean_lr"])
-                self.logger.dump(self.num_timesteps)
-        return True
-
-    def _log_step(self, values: dict[str, float]) -> None:
-        # SB3's TensorBoard format flushes the event file on every dump (~1.5 ms); per-step
-        # scalars go straight to its SummaryWriter instead (same file, flushed by the writer).
-        writers = [f.writer for f in self.logger.output_formats if isinstance(f, TensorBoardOutputFormat)]
-        if writers and len(writers) == len(self.logger.output_formats):
-            for key, value in values.items():
-                writers[0].add_scalar(key, value, self.num_timesteps)
-        else:
-            for key, value in values.items():
-                self.logger.record(key, value)
-            self.logger.dump(self.num_timesteps)
-
-    @property
-    def mean_lr(self) -> float | None:
-        return self.lr_sum / self.lr_steps if self.lr_steps else None
-
-
-class PeriodicCheckpoint(BaseCallback):
-    """Calls ``save_fn(model)`` every ``every`` env steps (0: never). ``save_fn`` must write
-    atomically (``ActorCritic.save`` and :func:`save_sb3_atomic` do).
-
-    The saved state is what an uninterrupted run would have at that step: the episode that this
-    very step ends is counted (agents count it only after the callbacks ran), and the number of
-    steps into an unfinished episode is recorded as ``model.interrupted_episode_steps``, so
-    ``train_controller.py --resume`` counts the episode a kill cut short (a resumed run starts a
-    fresh one) and its episode counter matches an uninterrupted run's."""
-
-    def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
-        super().__init__()
-        self.every, self.save_fn = int(every), save_fn
-        self.episode_step = 0
-
-    def _on_step(self) -> bool:
-        ended = int(np.sum(self.locals.get("dones", [])))
-        self.episode_step = 0 if ended else self.episode_step + 1
-        # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
-        n_envs = int(getattr(self.model, "n_envs", 1) or 1)
-        if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
-            self.save(self.model, pending_episodes=ended)
-        return True
-
-    def save(self, model: Any, pending_episodes: int = 0) -> None:
-        """Save ``model`` now (also for the final and the interrupted save)."""
-        model._episode_num += pending_episodes
-        model.interrupted_episode_steps = int(self.episode_step)
-        try:
-            self.save_fn(model)
-        finally:
-            model._episode_num -= pending_episodes

@@ -10,6 +10,8 @@ from stable_baselines3.common import utils as sb3_utils
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.logger import Logger
 
+from agents.callbacks import TqdmCallback
+
 
 class SB3Shaped:
     """``logger`` / ``set_logger`` / ``get_env`` and callback set-up as SB3 algorithms have them.
@@ -33,6 +35,30 @@ class SB3Shaped:
     def get_env(self) -> gym.Env | None:
         return self.env
 
+    def _parameter_objects(self) -> dict[str, Any]:
+        """Name -> object with ``state_dict``/``load_state_dict``: what :meth:`get_parameters`
+        returns and :meth:`set_parameters` restores (the policy ``predict`` uses)."""
+        raise NotImplementedError
+
+    def get_parameters(self) -> dict[str, dict]:
+        """SB3's ``get_parameters``: ``{name: state_dict}`` of the policy ``predict`` uses (no
+        optimizer state). The tensors are the live ones: copy them to keep a snapshot."""
+        return {name: obj.state_dict() for name, obj in self._parameter_objects().items()}
+
+    def set_parameters(self, load_path_or_dict: dict, exact_match: bool = True, device: str = "auto") -> None:
+        """SB3's ``set_parameters`` from a dict of :meth:`get_parameters` (a file path is not
+        supported: use ``load``). ``exact_match``: every name must be given."""
+        if not isinstance(load_path_or_dict, dict):
+            raise TypeError("set_parameters takes a dict of get_parameters() (use load() for a file)")
+        objects = self._parameter_objects()
+        unknown = sorted(set(load_path_or_dict) - set(objects))
+        missing = sorted(set(objects) - set(load_path_or_dict))
+        if unknown or (exact_match and missing):
+            raise ValueError(f"names of parameters do not match: expected {sorted(objects)}, "
+                             f"got {sorted(load_path_or_dict)}")
+        for name, state in load_path_or_dict.items():
+            objects[name].load_state_dict(state)
+
     def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
         """An SB3 callback, a list of them, a function ``f(locals, globals)`` or None -> one
         initialised callback (plus a progress bar if asked)."""
@@ -43,8 +69,6 @@ class SB3Shaped:
         elif not isinstance(callback, BaseCallback):
             callback = ConvertCallback(callback)
         if progress_bar:
-            from agents.sb3 import TqdmCallback
-
             callback = CallbackList([callback, TqdmCallback()])
         callback.init_callback(self)
         return callback

@@ -18,6 +18,7 @@ reproduces the env's rates and weights exactly (``tests/test_scheduler.py``).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from typing import Any
@@ -25,12 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpoint import Controller, load_controller
 from envs.control import ControlState, grad_norm
 
-#: ``env_kwargs`` keys that shape a controller's observations and actions
-_CONTROL_KEYS = ("lr_min", "lr_max", "action", "relative_factor", "relative_every", "initial_lr",
-                 "features", "obs_max", "log_observations", "updates_per_step", "step_cap_min",
-                 "step_cap_max")
+#: ``ControlState`` arguments the scheduler sets itself (not from the controller's env settings)
+_OWN_CONTROL_ARGS = ("n_groups", "episode_length")
+
+
+def _control_kwargs(kwargs: dict) -> dict:
+    """The entries of a controller's env settings that :class:`ControlState` takes."""
+    accepted = set(inspect.signature(ControlState).parameters) - set(_OWN_CONTROL_ARGS)
+    return {k: v for k, v in kwargs.items() if k in accepted}
 
 
 class ControllerScheduler:
@@ -61,7 +67,8 @@ class ControllerScheduler:
         total_steps: the number of optimizer updates this run will make (``step_fraction``'s
             denominator, and where the env's episode would end). Default: the controller's
             training ``episode_length``. Beyond it, ``step_fraction`` stays at 1.
-        env_kwargs: the controller's ``LearningRateEnv`` settings; default ``controller.env_kwargs``.
+        env_kwargs: the controller's ``LearningRateEnv`` settings; default
+            ``controller.env_kwargs(include_reward=True)`` for a :class:`~agents.checkpoint.Controller`.
             Entries given here override the controller's.
         deterministic: use the controller's deterministic action (no exploration noise).
         device: device to load a controller from a path onto.
@@ -80,8 +87,6 @@ class ControllerScheduler:
     def __init__(self, controller: Any, optimizer: torch.optim.Optimizer, total_steps: int | None = None,
                  env_kwargs: dict | None = None, deterministic: bool = True, device: str = "cpu") -> None:
         if isinstance(controller, (str, os.PathLike)):
-            from agents.checkpoint import load_controller
-
             controller = load_controller(controller, device=device)
         if not hasattr(controller, "predict"):
             raise TypeError(f"controller must have a predict(obs, state, episode_start, deterministic) "
@@ -92,7 +97,11 @@ class ControllerScheduler:
             raise ValueError("the optimizer has no parameter groups, so there is no learning rate to set; "
                              "build it with the model's parameters")
         self.controller, self.optimizer, self.deterministic = controller, optimizer, bool(deterministic)
-        kwargs = {**(getattr(controller, "env_kwargs", None) or {}), **(env_kwargs or {})}
+        # the controller's training settings (Controller.env_kwargs: the one place that rebuilds them)
+        # (another object with ``predict`` may carry a plain ``env_kwargs`` dict of its own)
+        recorded = (controller.env_kwargs(include_reward=True) if isinstance(controller, Controller)
+                    else dict(getattr(controller, "env_kwargs", None) or {}))
+        kwargs = {**recorded, **(env_kwargs or {})}
         episode_length = int(kwargs.get("episode_length", 200))
         self.total_steps = int(total_steps) if total_steps is not None else episode_length
         if self.total_steps < 1:
@@ -114,7 +123,7 @@ class ControllerScheduler:
                 f"(e.g. envs.primary.layer_groups(model)), or use a single-rate controller")
         self.n_rates = n_out
         self.control = ControlState(n_out, episode_length=self.total_steps,
-                                    **{k: kwargs[k] for k in _CONTROL_KEYS if k in kwargs})
+                                    **_control_kwargs(kwargs))
         obs_space = getattr(model, "observation_space", None)
         if obs_space is not None and obs_space.shape != self.control.observation_space.shape:
             raise ValueError(f"the controller expects observations of shape {obs_space.shape}, but its "

@@ -3,7 +3,7 @@
 Every reader of a run directory (``agents.checkpoint.read_settings``, and so
 :func:`~agents.checkpoint.load_controller`, ``train_controller.py --resume``, ``evaluate.py``
 and :class:`~agents.scheduler.ControllerScheduler`) goes through :func:`parse_settings`, so a
-malformed file is one :class:`~agents.checkpoint.CheckpointError` that names the file and the
+malformed file is one :class:`~agents.io.CheckpointError` that names the file and the
 field, never a ``KeyError``/``TypeError``/``RecursionError`` traceback later on.
 
 A settings file is data from whoever made the run directory: nothing in it is ever imported or
@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from agents.io import CheckpointError
 
 #: agent name -> checkpoint file name (kept in sync with agents.checkpoint.CHECKPOINT_NAMES)
 AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
@@ -88,8 +90,6 @@ _ENV_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 def _error(path: Path | str, message: str):
-    from agents.checkpoint import CheckpointError
-
     return CheckpointError(f"{str(path)!r}: {message}")
 
 

@@ -139,7 +139,6 @@ def baseline_spec(job: dict) -> dict:
 def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, dict]]:
     """(job, spec) for every trained controller on every held-out seed, in the env it was trained in."""
     from agents.checkpoint import load_controller
-    from experiments.protocol import controller_env_kwargs
     from experiments.sweep import make_spec, register_controller
 
     out = []
@@ -147,7 +146,7 @@ def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, 
         path = str(Path(t["out"]).resolve())
         ctrl = load_controller(path)
         register_controller(path, ctrl)
-        env_kw = controller_env_kwargs(ctrl)
+        env_kw = ctrl.env_kwargs()
         optimizer = env_kw.pop("optimizer", "sgd")
         for s in seeds:
             job = {"config": t["config"], "controller_seed": t["seed"], "run": t["out"], "seed": s}

@@ -134,7 +134,7 @@ AGENT_KEYS = {
     "policy-search": ("population", "elite_fraction", "init_std"),
     "sb3": ("gamma", "noise_std", "learning_rate", "learning_starts", "batch_size", "buffer_size"),
 }
-AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
+from agents.settings_schema import AGENTS  # noqa: E402  (the agent types a run may record)
 #: training budget when neither the flag nor the preset gives one (env steps)
 DEFAULT_TRAIN_STEPS = 10_000
 

@@ -81,41 +81,11 @@ def select_best(records: Sequence[dict]) -> tuple[Any, float, dict[Any, float]]:
 
 def controller_entry(path: str, controller: Any, task: str) -> ControllerEntry:
     """Label a loaded controller (its name; ``(trained on T)`` when T is not ``task``)."""
-    trained_on = controller_trained_task(controller)
+    trained_on = controller.trained_task
     label = getattr(controller, "name", None) or Path(path).stem
     if trained_on and trained_on != task:
         label += f" (trained on {trained_on})"
     return ControllerEntry(path=path, controller=controller, label=label)
-
-
-#: controller env settings that shape its observations/actions (everything else is not used)
-CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
-                       "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size", "log_observations", "updates_per_step",
-                       "step_cap_min", "step_cap_max", "probe_batch_size")
-
-
-def controller_trained_task(ctrl) -> str | None:
-    settings = getattr(ctrl, "settings", None) or {}
-    env_kwargs = getattr(ctrl, "env_kwargs", None) or {}
-    task = settings.get("task") or (settings.get("train") or {}).get("task") or env_kwargs.get("task")
-    return task if isinstance(task, str) else None
-
-
-def controller_env_kwargs(ctrl) -> dict:
-    """The observation/action settings of the env a controller was trained in."""
-    kw = {k: v for k, v in (getattr(ctrl, "env_kwargs", None) or {}).items() if k in CONTROLLER_ENV_KEYS}
-    if "features" in kw:
-        kw["features"] = list(kw["features"])
-    return kw
-
-
-def controller_validation_size(ctrl) -> int:
-    """Validation examples a controller's features need (0 if none)."""
-    kw = getattr(ctrl, "env_kwargs", None) or {}
-    if "val_loss" not in (kw.get("features") or ()):
-        return 0
-    return int(kw.get("validation_size") or kw.get("validation_batch_size", 200))
 
 
 def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[ControllerEntry], out: Path,
@@ -136,7 +106,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
         notes.append(f"{M.LABELS[n]} skipped: package {M.LRFREE_PACKAGES[n]!r} is not installed "
                      f"(pip install -e '.[lrfree]').")
     names = [n for n in names if n not in missing]
-    validation_size = max([controller_validation_size(c.controller) for c in controllers] + [0])
+    validation_size = max([c.controller.validation_size for c in controllers] + [0])
     if validation_size:
         notes.append(f"A controller's features need a validation split: every method trains on the "
                      f"same training set with {validation_size} examples held out.")
@@ -193,7 +163,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
         for entry in controllers:
             register_controller(entry.path, entry.controller)
             tag = "ctrl-" + hashlib.sha1(entry.path.encode()).hexdigest()[:8]
-            env_kw = controller_env_kwargs(entry.controller)
+            env_kw = entry.controller.env_kwargs()
             opt = env_kw.pop("optimizer", "sgd")
             entry.specs = [make_spec(tag, s, None, optimizer=opt, policy={"kind": "controller", "path": entry.path},
                                      env=env_kw, label=entry.label) for s in seeds]
@@ -330,15 +300,12 @@ def policy_evaluation(ctrl, task: str, seed: int, episodes: int, updates: int, d
     """Mean and std of the episode return of ``ctrl`` over ``episodes`` episodes, in an env with
     the controller's own training settings (reward included) on ``task``, via SB3's
     ``evaluate_policy``. Returns ``(mean, std, episode_length)``."""
-    import inspect
-
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
     from envs.learning_rate_env import LearningRateEnv
 
-    allowed = set(inspect.signature(LearningRateEnv).parameters) - {"task", "seed", "device", "data_root"}
-    kw = {k: v for k, v in (getattr(ctrl, "env_kwargs", None) or {}).items() if k in allowed}
+    kw = ctrl.env_kwargs(include_reward=True)
     kw.setdefault("episode_length", updates)
     env = Monitor(LearningRateEnv(task=task, seed=seed, device=device, data_root=data_root, **kw))
     try:

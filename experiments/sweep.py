@@ -73,7 +73,7 @@ def _finite_or_none(x: Any) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temp file + fsync + rename; the temp file is removed if the write fails,
     e.g. on a full disk): a killed sweep never leaves half a file. Infinities become ``null``."""
-    from agents.checkpoint import atomic_write_bytes
+    from agents.io import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(_finite_or_none(obj), allow_nan=False).encode())
 

@@ -124,7 +124,8 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
 
     A run directory is data, never code: a user task (``module:function``) recorded in its
     settings.json is imported only when the caller names the same task again (``task``)."""
-    from agents.checkpoint import CheckpointError, resolve_run
+    from agents.checkpoint import resolve_run
+    from agents.io import CheckpointError
     from agents.settings_schema import user_tasks
 
     try:
@@ -156,11 +157,12 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
 
 def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous: list[str],
          progress: bool, log_every: int) -> dict:
-    from agents.checkpoint import CHECKPOINT_NAMES, atomic_write_json, remove_stale_temp_files
+    from agents.checkpoint import CHECKPOINT_NAMES
+    from agents.io import atomic_write_json, remove_stale_temp_files
     from agents.rundir import DirectoryLock, clear_run_files, prepare_directory, remove_temp_files
-    from agents.sb3 import box_to_json
+    from agents.io import box_to_json
 
-    from agents.checkpoint import CheckpointError
+    from agents.io import CheckpointError
     from envs.tasks import DatasetUnavailableError
 
     ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
@@ -198,8 +200,8 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
            progress: bool, log_every: int) -> dict:
     from stable_baselines3.common.logger import configure
 
-    from agents.checkpoint import atomic_write_json
-    from agents.sb3 import EnvInfoCallback, PeriodicCheckpoint, TqdmCallback
+    from agents.callbacks import EnvInfoCallback, PeriodicCheckpoint, SelectBestCallback, TqdmCallback
+    from agents.io import atomic_write_json
 
     model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
     done_before = int(model.num_timesteps)
@@ -216,25 +218,20 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
         callbacks.append(TqdmCallback(total=settings.steps, desc=f"{settings.agent} on {settings.task}"))
 
     # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
-    select, selector = {}, None
+    selector = None
     if settings.select_best > 0:
-        from agents.wrappers import select_best_callback
         from envs.learning_rate_env import LearningRateEnv
 
         eval_env = LearningRateEnv(task=settings.tasks[0], device=settings.device, data_root=settings.data_root,
                                    **{**settings.env_kwargs, "fresh_w0": False})
-        select = {"eval_env": eval_env, "eval_freq": int(settings.select_best),
-                  "eval_seeds": tuple(int(s) for s in settings.eval_seeds)}
-        if settings.agent not in ("actor-critic", "policy-search"):  # SB3: the same selection as a callback
-            selector = select_best_callback(eval_env, select["eval_freq"], select["eval_seeds"])
-            callbacks.append(selector)
-            select = {}
+        selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
+        callbacks.append(selector)
 
     start = time.time()
     try:
         if remaining > 0:
             model.learn(remaining, callback=callbacks, log_interval=1,
-                        reset_num_timesteps=resume_ckpt is None, progress_bar=False, **select)
+                        reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
         raise TrainingInterrupted(out, int(model.num_timesteps)) from None
@@ -254,10 +251,8 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
         "last_episode_diverged": last.get("diverged"),
         "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
-        "best_eval_return": (selector.best_return if selector is not None else
-                             getattr(model, "best_eval_return", None) if select else None),
-        "best_eval_timestep": (selector.best_timestep if selector is not None else
-                               getattr(model, "best_eval_timestep", None) if select else None),
+        "best_eval_return": selector.best_return if selector is not None else None,
+        "best_eval_timestep": selector.best_timestep if selector is not None else None,
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from torch import nn
 
 from agents.actor_critic import ActorCritic
-from agents.checkpoint import CheckpointError, safe_torch_load
+from agents.io import CheckpointError, safe_torch_load
 
 OBS = spaces.Box(0.0, 1e3, (1,), np.float32)
 

@@ -8,7 +8,7 @@ import torch
 
 import evaluate
 import train_controller
-from agents.checkpoint import safe_torch_load
+from agents.io import safe_torch_load
 
 TINY = ["--preset", "paper", "--episode-length", "30", "--steps", "90", "--no-progress",
         "--checkpoint-every", "0", "--log-every", "10", "--seed", "3"]

@@ -44,19 +44,23 @@ def test_parse_seeds_and_baselines():
 
 
 # --------------------------------------------------------------------------- a fake controller
-class FakeController:
-    """A stand-in with the contract of agents.checkpoint.Controller: constant absolute action."""
-
-    def __init__(self, name="fake-ctrl", task="digits", features=("lr",)):
-        self.name, self.agent = name, "actor-critic"
-        self.env_kwargs = {"action": "absolute", "lr_min": 1e-3, "lr_max": 1.0, "features": list(features),
-                           "reward": "next-batch", "episode_length": 15, "optimizer": "sgd"}
-        self.settings = {"task": task, "agent": "actor-critic"}
+class _ConstantModel:
+    """A stand-in model: constant absolute action."""
 
     def predict(self, obs, state=None, episode_start=None, deterministic=True):
         obs = np.asarray(obs)
         shape = (obs.shape[0], 1) if obs.ndim == 2 else (1,)
         return np.full(shape, 0.6, dtype=np.float32), state
+
+
+def FakeController(name="fake-ctrl", task="digits", features=("lr",)):  # noqa: N802
+    """A real agents.checkpoint.Controller around a stand-in model: constant absolute action."""
+    from agents.checkpoint import Controller
+
+    env_kwargs = {"action": "absolute", "lr_min": 1e-3, "lr_max": 1.0, "features": list(features),
+                  "reward": "next-batch", "episode_length": 15, "optimizer": "sgd"}
+    return Controller(name, "actor-critic", _ConstantModel(),
+                      {"agent": "actor-critic", "train": {"task": task}, "env_kwargs": env_kwargs})
 
 
 def evaluate_with_library(out, controllers=(), **settings):

@@ -12,7 +12,9 @@ import torch
 from gymnasium import spaces
 
 import train_controller
-from agents.checkpoint import CheckpointError, load_controller
+from agents.callbacks import deterministic_return
+from agents.checkpoint import load_controller
+from agents.io import CheckpointError
 from agents.policy_search import LinearPolicy, PolicySearch
 
 
@@ -58,9 +60,9 @@ def test_linear_policy_scales_the_observation_box_and_maps_onto_the_action_box()
 
 def test_cross_entropy_method_finds_the_best_linear_policy():
     agent = PolicySearch(TargetEnv(), population=16, init_std=0.5, noise_decay=8, seed=3)
-    before = agent.evaluate_return(TargetEnv(), seeds=(11, 12, 13, 14))
+    before = deterministic_return(agent, TargetEnv(), seeds=(11, 12, 13, 14))
     agent.learn(16 * 3 * 25)  # 25 generations of 16 episodes of 3 steps
-    after = agent.evaluate_return(TargetEnv(), seeds=(11, 12, 13, 14))
+    after = deterministic_return(agent, TargetEnv(), seeds=(11, 12, 13, 14))
     assert agent.generation == 25 and agent.num_timesteps == 16 * 3 * 25
     assert before < -0.05 and after > -0.01, (before, after)
     # the learned weights: action ~ 0.5 * obs[0] - 0.2, i.e. tanh(w0 * x0 + w1 * x1 + b) near linear

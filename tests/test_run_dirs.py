@@ -16,9 +16,10 @@ import torch
 
 import evaluate
 import train_controller
+from agents.checkpoint import load_controller
+from agents.io import CheckpointError
 from experiments.config import parse_seeds
 from experiments.sweep import code_fingerprint
-from agents.checkpoint import CheckpointError, load_controller
 from agents.rundir import LOCK_NAME, DirectoryLock, RunDirError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -501,14 +502,14 @@ class _Killed(Exception):
 
 @pytest.mark.parametrize("kill_at", [80, 60])  # at an episode's end, and in the middle of one
 def test_episode_counter_after_kill_and_resume_matches_an_uninterrupted_run(kill_at, tmp_path, monkeypatch):
-    import agents.sb3
+    import agents.callbacks
 
     base = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--log-every", "5"]
     run(["--steps", 120, "--out", tmp_path / "whole", *base, "--checkpoint-every", "0"])
     whole = load_controller(tmp_path / "whole").model._episode_num
     assert whole == 3
 
-    real = agents.sb3.PeriodicCheckpoint._on_step
+    real = agents.callbacks.PeriodicCheckpoint._on_step
 
     def killed_after_checkpoint(self):
         going_on = real(self)
@@ -516,7 +517,7 @@ def test_episode_counter_after_kill_and_resume_matches_an_uninterrupted_run(kill
             raise _Killed
         return going_on
 
-    monkeypatch.setattr(agents.sb3.PeriodicCheckpoint, "_on_step", killed_after_checkpoint)
+    monkeypatch.setattr(agents.callbacks.PeriodicCheckpoint, "_on_step", killed_after_checkpoint)
     with pytest.raises(_Killed):
         train_controller.main(["--steps", "120", "--out", str(tmp_path / "cut"), *base,
                                "--checkpoint-every", str(kill_at // 2)])

@@ -74,25 +74,26 @@ def test_collapse_termination_ends_a_dead_run():
 
 
 def test_twin_critics_and_select_best_restore_the_best_actor():
+    from agents.callbacks import SelectBestCallback, deterministic_return
+
     env = LearningRateEnv("regression2d", episode_length=10, device="cpu")
     eval_env = LearningRateEnv("regression2d", episode_length=10, device="cpu")
     agent = ActorCritic(env, twin_critics=True, target_tau=0.05, learning_starts=5, seed=0, device="cpu")
     assert agent.critic2 is not None and agent.critic2_target is not None
     seen = []
-    original = agent._select
 
-    def spy(eval_env_, seeds, best):
-        best = original(eval_env_, seeds, best)
-        seen.append((agent.evaluate_return(eval_env_, seeds), agent.best_eval_return))
-        return best
+    class Spy(SelectBestCallback):
+        def select(self):
+            super().select()
+            seen.append((deterministic_return(self.model, eval_env, self.seeds), self.best_return))
 
-    agent._select = spy
-    agent.learn(40, eval_env=eval_env, eval_freq=1, eval_seeds=(500,))
-    assert len(seen) == 5  # 4 episodes + the final check
+    selector = Spy(eval_env, eval_freq=1, seeds=(500,))
+    agent.learn(40, callback=selector)
+    assert len(seen) == 4  # after each of the 4 episodes; the final policy is the 4th episode's: checked
     returns = [r for r, _ in seen]
-    assert agent.best_eval_return == pytest.approx(max(returns))
+    assert selector.best_return == pytest.approx(max(returns))
     # the actor in place after learn() is the best one
-    assert agent.evaluate_return(eval_env, (500,)) == pytest.approx(max(returns))
+    assert deterministic_return(agent, eval_env, (500,)) == pytest.approx(max(returns))
 
 
 def test_twin_critics_checkpoint_round_trip(tmp_path):

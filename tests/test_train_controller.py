@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import train_controller
-from agents.checkpoint import CheckpointError, load_controller
+from agents.checkpoint import load_controller
+from agents.io import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 # the CLI mechanics are tested on the paper preset (one update per env step, actor-critic by
@@ -42,7 +43,7 @@ def test_train_load_and_resume(tmp_path, agent):
     assert any((out / "tb").iterdir())
 
     controller = load_controller(out)
-    assert controller.agent == agent and controller.env_kwargs["episode_length"] == 40
+    assert controller.agent == agent and controller.env_kwargs(include_reward=True)["episode_length"] == 40
     action, state = controller.predict(np.array([2.3], np.float32))
     assert action.shape == (1,) and -1 <= action[0] <= 1
     batch, _ = controller.predict(np.array([[2.3], [1.0]], np.float32))

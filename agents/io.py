@@ -1,0 +1,167 @@
+"""File I/O of checkpoints and run files: atomic writes, safe loads, spaces as JSON.
+
+Checkpoints are untrusted files (researchers share them), so nothing here unpickles code:
+``.pt`` files are read with ``torch.load(..., weights_only=True)`` (:func:`safe_torch_load`),
+and a refusal is reported by :func:`unpickling_refusal` without torch's advice to load the file
+with ``weights_only=False``.
+
+Writes go to a temporary file in the target's directory, are flushed to disk, then renamed
+over the target with :func:`os.replace`, so a crash (even SIGKILL) leaves either the old
+file or the new one, never half a file.
+
+This module imports nothing from ``agents`` or ``envs``: every other module may use it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupt, or would run code when loaded."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)``, atomically (temp file in the same directory + ``os.replace``).
+    The checkpoint is serialised in memory first, so a failing disk (``ENOSPC``) surfaces as the
+    ``OSError`` it is, not as a torch ``RuntimeError``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (numpy scalars/arrays become lists)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def remove_stale_temp_files(directory: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Delete temp files that an atomic write of one of ``names`` left behind when the process
+    was killed mid-write (``.<name>.<random>.tmp``). Returns the paths removed."""
+    removed = []
+    directory = Path(directory)
+    if directory.is_dir():
+        for name in names:
+            for stale in directory.glob(f".{name}.*.tmp"):
+                with _suppress():
+                    stale.unlink()
+                    removed.append(stale)
+    return removed
+
+
+# --------------------------------------------------------------------------- safe loads
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear error for every bad file.
+
+    Raises:
+        CheckpointError: the file does not exist, is truncated or corrupt, or contains a
+            pickled object other than tensors / plain containers (such a file could run
+            code, so it is refused, not loaded).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning: the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise unpickling_refusal(exc, path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError,
+            UnicodeDecodeError, AttributeError, IndexError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def unpickling_refusal(exc: BaseException, path: str | os.PathLike) -> CheckpointError:
+    """Our error for torch's ``weights_only=True`` refusal (or any unpickling failure) of ``path``.
+
+    torch's own message advises re-running with ``weights_only=False``, which would run the code
+    the file carries: that advice is never repeated. Only its reason is kept."""
+    text = str(exc)
+    boilerplate = ("Weights only load failed", "Please file", "Check the documentation", "In PyTorch",
+                   "(1)", "(2)", "Re-running", "WeightsUnpickler error:")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = next((line for line in lines if "global" in line.lower()), None) or next(
+        (line for line in lines if not line.startswith(boilerplate) and "weights_only" not in line),
+        type(exc).__name__)
+    reason = reason.replace("WeightsUnpickler error:", "").strip()
+    reason = reason.split(" To allowlist")[0].split(" Please ")[0].strip()[:200]
+    # a class or function reference is what runs code; torch names every refusal "weights_only",
+    # so only the reason tells a crafted file from a corrupt one
+    if "global" in reason.lower():
+        return CheckpointError(
+            f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
+            f"data, which could run code when unpickled ({reason}); only load checkpoints written "
+            f"by train_controller.py")
+    return CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
+                           f"(not a readable torch checkpoint: {reason})")
+
+
+# --------------------------------------------------------------------------- spaces <-> JSON
+def box_to_json(box: spaces.Box) -> dict:
+    """A ``Box`` as plain JSON (``low``, ``high``, ``dtype``): how settings.json and the
+    checkpoints record the spaces."""
+    return {"low": box.low.tolist(), "high": box.high.tolist(), "dtype": str(box.dtype)}
+
+
+def box_from_json(d: dict) -> spaces.Box:
+    """The inverse of :func:`box_to_json`."""
+    return spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
+                      dtype=d["dtype"])
