@@ -11,12 +11,22 @@
   :class:`CheckpointError` live in ``agents.io``.
 - :class:`ControllerScheduler` (``agents.scheduler``): a trained controller in your own loop.
 """
-from envs._version import __version__  # one version for the whole distribution (lrrl)
-from agents.actor_critic import ActorCritic
-from agents.checkpoint import Controller, load_controller
-from agents.io import CheckpointError
-from agents.policy_search import PolicySearch
-from agents.scheduler import ControllerScheduler
+# Public names are loaded on first use (PEP 562), so that ``import agents.settings_schema`` (what
+# a command line's --help needs) does not import torch and stable-baselines3.
+_PUBLIC = {"ActorCritic": "agents.actor_critic", "PolicySearch": "agents.policy_search",
+           "CheckpointError": "agents.io", "Controller": "agents.checkpoint", "load_controller": "agents.checkpoint",
+           "ControllerScheduler": "agents.scheduler"}
 
-__all__ = ["__version__", "ActorCritic", "PolicySearch", "CheckpointError", "Controller", "load_controller",
-           "ControllerScheduler"]
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name == "__version__":  # one version for the whole distribution (lrrl)
+        return importlib.import_module("envs._version").__version__
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

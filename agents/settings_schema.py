@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agents.io import CheckpointError
 
 #: agent name -> checkpoint file name (kept in sync with agents.checkpoint.CHECKPOINT_NAMES)
 AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
@@ -90,6 +89,8 @@ _ENV_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 def _error(path: Path | str, message: str):
+    from agents.io import CheckpointError  # (lazily: reading a schema needs no torch)
+
     return CheckpointError(f"{str(path)!r}: {message}")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from agents.settings_schema import AGENTS  # the agent types a run may record (the one list)
+
 #: the validation seed of checkpoint selection (neither a training nor an evaluation seed)
 SELECTION_SEED = 500
 #: evaluation seeds are HELD_OUT_SEED_START, HELD_OUT_SEED_START + 1, ... (never trained on)
@@ -134,7 +136,6 @@ AGENT_KEYS = {
     "policy-search": ("population", "elite_fraction", "init_std"),
     "sb3": ("gamma", "noise_std", "learning_rate", "learning_starts", "batch_size", "buffer_size"),
 }
-from agents.settings_schema import AGENTS  # noqa: E402  (the agent types a run may record)
 #: training budget when neither the flag nor the preset gives one (env steps)
 DEFAULT_TRAIN_STEPS = 10_000
 
