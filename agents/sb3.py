@@ -30,6 +30,14 @@ from agents.io import CheckpointError, atomic_write_bytes, box_from_json, unpick
 
 ALGOS = {"ddpg": DDPG, "td3": TD3}
 
+#: the name of ``noise_std`` in settings.json files written before version 0.3 (still read)
+_OLD_NAMES = {"action_noise_std": "noise_std"}
+
+
+def _current_names(kwargs: dict) -> dict:
+    return {_OLD_NAMES.get(k, k): v for k, v in kwargs.items()}
+
+
 #: Baseline hyperparameters for LearningRateEnv, in one place. ``make_sb3_agent(**overrides)``
 #: and train_controller.py's flags change them per run.
 SB3_HYPERPARAMS: dict[str, Any] = {
@@ -37,7 +45,7 @@ SB3_HYPERPARAMS: dict[str, Any] = {
     "gamma": 0.9,
     # Gaussian action noise, std in SB3's scaled [-1, 1] action units: the same exploration
     # as the actor-critic's noise_std. Reaching a bound is 10 sigma away from the centre.
-    "action_noise_std": 0.1,
+    "noise_std": 0.1,
     # Adam step size of both networks; 1e-3 = torch's Adam default, as for the paper's agent.
     "learning_rate": 1e-3,
     # One 200-step episode of uniformly random learning rates first: the critic sees the whole
@@ -73,6 +81,7 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
     """
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {sorted(ALGOS)}, got {algo!r}")
+    overrides = _current_names(overrides)
     unknown = set(overrides) - set(SB3_HYPERPARAMS)
     if unknown:
         raise ValueError(f"unknown SB3 hyperparameters {sorted(unknown)}; known: {sorted(SB3_HYPERPARAMS)}")
@@ -84,8 +93,8 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
         env = Monitor(env)
     n = int(np.prod(env.action_space.shape))
     noise = None
-    if hp["action_noise_std"] > 0:
-        noise = NormalActionNoise(np.zeros(n), hp["action_noise_std"] * np.ones(n))
+    if hp["noise_std"] > 0:
+        noise = NormalActionNoise(np.zeros(n), hp["noise_std"] * np.ones(n))
     return ALGOS[algo](
         "MlpPolicy", env, learning_rate=hp["learning_rate"], buffer_size=hp["buffer_size"],
         learning_starts=hp["learning_starts"], batch_size=hp["batch_size"], tau=hp["tau"],
@@ -130,7 +139,7 @@ def load_sb3_safely(path: str | os.PathLike, settings: dict, env: gym.Env | None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} has a malformed 'data' entry")
     try:
-        hp = {**SB3_HYPERPARAMS, **settings.get("agent_kwargs", {})}
+        hp = {**SB3_HYPERPARAMS, **_current_names(settings.get("agent_kwargs", {}))}
         obs_space = box_from_json(settings["spaces"]["observation"])
         act_space = box_from_json(settings["spaces"]["action"])
         n = int(np.prod(act_space.shape))
@@ -140,8 +149,8 @@ def load_sb3_safely(path: str | os.PathLike, settings: dict, env: gym.Env | None
             "policy_kwargs": {"net_arch": list(hp["net_arch"]), **({"n_critics": 1} if algo == "ddpg" else {})},
             "observation_space": obs_space,
             "action_space": act_space,
-            "action_noise": (NormalActionNoise(np.zeros(n), hp["action_noise_std"] * np.ones(n))
-                             if hp["action_noise_std"] > 0 else None),
+            "action_noise": (NormalActionNoise(np.zeros(n), hp["noise_std"] * np.ones(n))
+                             if hp["noise_std"] > 0 else None),
             "replay_buffer_class": ReplayBuffer,
             "train_freq": TrainFreq(int(hp["train_freq"]), TrainFrequencyUnit.STEP),
             "lr_schedule": None,  # rebuilt from learning_rate by _setup_model

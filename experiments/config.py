@@ -247,10 +247,7 @@ class TrainSettings:
             agent_kwargs = {**shared, **overrides}
         else:
             agent_kwargs = {**SB3_HYPERPARAMS, **p.get("sb3", {}), "gamma": shared["gamma"],
-                            "action_noise_std": shared["noise_std"]}
-            if "noise_std" in overrides:  # (SB3's factory calls it action_noise_std)
-                agent_kwargs["action_noise_std"] = overrides.pop("noise_std")
-            agent_kwargs.update(overrides)
+                            "noise_std": shared["noise_std"], **overrides}
             # SB3 counts one train_freq step per vector step (num_envs transitions): as many
             # gradient steps per transition as with one env
             agent_kwargs["gradient_steps"] = int(agent_kwargs["gradient_steps"]) * num_envs

@@ -11,7 +11,7 @@
   env wrappers, see ``train_controller.py``).
 
 ``"agent"`` holds :class:`~agents.actor_critic.ActorCritic` keyword arguments; ``gamma`` and
-``noise_std`` are shared with the SB3 baselines (as ``gamma`` / ``action_noise_std``).
+``noise_std`` are shared with the SB3 agents.
 """
 from __future__ import annotations
 

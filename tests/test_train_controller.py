@@ -49,6 +49,13 @@ def test_train_load_and_resume(tmp_path, agent):
     batch, _ = controller.predict(np.array([[2.3], [1.0]], np.float32))
     assert batch.shape == (2, 1)
 
+    if agent != "actor-critic":  # a run written before noise_std had one name still loads, same noise
+        assert settings["agent_kwargs"]["noise_std"] == 0.1
+        old = {**settings, "agent_kwargs": {("action_noise_std" if k == "noise_std" else k): v
+                                            for k, v in settings["agent_kwargs"].items()}}
+        (out / "settings.json").write_text(json.dumps(old))
+        assert load_controller(out).model.action_noise._sigma[0] == pytest.approx(0.1)
+
     run(["--resume", out, "--steps", 200, *TINY[4:]])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == 120 and summary["steps_total"] == 200
