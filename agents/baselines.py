@@ -6,7 +6,11 @@ the learning rate. A policy is called once per step, before the update, as
 ``policy(obs, info, env) -> action``, where ``env`` is the unwrapped :class:`LearningRateEnv`:
 ``env.trainer`` holds the model and the gradient ``g_t = grad f(w_t; x_i)`` in ``.grad``, and
 ``env.current_batch`` the indices of ``x_i``. :func:`run_episode` runs one seeded episode and
-returns the full train/test curves.
+returns the full train/test curves; :func:`run_episodes` runs many side by side in a
+:class:`~envs.vector_env.LearningRateVectorEnv` (one batched forward/backward for all), each
+policy seeing a :class:`SubEnvView` of its sub-env: the settings, and the pending batch gradient
+through :func:`current_grad_norm` / :func:`pending_gradient`. A policy class says whether that
+is enough with ``batchable`` (all but :class:`VSGD`, whose curvature needs extra gradients).
 
 Policies (learning rates in the optimizer's units, ``t`` counts updates from 0):
 
@@ -40,6 +44,9 @@ class LRPolicy(Protocol):
     """What :func:`run_episode` needs from a policy."""
 
     name: str
+    #: runs against a :class:`SubEnvView` (reads only settings, obs/info and the pending gradient
+    #: through :func:`current_grad_norm` / :func:`pending_gradient`), so :func:`run_episodes` can run it
+    batchable: bool
 
     def reset(self, env: LearningRateEnv) -> None:
         """Start of an episode (called after ``env.reset``)."""
@@ -530,8 +537,9 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
     kwargs), policies[i], seeds[i], trace)`` returns (to float rounding of the batched primary
     training). Each policy sees a :class:`SubEnvView` of its sub-env (or, when the vector env runs
     single envs, the sub-env itself). A sub-env whose episode ended (divergence, or its end) is
-    no longer recorded (the vector env autoresets it; it is stepped with its last action until
-    all episodes have ended).
+    no longer recorded (the vector env autoresets it; until all episodes have ended it is stepped
+    with the low corner of the action box, the lowest rate, so that a restarted run which diverged
+    at a high rate does not diverge - and restart, with a full evaluation - at every step).
 
     Raises:
         ValueError: a policy is not batchable (``batchable = False``: it needs more of the env
@@ -566,6 +574,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
     active = np.ones(n, dtype=bool)
     steps = [0] * n
     actions = np.zeros(vec.action_space.shape, dtype=np.float64)  # (the single env gets floats too)
+    idle = np.asarray(vec.single_action_space.low, dtype=np.float64)
     for _ in range(single.episode_length):
         ids = [int(i) for i in np.flatnonzero(active)]
         if trace:
@@ -576,6 +585,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
                 results[i].trace_steps.append(steps[i])
                 results[i].weights.append(weights[j])
                 results[i].disagreement.append(float(gaps[j]))
+        actions[~active] = idle  # ended episodes: the lowest rate (see the docstring)
         for i in ids:
             actions[i] = np.asarray(policies[i](obs[i], info_i[i], views[i]),
                                     dtype=actions.dtype).reshape(actions.shape[1:])
