@@ -138,3 +138,16 @@ def test_unbatchable_policy_and_bad_arguments_raise():
     with pytest.raises(ValueError, match="distinct policy object"):
         run_episodes(vec, [p, p], [0, 1])
     assert not VSGD.batchable and HypergradientSGD.batchable
+
+
+def test_batched_sweep_benchmark_tiny(capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not installed
+    from benchmarks import batched_sweep
+
+    assert batched_sweep.main(["--n", "2", "--episode-length", "2", "--eval-every", "1", "--repeats", "1",
+                               "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up single/batched" in out and "max rel. diff" in out
