@@ -6,7 +6,11 @@ the learning rate. A policy is called once per step, before the update, as
 ``policy(obs, info, env) -> action``, where ``env`` is the unwrapped :class:`LearningRateEnv`:
 ``env.trainer`` holds the model and the gradient ``g_t = grad f(w_t; x_i)`` in ``.grad``, and
 ``env.current_batch`` the indices of ``x_i``. :func:`run_episode` runs one seeded episode and
-returns the full train/test curves.
+returns the full train/test curves; :func:`run_episodes` runs many side by side in a
+:class:`~envs.vector_env.LearningRateVectorEnv` (one batched forward/backward for all), each
+policy seeing a :class:`SubEnvView` of its sub-env: the settings, and the pending batch gradient
+through :func:`current_grad_norm` / :func:`pending_gradient`. A policy class says whether that
+is enough with ``batchable`` (all but :class:`VSGD`, whose curvature needs extra gradients).
 
 Policies (learning rates in the optimizer's units, ``t`` counts updates from 0):
 
@@ -40,6 +44,9 @@ class LRPolicy(Protocol):
     """What :func:`run_episode` needs from a policy."""
 
     name: str
+    #: runs against a :class:`SubEnvView` (reads only settings, obs/info and the pending gradient
+    #: through :func:`current_grad_norm` / :func:`pending_gradient`), so :func:`run_episodes` can run it
+    batchable: bool
 
     def reset(self, env: LearningRateEnv) -> None:
         """Start of an episode (called after ``env.reset``)."""
@@ -51,6 +58,8 @@ class LRPolicy(Protocol):
 # --------------------------------------------------------------------------- simple schedules
 class ConstantLR:
     """``lr_t = lr``: the paper's fixed-rate baselines (SGD, Adam, Adagrad, RMSprop, ...)."""
+
+    batchable = True
 
     def __init__(self, lr: float) -> None:
         self.lr, self.name = float(lr), f"constant({lr:g})"
@@ -65,6 +74,8 @@ class ConstantLR:
 class CosineLR:
     """Cosine decay without warm-up: ``lr_t = peak * (1 + cos(pi * t / T)) / 2``, ``T`` the
     episode length, so the last update uses a rate close to 0 (clipped to the env's ``lr_min``)."""
+
+    batchable = True
 
     def __init__(self, peak: float) -> None:
         self.peak, self.name = float(peak), f"cosine({peak:g})"
@@ -134,7 +145,11 @@ class VSGD:
     rate and ``tau`` then follow the formulas above. Our choice of curvature ``||H u||`` (rather
     than the paper's maximum diagonal Hessian entry) is the natural global quantity for a step
     along the gradient and needs one extra forward/backward per step.
+
+    Not batchable (:func:`run_episodes`): the curvature needs a gradient at shifted weights.
     """
+
+    batchable = False
 
     def __init__(self, c: float = 2.0, tau0: float = 10.0, delta: float = 1e-3, eps: float = 1e-12) -> None:
         self.c, self.tau0, self.delta, self.eps = float(c), float(tau0), float(delta), float(eps)
@@ -177,6 +192,8 @@ class HypergradientSGD:
     is clipped to the env's ``[lr_min, lr_max]`` (the clipped value is the one remembered).
     """
 
+    batchable = True  # reads only the pending gradient (pending_gradient)
+
     def __init__(self, beta: float, lr0: float = 0.01) -> None:
         self.beta, self.lr0 = float(beta), float(lr0)
         self.name = f"sgd-hd(beta={beta:g})"
@@ -187,7 +204,7 @@ class HypergradientSGD:
         self.lr = self.lr0
 
     def __call__(self, obs, info, env) -> float:
-        g = env.trainer.flat_grad().detach().double().clone()
+        g = pending_gradient(env).detach().double().clone()
         if self.prev_grad is not None:
             lr = self.lr + self.beta * float(g @ self.prev_grad)
             self.lr = float(np.clip(lr, env.lr_min, env.lr_max)) if math.isfinite(lr) else env.lr_max
@@ -212,6 +229,8 @@ class FeatureController:
     starting from ``lr0``. ``theta`` is fitted by :data:`FEATURE_CONTROLLER_GRID` search on
     training seeds (never the evaluation seeds) in ``evaluate.py``; REPS itself is not used.
     """
+
+    batchable = True
 
     def __init__(self, theta: tuple[float, float, float], lr0: float = 0.01, every: int = 20) -> None:
         self.theta = tuple(float(t) for t in theta)
@@ -254,8 +273,18 @@ FEATURE_CONTROLLER_GRID: list[tuple[float, float, float]] = [
 
 # --------------------------------------------------------------------------- gradient-norm rules
 def current_grad_norm(env: LearningRateEnv) -> float:
-    """``||g_t||``: the norm of the gradient the env's next update applies (one host sync)."""
+    """``||g_t||``: the norm of the gradient the env's next update applies (one host sync; for a
+    :class:`SubEnvView`, one per step for all sub-envs)."""
+    if isinstance(env, SubEnvView):
+        return env.pending_grad_norm()
     return float(grad_norm(env.trainer.parameters()))
+
+
+def pending_gradient(env: LearningRateEnv) -> torch.Tensor:
+    """``g_t`` as one flat vector: the batch gradient the env's next update applies."""
+    if isinstance(env, SubEnvView):
+        return env.pending_gradient()
+    return env.trainer.flat_grad()
 
 
 class ClippedSGD:
@@ -263,6 +292,8 @@ class ClippedSGD:
     ``w_{t+1} = w_t - lr * g_t * min(1, max_norm / ||g_t||)``, i.e. the rate
     ``lr_t = min(lr, lr * max_norm / ||g_t||)``: a step never longer than ``lr * max_norm``.
     ``lr`` and ``max_norm`` are tuned on a grid in ``evaluate.py`` like the constant rates."""
+
+    batchable = True
 
     def __init__(self, lr: float, max_norm: float) -> None:
         self.lr, self.max_norm = float(lr), float(max_norm)
@@ -284,6 +315,8 @@ class GradNormRule:
     ``lr_t = min(lr_start * (lr_end / lr_start) ** (t / T), step_cap / ||g_t||)``.
     Its three constants are fitted on *training* seeds (:data:`GRAD_NORM_RULE_GRID`, as for the
     Daniel-style controller), then evaluated on held-out seeds."""
+
+    batchable = True
 
     def __init__(self, lr_start: float, lr_end: float, step_cap: float) -> None:
         self.lr_start, self.lr_end, self.step_cap = float(lr_start), float(lr_end), float(step_cap)
@@ -313,7 +346,10 @@ GRAD_NORM_RULE_GRID: list[tuple[float, float, float]] = [
 # --------------------------------------------------------------------------- trained controllers
 class ControllerPolicy:
     """Adapter: any object with SB3's ``predict(obs, state, episode_start, deterministic)``
-    (a trained controller) as a policy. Carries the recurrent state across steps."""
+    (a trained controller) as a policy. Carries the recurrent state across steps (one
+    ``ControllerPolicy`` per episode run side by side; they may share the controller)."""
+
+    batchable = True
 
     def __init__(self, controller: Any, name: str | None = None) -> None:
         self.controller = controller
@@ -416,3 +452,166 @@ def run_episode(env: LearningRateEnv, policy: LRPolicy, seed: int, trace: bool =
         if truncated:
             break
     return res
+
+
+# --------------------------------------------------------------------------- many episodes at once
+class _StepCache:
+    """Per-step values of all sub-envs of a vector env, read at most once per step (one batched
+    call and one synchronisation for all sub-envs); :meth:`clear` after each ``step``."""
+
+    def __init__(self, vec_env) -> None:
+        self.vec_env = vec_env
+        self.clear()
+
+    def clear(self) -> None:
+        self._norms = self._grads = None
+
+    def grad_norms(self) -> np.ndarray:
+        if self._norms is None:
+            self._norms = self.vec_env.pending_grad_norms()
+        return self._norms
+
+    def grads(self) -> torch.Tensor:
+        if self._grads is None:
+            self._grads = self.vec_env.pending_grads()
+        return self._grads
+
+
+class SubEnvView:
+    """Sub-env ``index`` of a batched :class:`~envs.vector_env.LearningRateVectorEnv` as the
+    policies of this module see an env: its settings (``episode_length``, ``lr_min``, ``lr_max``,
+    ``action_space``, ...) and, through :func:`current_grad_norm` / :func:`pending_gradient`, the
+    batch gradient its next update applies. It has no ``trainer``: a policy that needs more
+    (weights, extra forward/backward passes) is not batchable (``batchable = False``)."""
+
+    def __init__(self, vec_env, index: int, cache: _StepCache | None = None) -> None:
+        self.vec_env, self.index = vec_env, int(index)
+        self._cache = cache if cache is not None else _StepCache(vec_env)
+        single = vec_env.single_env  # every sub-env has the template's settings
+        self.control = single.control
+        self.action_space, self.observation_space = vec_env.single_action_space, vec_env.single_observation_space
+        self.n_groups = single.n_groups
+
+    episode_length = property(lambda self: self.control.episode_length)
+    updates_per_step = property(lambda self: self.control.updates_per_step)
+    lr_min = property(lambda self: self.control.lr_min)
+    lr_max = property(lambda self: self.control.lr_max)
+    action_mode = property(lambda self: self.control.action_mode)
+
+    def lr_to_unit(self, lr):
+        return self.control.lr_to_unit(lr)
+
+    def unit_to_lr(self, a):
+        return self.control.unit_to_lr(a)
+
+    def pending_grad_norm(self) -> float:
+        """``||g_t||`` of this sub-env's pending batch gradient."""
+        return float(self._cache.grad_norms()[self.index])
+
+    def pending_gradient(self) -> torch.Tensor:
+        """This sub-env's pending batch gradient, flat (as ``PrimaryTrainer.flat_grad``)."""
+        return self._cache.grads()[self.index]
+
+    @property
+    def unwrapped(self) -> "SubEnvView":
+        return self
+
+
+def _sub_info(infos: dict, i: int) -> dict:
+    """Sub-env ``i``'s info dict out of a vector env's batched infos (gymnasium's ``_key`` masks)."""
+    out = {}
+    for k, v in infos.items():
+        if k.startswith("_"):
+            continue
+        mask = infos.get("_" + k)
+        if mask is not None and not mask[i]:
+            continue
+        out[k] = _sub_info(v, i) if isinstance(v, dict) else v[i]
+    return out
+
+
+def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False) -> list[EpisodeResult]:
+    """:func:`run_episode` for ``vec_env.num_envs`` episodes side by side on a
+    :class:`~envs.vector_env.LearningRateVectorEnv`: sub-env ``i`` is driven by ``policies[i]``
+    from ``reset(seed=seeds[i])``, and result ``i`` is what ``run_episode(LearningRateEnv(same
+    kwargs), policies[i], seeds[i], trace)`` returns (to float rounding of the batched primary
+    training). Each policy sees a :class:`SubEnvView` of its sub-env (or, when the vector env runs
+    single envs, the sub-env itself). A sub-env whose episode ended (divergence, or its end) is
+    no longer recorded (the vector env autoresets it; until all episodes have ended it is stepped
+    with the low corner of the action box, the lowest rate, so that a restarted run which diverged
+    at a high rate does not diverge - and restart, with a full evaluation - at every step).
+
+    Raises:
+        ValueError: a policy is not batchable (``batchable = False``: it needs more of the env
+            than a :class:`SubEnvView` gives, e.g. :class:`VSGD`), the numbers of policies, seeds
+            and sub-envs differ, or a policy object is given twice (policies keep per-episode state).
+    """
+    vec = getattr(vec_env, "unwrapped", vec_env)
+    n = vec.num_envs
+    policies, seeds = list(policies), [int(s) for s in seeds]
+    if len(policies) != n or len(seeds) != n:
+        raise ValueError(f"run_episodes needs one policy and one seed per sub-env ({n}), "
+                         f"got {len(policies)} policies and {len(seeds)} seeds")
+    unbatchable = sorted({getattr(p, "name", type(p).__name__) for p in policies
+                          if not getattr(p, "batchable", False)})
+    if unbatchable:
+        raise ValueError(f"policies {unbatchable} cannot run side by side in a vector env (they read "
+                         f"more of the env than the pending gradient); run them with run_episode")
+    if len({id(p) for p in policies}) != n:
+        raise ValueError("run_episodes needs a distinct policy object per sub-env (policies keep "
+                         "per-episode state)")
+    single = vec.single_env
+    cache = _StepCache(vec)
+    views = [SubEnvView(vec, i, cache) for i in range(n)] if vec.batched else list(vec.envs)
+
+    obs, infos = vec.reset(seed=seeds)
+    results = [EpisodeResult() for _ in range(n)]
+    info_i = [_sub_info(infos, i) for i in range(n)]
+    for i in range(n):
+        policies[i].reset(views[i])
+        if "eval" in info_i[i]:
+            results[i].record_eval(0, info_i[i]["eval"])
+    active = np.ones(n, dtype=bool)
+    steps = [0] * n
+    actions = np.zeros(vec.action_space.shape, dtype=np.float64)  # (the single env gets floats too)
+    idle = np.asarray(vec.single_action_space.low, dtype=np.float64)
+    for _ in range(single.episode_length):
+        ids = [int(i) for i in np.flatnonzero(active)]
+        if trace:
+            g_batch, g_full = vec.pending_grads(ids), vec.full_gradients(ids)
+            weights = vec.flat_weights(ids).tolist()
+            gaps = torch.linalg.vector_norm(g_batch - g_full, dim=1).tolist()
+            for j, i in enumerate(ids):
+                results[i].trace_steps.append(steps[i])
+                results[i].weights.append(weights[j])
+                results[i].disagreement.append(float(gaps[j]))
+        actions[~active] = idle  # ended episodes: the lowest rate (see the docstring)
+        for i in ids:
+            actions[i] = np.asarray(policies[i](obs[i], info_i[i], views[i]),
+                                    dtype=actions.dtype).reshape(actions.shape[1:])
+        obs, rewards, terminated, truncated, infos = vec.step(actions)
+        cache.clear()
+        for i in ids:
+            ended = bool(terminated[i] or truncated[i])
+            info = _sub_info(infos["final_info"], i) if ended else _sub_info(infos, i)
+            info_i[i] = info
+            res = results[i]
+            res.episode_return += float(rewards[i])
+            lr = info["lr"]
+            lr = float(np.exp(np.mean(np.log(lr)))) if np.ndim(lr) else float(lr)
+            n_updates, steps[i] = int(info["step"]) - steps[i], int(info["step"])
+            res.lr.extend([lr] * n_updates)
+            # (no lr-free optimizer is batched; a single sub-env reports its own)
+            res.effective_lr.extend([lr if vec.batched else _effective_lr(views[i], lr)] * n_updates)
+            res.batch_loss.extend([float(info["batch_loss"])] * n_updates)
+            res.steps = steps[i]
+            if "eval" in info:
+                res.record_eval(steps[i], info["eval"])
+            if terminated[i] or info.get("diverged"):
+                res.diverged = True
+                active[i] = False
+            elif truncated[i]:
+                active[i] = False
+        if not active.any():
+            break
+    return results

@@ -397,3 +397,34 @@ class BatchedPrimaryTrainer:
                 results[f"{split}_accuracy"] = correct / n
         values = torch.stack(list(results.values()), dim=1).tolist()  # one synchronisation
         return [dict(zip(results, row)) for row in values]
+
+    # ------------------------------------------------------------------ per-run state, flat (read-only)
+    def _flat(self, tensors: dict[str, Tensor], envs: Tensor | None) -> Tensor:
+        rows = [tensors[k] if envs is None else tensors[k][envs] for k in self.names]
+        return torch.cat([t.detach().flatten(1) for t in rows], dim=1)
+
+    @torch.no_grad()
+    def flat_params(self, envs: Tensor | None = None) -> Tensor:
+        """Runs ``envs``' (default all) weights, one flat row per run in ``model.parameters()``
+        order (as ``torch.cat`` of a single model's flattened parameters), shape ``(len(envs), P)``."""
+        return self._flat(self.params, envs).clone()
+
+    @torch.no_grad()
+    def flat_grads(self, envs: Tensor | None = None) -> Tensor:
+        """Runs ``envs``' pending batch gradients (the next :meth:`update`'s), one flat row per run
+        (as ``PrimaryTrainer.flat_grad``), shape ``(len(envs), P)``."""
+        return self._flat(self.grads, envs).clone()
+
+    def full_grads(self, envs: Tensor | None = None) -> Tensor:
+        """Gradients of the full training-set loss at runs ``envs``' current weights, one flat row
+        per run, shape ``(len(envs), P)``; the pending batch gradients are left untouched."""
+        from torch.func import functional_call, grad, vmap
+
+        base, t = self.base, self.template
+        x, y = t.x_train, t.y_train
+
+        def loss(p, b):
+            return self.loss_fn(functional_call(base, (p, b), (x,)), y)
+
+        params, buffers = self._select(envs)
+        return self._flat(vmap(grad(loss))(params, buffers), None).detach()

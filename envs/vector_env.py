@@ -148,6 +148,53 @@ class LearningRateVectorEnv(VectorEnv):
             return self.trainer.state_dict(i)
         return {k: v.detach().clone() for k, v in self.envs[i].trainer.model.state_dict().items()}
 
+    # ------------------------------------------------------------------ per-sub-env state (read-only)
+    # What a policy or a trace may read of each sub-env between steps (agents.baselines.run_episodes):
+    # the pending batch gradient (the one the next step's first update applies), its norm, the
+    # weights, and the full training-set gradient. ``envs``: the sub-envs to read (default all);
+    # rows come back in that order. Nothing here changes any state.
+    def _env_ids(self, envs) -> list[int]:
+        return list(range(self.num_envs)) if envs is None else [int(i) for i in envs]
+
+    def _sel(self, envs):
+        if envs is None:
+            return None
+        return torch.as_tensor(self._env_ids(envs), dtype=torch.long, device=self.trainer.device)
+
+    def pending_grad_norms(self, envs=None) -> np.ndarray:
+        """``||g_t||`` per sub-env: the norm of the batch gradient its next update applies (as
+        :func:`envs.control.grad_norm` of a single env's parameters), in one synchronisation."""
+        if self.batched:
+            return np.asarray(self.trainer.grad_norm(envs=self._sel(envs)).tolist(), dtype=np.float64)
+        from envs.control import grad_norm
+        return np.array([float(grad_norm(self.envs[i].trainer.parameters())) for i in self._env_ids(envs)])
+
+    def flat_weights(self, envs=None) -> torch.Tensor:
+        """Each sub-env's weights as one flat row (``model.parameters()`` order), shape ``(len, P)``."""
+        if self.batched:
+            return self.trainer.flat_params(self._sel(envs))
+        return torch.stack([torch.cat([p.detach().reshape(-1) for p in self.envs[i].trainer.parameters()])
+                            for i in self._env_ids(envs)])
+
+    def pending_grads(self, envs=None) -> torch.Tensor:
+        """Each sub-env's pending batch gradient as one flat row (as ``PrimaryTrainer.flat_grad``)."""
+        if self.batched:
+            return self.trainer.flat_grads(self._sel(envs))
+        return torch.stack([self.envs[i].trainer.flat_grad().detach().clone() for i in self._env_ids(envs)])
+
+    def full_gradients(self, envs=None) -> torch.Tensor:
+        """Each sub-env's gradient of the full training-set loss at its current weights, one flat
+        row each; the pending batch gradients are untouched."""
+        if self.batched:
+            return self.trainer.full_grads(self._sel(envs))
+        rows = []
+        for i in self._env_ids(envs):
+            tr = self.envs[i].trainer
+            params = list(tr.model.parameters())
+            loss = tr.loss_fn(tr.model(tr.x_train), tr.y_train)
+            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).detach())
+        return torch.stack(rows)
+
     def _check_actions(self, actions) -> np.ndarray:
         shape = (self.num_envs, *self.single_action_space.shape)
         try:
