@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from experiments.config import HELD_OUT_SEED_START, EvaluationSettings, parse_seeds
+from experiments.config import DEFAULT_BATCH, HELD_OUT_SEED_START, EvaluationSettings, parse_seeds
 from experiments.methods import ALIASES, BASELINES
 
 
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default results/evaluate-TASK)")
     p.add_argument("--jobs", type=int, default=1,
                    help="parallel worker processes for independent runs (1 thread each)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help="runs of one optimizer and env setting trained side by side in one batched vector env "
+                        "(envs.LearningRateVectorEnv; 1: one run at a time; the same runs to float rounding)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="device of the primary model")
     p.add_argument("--data-root", default=None, help="folder holding MNIST/CIFAR-10 files")
@@ -81,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = EvaluationSettings(
             task=args.task, updates=args.updates, seeds=parse_seeds(args.seeds), baselines=[args.baselines],
             grid=args.grid, jobs=args.jobs, device=args.device, data_root=args.data_root,
-            eval_every=args.eval_every, divergence_factor=args.divergence_factor, episodes=args.episodes).validate()
+            eval_every=args.eval_every, divergence_factor=args.divergence_factor, episodes=args.episodes,
+            batch=args.batch).validate()
         make_task(settings.task, data_root=settings.data_root)  # its files exist (no work before this)
         controllers = load_controllers(args.checkpoints, settings.task, settings.device)
         if not settings.baselines and not controllers:

@@ -24,6 +24,9 @@ HELD_OUT_SEED_START = 1000
 MAX_SEEDS = 10_000
 #: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)
 SEED_LIMIT = 2 ** 64
+#: runs of a sweep trained side by side in one vector env (``evaluate.py --batch``); chosen by
+#: measurement (README, "Many runs in one batched step")
+DEFAULT_BATCH = 16
 
 
 class SettingsError(ValueError):
@@ -96,6 +99,9 @@ class EvaluationSettings:
     """A run diverges when a mini-batch loss exceeds this multiple of its first one."""
     episodes: int = 3
     """Episodes of the RL policy evaluation of each controller (0: skip)."""
+    batch: int = DEFAULT_BATCH
+    """Runs trained side by side in one vector env (:func:`experiments.sweep.run_batch`; 1: one at a
+    time). The same runs to float rounding; the default is measured (README, issue 12)."""
 
     def validate(self) -> "EvaluationSettings":
         """Check every field once (``ValueError`` naming the flag); expand baseline aliases and
@@ -107,7 +113,7 @@ class EvaluationSettings:
         if self.task not in TASKS and ":" not in self.task:
             raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}, "
                              f"or 'package.module:function' returning an envs.Task")
-        for name, minimum in (("updates", 1), ("jobs", 1), ("eval_every", 1), ("episodes", 0)):
+        for name, minimum in (("updates", 1), ("jobs", 1), ("eval_every", 1), ("episodes", 0), ("batch", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")

@@ -88,26 +88,41 @@ def missing_packages(names: list[str]) -> list[str]:
     return sorted({n for n in names if n in LRFREE and importlib.util.find_spec(LRFREE_PACKAGES[n]) is None})
 
 
+#: a run spec's policy kind -> the :mod:`agents.baselines` class that drives the env
+POLICY_CLASSES = {"constant": "ConstantLR", "cosine": "CosineLR", "vsgd": "VSGD", "hd": "HypergradientSGD",
+                  "feature": "FeatureController", "clipped": "ClippedSGD", "gradnorm": "GradNormRule",
+                  "controller": "ControllerPolicy"}
+
+
+def policy_batchable(policy: dict) -> bool:
+    """Whether runs of this policy can go side by side in one vector env
+    (:func:`agents.baselines.run_episodes`; the class's ``batchable`` flag)."""
+    from agents import baselines as B
+
+    return bool(getattr(getattr(B, POLICY_CLASSES[policy["kind"]]), "batchable", False))
+
+
 def make_policy(policy: dict, controller_loader: Callable[[str], Any]):
     """A run spec's ``policy`` dict -> the :mod:`agents.baselines` policy object that drives the env.
     ``controller_loader(path)`` gives the trained controller of a ``{"kind": "controller"}`` policy."""
     from agents import baselines as B
 
     kind = policy["kind"]
+    if kind not in POLICY_CLASSES:
+        raise ValueError(f"unknown policy kind {kind!r}")
+    cls = getattr(B, POLICY_CLASSES[kind])
     if kind == "constant":
-        return B.ConstantLR(policy["lr"])
+        return cls(policy["lr"])
     if kind == "cosine":
-        return B.CosineLR(policy["peak"])
+        return cls(policy["peak"])
     if kind == "vsgd":
-        return B.VSGD()
+        return cls()
     if kind == "hd":
-        return B.HypergradientSGD(policy["beta"], lr0=policy["lr0"])
+        return cls(policy["beta"], lr0=policy["lr0"])
     if kind == "feature":
-        return B.FeatureController(tuple(policy["theta"]), lr0=policy["lr0"])
+        return cls(tuple(policy["theta"]), lr0=policy["lr0"])
     if kind == "clipped":
-        return B.ClippedSGD(policy["lr"], policy["max_norm"])
+        return cls(policy["lr"], policy["max_norm"])
     if kind == "gradnorm":
-        return B.GradNormRule(*policy["constants"])
-    if kind == "controller":
-        return B.ControllerPolicy(controller_loader(policy["path"]))
-    raise ValueError(f"unknown policy kind {kind!r}")
+        return cls(*policy["constants"])
+    return cls(controller_loader(policy["path"]))

@@ -123,7 +123,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
     t_start = time.perf_counter()
     bar = tqdm(total=0, desc="evaluate", unit="run", dynamic_ncols=True, disable=not progress)
     grids: dict[str, dict] = {}
-    with Sweep(common, out, settings.jobs, bar) as sweep:
+    with Sweep(common, out, settings.jobs, bar, batch=settings.batch) as sweep:
         R = sweep.records
 
         def by(family: str, params: Iterable | None = None, seed_list: Sequence[int] = seeds) -> list[dict]:

@@ -22,7 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from experiments.methods import BASELINE_ENV, LABELS, make_policy
+from experiments.config import DEFAULT_BATCH
+from experiments.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
 
 _CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
 
@@ -107,6 +108,54 @@ def run_spec(spec: dict, common: dict, out_dir: str | None = None) -> dict:
     return record
 
 
+def batch_key(spec: dict) -> tuple | None:
+    """Runs with the same key can train side by side in one vector env: same optimizer (one with a
+    batched form) and env settings, and a policy that reads no more of the env than a sub-env view
+    gives. ``None``: the run goes alone."""
+    from envs.batched import BATCHED_OPTIMIZERS
+
+    if spec["optimizer"] not in BATCHED_OPTIMIZERS or not policy_batchable(spec["policy"]):
+        return None
+    return spec["optimizer"], json.dumps(spec["env"], sort_keys=True)
+
+
+def run_batch(specs: list[dict], common: dict, out_dir: str | None = None) -> list[dict]:
+    """:func:`run_spec` for several runs of one :func:`batch_key` at once: one
+    :class:`envs.LearningRateVectorEnv` trains their primary networks in one batched step
+    (:func:`agents.baselines.run_episodes`; the same runs to float rounding). Each record's
+    ``wall_time`` is the batch's divided by its size. If the batch cannot be built or fails as a
+    whole, every run is redone alone, so each records its own outcome."""
+    if len(specs) == 1:
+        return [run_spec(specs[0], common, out_dir)]
+    from agents.baselines import run_episodes
+    from envs.vector_env import LearningRateVectorEnv
+
+    t0 = time.perf_counter()
+    try:
+        first = specs[0]
+        vec = LearningRateVectorEnv(common["task"], num_envs=len(specs), batched=True, seed=first["seed"],
+                                    optimizer=first["optimizer"], episode_length=common["steps"],
+                                    eval_every=common["eval_every"], validation_size=common["validation_size"],
+                                    device=common["device"], divergence_factor=common["divergence_factor"],
+                                    data_root=common["data_root"], **first["env"])
+        try:
+            policies = [make_policy(s["policy"], lambda path: _controller(path, common["device"])) for s in specs]
+            results = run_episodes(vec, policies, [s["seed"] for s in specs], trace=common["trace"])
+        finally:
+            vec.close()
+    except Exception:  # (e.g. a model torch.func cannot batch): alone, each run records its outcome
+        return [run_spec(s, common, out_dir) for s in specs]
+    wall = (time.perf_counter() - t0) / len(specs)
+    records = []
+    for spec, res in zip(specs, results):
+        record = {"key": spec["key"], "spec": spec, "common": common,
+                  **_outcome(asdict(res), res.diverged, res.steps, common["steps"]), "wall_time": wall}
+        if out_dir is not None:
+            write_json(Path(out_dir) / "runs" / f"{spec['key']}.json", record)
+        records.append(record)
+    return records
+
+
 def _outcome(curves: dict, diverged: bool, steps: int, planned: int) -> dict:
     """Status, final losses and curves of a finished episode."""
     finished = not diverged and steps == planned and bool(curves["train_loss"])
@@ -152,10 +201,14 @@ def _init_worker() -> None:
 
 class Sweep:
     """Runs specs (resuming finished ones from ``out_dir/runs``), inline or in ``jobs`` worker
-    processes. ``records`` maps every run's key to its record; ``resumed`` counts loaded ones."""
+    processes, up to ``batch`` runs of one :func:`batch_key` side by side in one vector env
+    (``batch=1``: one run at a time). ``records`` maps every run's key to its record; ``resumed``
+    counts loaded ones."""
 
-    def __init__(self, common: dict, out_dir: Path, jobs: int = 1, bar=None) -> None:
-        self.common, self.out_dir, self.jobs, self.bar = common, Path(out_dir), jobs, bar
+    def __init__(self, common: dict, out_dir: Path, jobs: int = 1, bar=None, batch: int = DEFAULT_BATCH) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        self.common, self.out_dir, self.jobs, self.bar, self.batch = common, Path(out_dir), jobs, bar, batch
         self.records: dict[str, dict] = {}
         self.pool = None
         if jobs > 1:
@@ -198,25 +251,45 @@ class Sweep:
                 self._progress(done=1)
             else:
                 todo.append(spec)
+        groups = self._groups(todo)
         if self.pool is None:
-            for spec in todo:
-                self._progress(note=spec["key"])
-                self._done(run_spec(spec, self.common, str(self.out_dir)))
+            for group in groups:
+                self._progress(note=group[0]["key"] + (f" (+{len(group) - 1} side by side)" if len(group) > 1 else ""))
+                for rec in run_batch(group, self.common, str(self.out_dir)):
+                    self._done(rec)
         else:
-            futures = {self.pool.submit(run_spec, s, self.common, str(self.out_dir)): s for s in todo}
+            futures = {self.pool.submit(run_batch, g, self.common, str(self.out_dir)): g for g in groups}
             for fut in cf.as_completed(futures):
                 try:
-                    rec = fut.result()
-                except OSError:  # writing the run's file failed (full disk, ...): stop the sweep
+                    recs = fut.result()
+                except OSError:  # writing a run's file failed (full disk, ...): stop the sweep
                     raise
                 except Exception as exc:  # a worker died (e.g. killed): record, keep going
-                    spec = futures[fut]
-                    rec = {"key": spec["key"], "spec": spec, "common": self.common, "status": "error",
-                           "message": f"worker failed: {type(exc).__name__}: {exc}", "curves": {},
-                           "final": {"train_loss": None, "test_loss": None, "test_accuracy": None},
-                           "wall_time": float("nan")}
-                self._done(rec)
+                    recs = [{"key": spec["key"], "spec": spec, "common": self.common, "status": "error",
+                             "message": f"worker failed: {type(exc).__name__}: {exc}", "curves": {},
+                             "final": {"train_loss": None, "test_loss": None, "test_accuracy": None},
+                             "wall_time": float("nan")} for spec in futures[fut]]
+                for rec in recs:
+                    self._done(rec)
         return [self.records[s["key"]] for s in specs]
+
+    def _groups(self, specs: list[dict]) -> list[list[dict]]:
+        """Specs in groups of at most ``batch`` with one :func:`batch_key` (in order of first
+        appearance); runs that cannot be batched alone. With workers, groups are sized so that
+        every worker gets work."""
+        if self.batch == 1:
+            return [[s] for s in specs]
+        by_key: dict[Any, list[dict]] = {}
+        for i, spec in enumerate(specs):
+            key = batch_key(spec)
+            by_key.setdefault(key if key is not None else ("alone", i), []).append(spec)
+        groups = []
+        for key, members in by_key.items():
+            size = self.batch
+            if self.jobs > 1:  # split a key's runs evenly over the workers rather than leave one idle
+                size = max(1, min(self.batch, math.ceil(len(members) / self.jobs)))
+            groups += [members[i:i + size] for i in range(0, len(members), size)]
+        return groups
 
     def _done(self, record: dict) -> None:
         self.records[record["key"]] = record

@@ -167,3 +167,29 @@ def test_real_checkpoint_from_train_controller(tmp_path, capsys):
     assert "examples held out" in text
     assert all(r["common"]["validation_size"] > 0 for r in data["runs"].values())
     assert math.isfinite(data["policy_evaluation"][0]["return_mean"])
+
+
+def test_batched_sweep_gives_the_table_of_one_run_at_a_time(tmp_path):
+    """Issue 12: runs side by side in one vector env (--batch) are the same runs: same grid picks,
+    same final losses to float rounding, same statuses; vSGD (not batchable) and Adagrad (no batched
+    form) still run alone in the batched sweep."""
+    kw = dict(task="regression2d", updates=20, seeds=[1000, 1001], eval_every=5, episodes=0,
+              baselines=["sgd,adam,adagrad,cosine,hd,clipped,gradnorm,feature,vsgd"])
+    evaluate_with_library(tmp_path / "one", batch=1, **kw)
+    evaluate_with_library(tmp_path / "side", batch=16, jobs=1, **kw)
+    one, side = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "side"))
+    assert set(one["runs"]) == set(side["runs"])
+    for key, rec in one["runs"].items():
+        other = side["runs"][key]
+        assert other["status"] == rec["status"], key
+        for name in ("train_loss", "test_loss"):
+            a, b = rec["final"][name], other["final"][name]
+            assert (a is None) == (b is None) and (a is None or b == pytest.approx(a, rel=1e-4)), (key, name)
+        assert other["curves"]["eval_steps"] == rec["curves"]["eval_steps"]
+    assert [(r["method"], r["protocol"], r["param"]) for r in one["summary"]] == \
+           [(r["method"], r["protocol"], r["param"]) for r in side["summary"]]
+    # the batched sweep really ran runs side by side: their wall times are shared equally
+    walls = {}
+    for rec in side["runs"].values():
+        walls.setdefault(round(rec["wall_time"], 9), []).append(rec["spec"]["family"])
+    assert max(len(v) for v in walls.values()) >= 5
