@@ -152,3 +152,25 @@ def test_reward_scale_multiplies_the_divergence_penalty(scale):
         if terminated.any():
             break
     assert rewards[terminated].tolist() == [-scale * 10.0] * int(terminated.sum())
+
+
+@pytest.mark.parametrize("value, ok", [(None, True), (50, True), (0, False), ("50", False)])
+def test_settings_json_accepts_probe_batch_size(value, ok):
+    from agents.checkpoint import CheckpointError
+    from agents.settings_schema import validate_settings
+
+    settings = {"agent": "actor-critic", "agent_kwargs": {}, "train": {"task": "digits", "steps": 10, "seed": 0},
+                "env_kwargs": {"episode_length": 5, "reward": "probe", "probe_batch_size": value}}
+    if ok:
+        validate_settings(settings)
+        env = LearningRateEnv("regression2d", **settings["env_kwargs"], **CPU)
+        assert env.probe_batch_size == (200 if value is None else value)
+    else:
+        with pytest.raises(CheckpointError, match="probe_batch_size"):
+            validate_settings(settings)
+
+
+def test_evaluate_passes_probe_batch_size_to_controller_envs():
+    import evaluate
+
+    assert "probe_batch_size" in evaluate.CONTROLLER_ENV_KEYS

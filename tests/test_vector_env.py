@@ -146,6 +146,7 @@ def run_pair(task="digits", num_envs=3, seed=5, steps=6, actions=None, **kwargs)
      "validation_size": 100, "features": ("val_loss",)},
     {"reward": "probe", "validation_batch_size": 60, "reward_transform": "log-ratio"},
     {"reward": "probe", "validation_batch_size": 60, "rotating_validation": True},
+    {"reward": "probe", "probe_batch_size": 30, "validation_batch_size": 60, "features": ("val_loss",)},
     {"action": "relative", "relative_every": 2, "initial_lr": 0.05},
     {"action": "raw", "lr_max": 0.3},
     {"action": "capped", "updates_per_step": 2, "step_cap_min": 1e-3, "step_cap_max": 1.0},
