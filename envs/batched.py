@@ -104,7 +104,7 @@ class BatchedPrimaryTrainer:
 
     Args:
         template: a ``PrimaryTrainer`` whose task, data (on its device), validation split,
-            optimizer name/kwargs and ``per_layer`` setting all N runs share.
+            optimizer name/kwargs and ``per_group`` setting all N runs share.
         seeds: the N runs' seeds (``w0`` and batch order, as ``PrimaryTrainer(seed=...)``).
 
     Per-run operations take the run index ``i``; batched ones take index tensors of shape
@@ -136,13 +136,13 @@ class BatchedPrimaryTrainer:
         if not all(p.requires_grad for _, p in named):
             raise UnbatchableError("the model has frozen parameters (requires_grad=False)")
         self.names = [k for k, _ in named]
-        # parameter -> optimizer group: PrimaryTrainer's layer_groups order with per_layer
+        # parameter -> optimizer group: PrimaryTrainer's layer_groups order with per_group
         group_of, g = {}, 0
         by_id = {id(p): k for k, p in named}
         for module in model.modules():
             params = [p for p in module.parameters(recurse=False) if p.requires_grad]
             for p in params:
-                group_of.setdefault(by_id[id(p)], g if template.per_layer else 0)
+                group_of.setdefault(by_id[id(p)], g if template.per_group else 0)
             g += bool(params)
         self.group_of = [group_of[k] for k in self.names]
         self.n_groups = template.n_groups

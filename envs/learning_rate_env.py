@@ -235,7 +235,7 @@ class LearningRateEnv(gym.Env):
         # seed=None: the first reset() without a seed draws one (Gymnasium's convention); until
         # then the trainer holds seed 0's w0, which that reset replaces
         self.trainer = PrimaryTrainer(task, optimizer=optimizer, optimizer_kwargs=optimizer_kwargs,
-                                      device=device, seed=0 if seed is None else seed, per_layer=per_group,
+                                      device=device, seed=0 if seed is None else seed, per_group=per_group,
                                       validation_size=validation_size, data_root=data_root,
                                       download=download)
         self.reward_mode, self.reward_transform = reward, reward_transform

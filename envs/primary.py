@@ -118,7 +118,7 @@ class PrimaryTrainer:
         optimizer_kwargs: extra keyword arguments for the optimizer (e.g. ``momentum=0.5``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         seed: seeds both the initial weights ``w0`` and the batch order.
-        per_layer: one optimizer parameter group per layer (for per-group rates) instead of one.
+        per_group: one optimizer parameter group per layer (for per-group rates) instead of one.
         validation_size: number of training examples held out as a validation split
             (never used for updates); 0 for none.
         data_root, download: passed to :func:`~envs.tasks.make_task` for named tasks.
@@ -126,13 +126,13 @@ class PrimaryTrainer:
 
     def __init__(self, task: Task | str = "digits", optimizer: str = "sgd",
                  optimizer_kwargs: dict | None = None, device: str | torch.device = "auto",
-                 seed: int = 0, per_layer: bool = False, validation_size: int = 0,
+                 seed: int = 0, per_group: bool = False, validation_size: int = 0,
                  data_root=None, download: bool = True) -> None:
         self.task = make_task(task, data_root=data_root, download=download)
         self.device = resolve_device(device)
         self.optimizer_name = optimizer
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
-        self.per_layer = per_layer
+        self.per_group = per_group
         # Data lives on the device once; batches are index_select-ed from it.
         n_train = len(self.task.x_train)
         if not 0 <= validation_size < n_train:
@@ -185,14 +185,14 @@ class PrimaryTrainer:
             self.w0 = {k: v.detach().clone().to(self.device) for k, v in fresh.state_dict().items()}
         self.model.load_state_dict(self.w0)
         self.model.train()
-        groups = layer_groups(self.model) if self.per_layer else [list(self.model.parameters())]
+        groups = layer_groups(self.model) if self.per_group else [list(self.model.parameters())]
         self.optimizer = build_optimizer(self.optimizer_name, [{"params": g} for g in groups],
                                          lr=1e-3, **self.optimizer_kwargs)
         self._train_mode()
 
     @property
     def n_groups(self) -> int:
-        """Number of optimizer parameter groups (1 unless ``per_layer``)."""
+        """Number of optimizer parameter groups (1 unless ``per_group``)."""
         return len(self.optimizer.param_groups)
 
     # ------------------------------------------------------------------ data

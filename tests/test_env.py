@@ -512,7 +512,7 @@ def test_relative_action_multiplies_the_rate_within_bounds():
     assert info["lr"] == pytest.approx(1.0)  # held at lr_max
 
 
-def test_per_group_actions_set_one_rate_per_layer():
+def test_per_group_actions_set_one_rate_per_group():
     env = LearningRateEnv(task="digits", per_group=True, action="raw", **CPU)
     env.reset(seed=0)
     rates = np.array([0.1, 0.01, 0.001, 0.5])

@@ -23,7 +23,7 @@ def group_weights(env: LearningRateEnv) -> list[torch.Tensor]:
             for g in env.trainer.optimizer.param_groups]
 
 
-def test_action_is_a_box_with_one_entry_per_layer():
+def test_action_is_a_box_with_one_entry_per_group():
     env = make_env()
     n_layers = len(layer_groups(env.trainer.model))
     assert n_layers == 4  # digits CNN: conv, conv, linear, linear

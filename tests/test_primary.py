@@ -92,8 +92,8 @@ def test_validation_split_is_held_out_of_training():
         PrimaryTrainer("regression2d", device="cpu").validation_batch(5)
 
 
-def test_per_layer_groups_and_set_lr():
-    tr = PrimaryTrainer("digits", device="cpu", per_layer=True)
+def test_per_group_groups_and_set_lr():
+    tr = PrimaryTrainer("digits", device="cpu", per_group=True)
     assert tr.n_groups == 4 == len(layer_groups(tr.model))
     tr.set_lr([0.1, 0.2, 0.3, 0.4])
     assert [g["lr"] for g in tr.optimizer.param_groups] == [0.1, 0.2, 0.3, 0.4]
