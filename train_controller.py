@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward batch: the update's own (paper), the next, a held-out validation batch, or a fixed probe batch of training examples")
     e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,
                    help="loss decrement, or decrement of log loss")
+    e.add_argument("--probe-batch-size", type=_positive_int, default=None,
+                   help="--reward probe: examples in the fixed probe batch (default: the validation batch size)")
     e.add_argument("--action", choices=("absolute", "relative", "raw", "capped"), default=None,
                    help="absolute log-lr, relative multiplicative change, the raw rate, or capped: "
                         "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||)")
@@ -194,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- configuration
-ENV_FLAGS = ("episode_length", "reward", "reward_transform", "action", "step_cap_min", "step_cap_max", "lr_min",
+ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
              "relative_factor")
 AGENT_FLAGS = ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",

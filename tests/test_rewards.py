@@ -156,7 +156,7 @@ def test_reward_scale_multiplies_the_divergence_penalty(scale):
 
 @pytest.mark.parametrize("value, ok", [(None, True), (50, True), (0, False), ("50", False)])
 def test_settings_json_accepts_probe_batch_size(value, ok):
-    from agents.checkpoint import CheckpointError
+    from agents.io import CheckpointError
     from agents.settings_schema import validate_settings
 
     settings = {"agent": "actor-critic", "agent_kwargs": {}, "train": {"task": "digits", "steps": 10, "seed": 0},
