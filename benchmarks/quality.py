@@ -46,7 +46,9 @@ def _controller_costs(run_dirs: list[Path]) -> dict[str, dict]:
 def collect(eval_dir: Path, run_dirs: list[Path]) -> list[dict]:
     """One row per method of ``eval_dir/results.json``: loss, spread and cost."""
     results = json.loads((eval_dir / "results.json").read_text())
-    steps, n_seeds = int(results["steps"]), len(results["seeds"])
+    from experiments.report import updates_per_run
+
+    steps, n_seeds = updates_per_run(results), len(results["seeds"])
     grids = results.get("grids", {})
     train = _controller_costs(run_dirs)
     rows = []

@@ -13,6 +13,11 @@ from experiments.stats import COLLAPSE_FRACTION
 from experiments.sweep import _fmt, write_json
 
 
+def updates_per_run(results: dict) -> int:
+    """Primary updates per run of a ``results.json`` (``steps`` in files written before 0.3)."""
+    return int(results["updates"] if "updates" in results else results["steps"])
+
+
 def _pm(m: float, s: float, pct: bool = False) -> str:
     if not math.isfinite(m):
         return "—"
