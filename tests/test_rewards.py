@@ -170,7 +170,13 @@ def test_settings_json_accepts_probe_batch_size(value, ok):
             validate_settings(settings)
 
 
-def test_evaluate_passes_probe_batch_size_to_controller_envs():
-    import evaluate
+def test_a_controllers_training_env_keeps_its_probe_batch_size():
+    """The env a controller was trained in (reward included) is rebuilt with its probe batch; the
+    env it is evaluated in needs only its observation/action settings."""
+    from agents.checkpoint import Controller
 
-    assert "probe_batch_size" in evaluate.CONTROLLER_ENV_KEYS
+    env_kwargs = {"reward": "probe", "probe_batch_size": 25, "episode_length": 10, "features": ["lr"]}
+    ctrl = Controller("c", "actor-critic", None, {"agent": "actor-critic", "train": {"task": "digits"},
+                                                  "env_kwargs": env_kwargs})
+    assert ctrl.env_kwargs(include_reward=True)["probe_batch_size"] == 25
+    assert "probe_batch_size" not in ctrl.env_kwargs() and ctrl.env_kwargs()["features"] == ["lr"]
