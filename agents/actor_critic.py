@@ -70,6 +70,7 @@ from stable_baselines3.common import utils as sb3_utils
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor, nn
 
 from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
@@ -201,9 +202,7 @@ class ActorCritic(SB3Shaped):
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         if target_tau is not None and not 0 < target_tau <= 1:
             raise ValueError(f"target_tau must be in (0, 1] or None, got {target_tau}")
-        if env is not None and not is_wrapped(env, Monitor):
-            env = Monitor(env)  # episode returns in info["episode"], like SB3 does it
-        self.env = env
+        self.env = env = self._wrapped(env)
         if env is None and (observation_space is None or action_space is None):
             raise ValueError("give an env, or both observation_space and action_space")
         self.observation_space = env.observation_space if observation_space is None else observation_space
@@ -261,8 +260,17 @@ class ActorCritic(SB3Shaped):
         if env.observation_space.shape != self.observation_space.shape or \
                 env.action_space.shape != self.action_space.shape:
             raise ValueError("the env's spaces differ from the ones the agent was built for")
-        self.env = env if is_wrapped(env, Monitor) else Monitor(env)
+        self.env = self._wrapped(env)
         self._needs_first_reset = True
+
+    @staticmethod
+    def _wrapped(env):
+        """A single env in SB3's ``Monitor`` (episode returns in ``info["episode"]``, as SB3 does
+        it); an SB3 ``VecEnv`` (N parallel episodes, e.g. :func:`agents.vec_env.make_sb3_vec_env`,
+        whose ``VecMonitor`` does the same) as it is."""
+        if env is None or isinstance(env, VecEnv) or is_wrapped(env, Monitor):
+            return env
+        return Monitor(env)
 
     def _to_unit(self, action: np.ndarray) -> np.ndarray:
         """Env action -> the actor's [-1, 1] scale (identity for the default [-1, 1] box)."""
@@ -395,6 +403,9 @@ class ActorCritic(SB3Shaped):
                                                       reset_num_timesteps)
         callback = self._init_callback(callback, progress_bar)
         env, start_time, start_steps = self.env, time.time_ns(), self.num_timesteps
+        if isinstance(env, VecEnv):
+            self._learn_parallel(total, callback, log_interval, start_time, start_steps)
+            return self
         # seed the env on a fresh start only; a resumed run restarts from the env's own seed
         # (reset(seed=...) would also re-draw the primary model's w0)
         first_seed = self.seed if self._needs_first_reset and self.num_timesteps == 0 else None
@@ -440,6 +451,62 @@ class ActorCritic(SB3Shaped):
                 obs, state = new_obs, next_state
         callback.on_training_end()
         return self
+
+    def _learn_parallel(self, total: int, callback: Any, log_interval: int, start_time: int,
+                        start_steps: int) -> None:
+        """Algorithm 1 on N parallel episodes (an SB3 ``VecEnv``): the actor acts on the N
+        observations in one batched LSTM step (N recurrent states, each restarted when its episode
+        ends), and each of the N transitions then gets exactly the single-env update
+        (:meth:`train_step`, the separate-sample actor update included), so the agent's updates
+        per transition are those of one env; only the primary training is batched. Every
+        transition counts as one timestep."""
+        env, n = self.env, self.env.num_envs
+        if self._needs_first_reset and self.num_timesteps == 0 and self.seed is not None:
+            env.seed(self.seed)  # sub-env i: seed + i (SB3's convention)
+        obs = env.reset()
+        self._needs_first_reset = False
+        state = self.actor.initial_state(n)
+        if self.normalize_obs:
+            self.obs_rms.update(torch.as_tensor(obs, device=self.device))
+        stats = {"delta": [], "q": [], "q_actor": []}
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < total:
+            with torch.no_grad():
+                a, next_state = self.actor(self._obs_tensor(obs), state)
+            a = a.cpu()
+            if self.noise_std > 0:
+                a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator)
+            action_unit = a.clamp(-1.0, 1.0).numpy()
+            if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
+                action_unit = (2 * torch.rand((n, self.act_dim), generator=self.noise_generator) - 1).numpy()
+            new_obs, rewards, dones, infos = env.step(self._from_unit(action_unit))
+            for i in range(n):
+                self.num_timesteps += 1
+                last_obs = infos[i]["terminal_observation"] if dones[i] else new_obs[i]
+                terminated = bool(dones[i]) and not infos[i].get("TimeLimit.truncated", False)
+                if self.normalize_obs and dones[i]:
+                    self.obs_rms.update(torch.as_tensor(last_obs, device=self.device))
+                out = self.train_step(obs[i], action_unit[i], float(rewards[i]),
+                                      infos[i].get("critic_next_obs", last_obs), last_obs, terminated,
+                                      (next_state[0][:, i:i + 1], next_state[1][:, i:i + 1]))
+                for key in stats:
+                    stats[key].append(out[key])
+            if self.normalize_obs:
+                self.obs_rms.update(torch.as_tensor(new_obs, device=self.device))
+            callback.update_locals(locals())  # infos, rewards, dones: SB3's names
+            if not callback.on_step():
+                break
+            for i in np.flatnonzero(dones):
+                self._episode_num += 1
+                if "episode" in infos[i]:
+                    self.ep_info_buffer.append(infos[i]["episode"])
+                if log_interval and self._episode_num % log_interval == 0:
+                    self._dump_logs(stats, start_time, start_steps)
+                    stats = {k: [] for k in stats}
+                next_state[0][:, i].zero_()  # line 27: w <- w0, and that episode's LSTM restarts
+                next_state[1][:, i].zero_()
+            obs, state = new_obs, next_state
+        callback.on_training_end()
 
     def _dump_logs(self, stats: dict, start_time: int, start_steps: int) -> None:
         elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)

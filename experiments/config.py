@@ -167,7 +167,8 @@ class TrainSettings:
     seed: int = 0
     """Seed of the agent and of the training env's primary runs."""
     num_envs: int = 1
-    """Primary runs trained side by side in one batched env (ddpg/td3)."""
+    """Primary runs trained side by side in one batched env (actor-critic, ddpg, td3): N parallel
+    episodes, the agent's updates per transition unchanged."""
     device: str = "cpu"
     """Device of the primary model and the agent."""
     data_root: str | None = None
@@ -240,10 +241,9 @@ class TrainSettings:
         if unknown:
             raise TypeError(f"unknown training setting {unknown[0]!r}")
         num_envs = int(train.get("num_envs", 1))
-        if num_envs > 1 and agent in ("actor-critic", "policy-search"):
-            raise ValueError(f"--num-envs > 1 works with --agent ddpg or td3; {agent} learns from one episode "
-                             f"at a time (use --num-envs 1; policy-search runs episodes side by side with "
-                             f"--workers)")
+        if num_envs > 1 and agent == "policy-search":
+            raise ValueError("--num-envs > 1 works with --agent actor-critic, ddpg or td3; the policy search "
+                             "runs a generation's episodes side by side with --workers instead")
         if train.get("workers") is not None and agent != "policy-search":
             raise ValueError(f"--workers does not apply to --agent {agent}")
         shared = p["agent"]  # gamma and noise_std are shared by the actor-critic and SB3

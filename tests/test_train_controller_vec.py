@@ -25,10 +25,28 @@ def test_sb3_agent_trains_on_num_envs_parallel_runs(tmp_path, agent):
     assert controller is not None
 
 
-def test_num_envs_with_actor_critic_is_a_clear_error(capsys):
+def test_actor_critic_learns_from_parallel_episodes(tmp_path):
+    """The paper's agent on N parallel episodes: every transition counted and learned from (one
+    train_step each), episodes of every sub-env counted, checkpoint selection and resume work."""
+    out = tmp_path / "ac"
+    flags = ["--preset", "paper", "--episode-length", "10", "--no-progress", "--checkpoint-every", "15",
+             "--task", "regression2d", "--select-best", "2"]
+    assert train_controller.main(["--agent", "actor-critic", "--num-envs", "3", "--steps", "60",
+                                  "--out", str(out), *flags]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # 60 transitions = 20 vector steps of 3 runs; episodes of 10 updates: 2 per run
+    assert summary["steps_total"] == 60 and summary["episodes_this_run"] == 6
+    assert summary["best_eval_return"] is not None
+    ctrl = load_controller(out)
+    assert ctrl.model._n_updates == 60  # m_phi = 1: one critic update per transition, as with one env
+    assert train_controller.main(["--resume", str(out), "--steps", "90", "--no-progress"]) == 0
+    assert load_controller(out).model.num_timesteps == 90
+
+
+def test_num_envs_with_policy_search_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
-        train_controller.main(["--agent", "actor-critic", "--num-envs", "2", "--steps", "10", "--no-progress"])
-    assert "--num-envs > 1 works with --agent ddpg or td3" in capsys.readouterr().err
+        train_controller.main(["--agent", "policy-search", "--num-envs", "2", "--steps", "10", "--no-progress"])
+    assert "--num-envs > 1 works with --agent actor-critic, ddpg or td3" in capsys.readouterr().err
 
 
 def test_num_envs_must_be_positive(capsys):
