@@ -48,7 +48,7 @@ Robustness levers beyond the paper, all off by default (= the paper's behaviour)
   and train the critic only (SB3's ``learning_starts``): the critic sees the whole lr range
   before the actor follows its ``dQ/da``; otherwise an untrained critic's random slope can
   drive the tanh actor into a bound in a few episodes, where its gradient vanishes for good.
-- Checkpoint selection: ``learn(callback=SelectBestCallback(eval_env, N))``
+- Checkpoint selection: ``learn(callback=SelectBestCallback(eval_env, N, seeds))``
   (:class:`agents.callbacks.SelectBestCallback`, the same for every agent) runs a deterministic
   episode on fixed validation seed(s) every ``N`` training episodes (and at the end) and leaves
   the actor with the best validation return in place when ``learn`` returns.

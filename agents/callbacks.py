@@ -156,7 +156,7 @@ class PeriodicCheckpoint(BaseCallback):
 
 
 # --------------------------------------------------------------------------- checkpoint selection
-def deterministic_return(model: Any, env: gym.Env, seeds: Sequence[int] = (500,)) -> float:
+def deterministic_return(model: Any, env: gym.Env, seeds: Sequence[int]) -> float:
     """Mean undiscounted return of ``model.predict(..., deterministic=True)`` (SB3 signature,
     recurrent state carried) over one episode per seed, each from ``env.reset(seed=s)``; the env is
     stepped until it terminates or truncates."""
@@ -193,7 +193,7 @@ class SelectBestCallback(BaseCallback):
     Logs ``eval/mean_reward``; ``best_return`` / ``best_timestep`` record the selected policy.
     """
 
-    def __init__(self, eval_env: gym.Env, eval_freq: int, seeds: Sequence[int] = (500,)) -> None:
+    def __init__(self, eval_env: gym.Env, eval_freq: int, seeds: Sequence[int]) -> None:
         super().__init__()
         if int(eval_freq) < 1:
             raise ValueError(f"eval_freq must be >= 1, got {eval_freq}")

@@ -44,6 +44,7 @@ import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402
 from benchmarks.common import machine_info, timed, write_json  # noqa: E402
+from experiments.config import held_out_seeds  # noqa: E402
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "docs" / "cards"
 #: absolute actions of the constant-action grid: rates 1e-5 .. 1 in half-decade steps
@@ -264,7 +265,7 @@ def main(argv=None) -> None:
     DATA.update(data_root=args.data_root, download=args.download)
     ids = [i for i in args.ids.split(",") if i]
     if args.stage in ("measure", "all"):
-        seeds = [1000 + i for i in range(args.seeds)]
+        seeds = held_out_seeds(args.seeds)
         for env_id in ids:
             task = gym.spec(env_id).kwargs["task"]
             try:

@@ -113,7 +113,7 @@ PRESETS["recommended"] = {
     "policy_search": {"population": 12, "elite_fraction": 0.25, "init_std": 0.5, "min_std": 0.02,
                       "noise_decay": 10},
     "sb3": {"learning_starts": 200},  # for --agent td3/ddpg: 5 episodes of random actions first
-    "train": {"steps": 5760, "select_best": 1, "eval_seeds": [500], "collapse_termination": True,
+    "train": {"steps": 5760, "select_best": 1, "collapse_termination": True,
               "finite_horizon": True},
 }
 
@@ -159,7 +159,7 @@ PRESETS["issue8"] = {
     "algo": "actor-critic",
     "sb3": {"learning_starts": 200},  # for --agent td3/ddpg: 5 episodes of random actions first
     # 800 env steps = 20 episodes = 20,000 primary updates: the study's training budget
-    "train": {"steps": 800, "select_best": 5, "eval_seeds": [500], "collapse_termination": True,
+    "train": {"steps": 800, "select_best": 5, "collapse_termination": True,
               "finite_horizon": True},
 }
 
