@@ -158,11 +158,8 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
 def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous: list[str],
          progress: bool, log_every: int) -> dict:
     from agents.checkpoint import CHECKPOINT_NAMES
-    from agents.io import atomic_write_json, remove_stale_temp_files
+    from agents.io import CheckpointError, atomic_write_json, box_to_json, remove_stale_temp_files
     from agents.rundir import DirectoryLock, clear_run_files, prepare_directory, remove_temp_files
-    from agents.io import box_to_json
-
-    from agents.io import CheckpointError
     from envs.tasks import DatasetUnavailableError
 
     ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
