@@ -196,7 +196,10 @@ def results_page(name: str, results: dict) -> str:
              f"`{results.get('command', 'evaluate.py')}`.", ""]
     parts += [f"- {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
     rows = [{**r, **{k: (math.nan if r.get(k) is None else r[k]) for k in r if k.endswith(("_mean", "_std"))},
-             "wall_time": math.nan if r.get("wall_time") is None else r["wall_time"]} for r in results["summary"]]
+             "wall_time": math.nan if r.get("wall_time") is None else r["wall_time"],
+             # JSON has no infinity: a median of null is a diverged majority
+             "train_loss_median": math.inf if r.get("train_loss_median") is None else r["train_loss_median"]}
+            for r in results["summary"]]
     parts += ["## Summary", "", markdown_table(rows, results.get("classification", True)), ""]
     if grids:
         parts += ["## Grid searches", "", grid_table(grids), ""]
