@@ -215,7 +215,7 @@ def settings_from_args(args: argparse.Namespace):
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,
-        task=",".join(t.strip() for t in (args.task or "digits").split(",")), steps=args.steps, seed=args.seed,
+        task=args.task or "digits", steps=args.steps, seed=args.seed,
         num_envs=args.num_envs, device=args.device, data_root=args.data_root,
         checkpoint_every=args.checkpoint_every, workers=args.workers, select_best=args.select_best,
         eval_seeds=args.eval_seed, collapse_termination=args.collapse_termination,

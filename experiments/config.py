@@ -237,6 +237,8 @@ class TrainSettings:
         if wrong:
             raise ValueError(f"--{wrong[0].replace('_', '-')} does not apply to --agent {agent}")
         train = {k: v for k, v in train.items() if v is not None}
+        if isinstance(train.get("task"), str):  # "digits, regression2d," -> "digits,regression2d"
+            train["task"] = ",".join(t.strip() for t in train["task"].split(",") if t.strip())
         unknown = [k for k in train if k not in cls._TRAIN_KEYS]
         if unknown:
             raise TypeError(f"unknown training setting {unknown[0]!r}")
@@ -285,5 +287,5 @@ class TrainSettings:
         try:
             self.to_json()
         except ValueError as exc:  # CheckpointError: name the field, not a file
-            raise ValueError(str(exc).replace("settings.json: ", "")) from None
+            raise ValueError(str(exc).replace("'settings.json': ", "")) from None
         return self

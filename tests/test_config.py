@@ -1,0 +1,63 @@
+"""experiments.config: the typed settings, validated once; train_controller.py's flags map onto it."""
+import json
+
+import pytest
+
+from agents.io import CheckpointError
+from experiments.config import (HELD_OUT_SEED_START, SELECTION_SEED, EvaluationSettings, TrainSettings,
+                                held_out_seeds, parse_seeds)
+from experiments.presets import get_preset
+
+
+def test_from_preset_takes_the_presets_values_and_overrides():
+    s = TrainSettings.from_preset("recommended")
+    preset = get_preset("recommended")
+    assert s.agent == preset["algo"] and s.env_kwargs == preset["env"] and s.steps == preset["train"]["steps"]
+    assert s.eval_seeds == [SELECTION_SEED] and s.task == "digits"
+    s = TrainSettings.from_preset("issue8", agent="td3", env={"reward": "same-batch", "lr_min": None},
+                                  agent_overrides={"noise_std": 0.3, "learning_rate": 5e-4}, steps=40, num_envs=2)
+    assert s.env_kwargs["reward"] == "same-batch" and s.env_kwargs["lr_min"] == get_preset("issue8")["env"]["lr_min"]
+    assert s.agent_kwargs["noise_std"] == 0.3 and s.agent_kwargs["learning_rate"] == 5e-4
+    assert s.agent_kwargs["gradient_steps"] == 2  # as many gradient steps per transition as with one env
+    assert s.steps == 40 and s.num_envs == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"agent": "td3", "agent_overrides": {"m_phi": 2}}, "--m-phi does not apply to --agent td3"),
+    ({"agent": "policy-search", "agent_overrides": {"gamma": 0.5}}, "--gamma does not apply"),
+    ({"agent": "actor-critic", "agent_overrides": {"population": 8}}, "--population does not apply"),
+    ({"agent": "policy-search", "num_envs": 2}, "--num-envs > 1 works with"),
+    ({"agent": "td3", "workers": 2}, "--workers does not apply"),
+    ({"task": "nope"}, "unknown task 'nope'"),
+    ({"task": "digits,"}, None),  # an empty entry is dropped, not an error
+    ({"agent": "ppo"}, "unknown agent"),
+    ({"steps": 0}, "train.steps"),
+    ({"env": {"lr_min": 2.0, "lr_max": 1.0}}, "lr_min must be < lr_max"),
+])
+def test_bad_settings_are_one_value_error_naming_the_flag(kwargs, message):
+    if message is None:
+        assert TrainSettings.from_preset(**kwargs).tasks == ["digits"]
+        return
+    with pytest.raises(ValueError, match=message):
+        TrainSettings.from_preset(**kwargs)
+
+
+def test_settings_json_round_trip_and_schema_errors():
+    s = TrainSettings.from_preset("paper", task="regression2d", seed=3)
+    record = s.to_json()
+    assert set(record) == {"agent", "preset", "env_kwargs", "agent_kwargs", "train"}
+    again = TrainSettings.from_json(json.loads(json.dumps(record)))
+    assert again == s
+    record["train"]["steps"] = "100"
+    with pytest.raises(CheckpointError, match="train.steps"):
+        TrainSettings.from_json(record, "run/settings.json")
+
+
+def test_evaluation_settings_validate_once():
+    st = EvaluationSettings(baselines=["lrfree,sgd"], seeds=[5, 5, 7]).validate()
+    assert st.seeds == [5, 7] and st.baselines[-1] == "sgd" and "prodigy" in st.baselines and st.device == "cpu"
+    for bad in ({"updates": 0}, {"jobs": 0}, {"batch": 0}, {"eval_every": True}, {"grid": "coarse"},
+                {"divergence_factor": 1.0}, {"task": "imagenet"}, {"seeds": [2 ** 64]}, {"baselines": ["nope"]}):
+        with pytest.raises(ValueError):
+            EvaluationSettings(**bad).validate()
+    assert parse_seeds("3") == held_out_seeds(3) == [HELD_OUT_SEED_START + i for i in range(3)]
