@@ -55,9 +55,12 @@ def collect(eval_dir: Path, run_dirs: list[Path]) -> list[dict]:
     for s in results["summary"]:
         method, protocol = s["method"], s["protocol"]
         label = f"{method} ({protocol})" if protocol != "controller" else method
-        grid = next((g for name, g in grids.items() if name.startswith(method) and
-                     name.split(" (")[-1].rstrip(")").split()[0] in protocol), None)
-        candidates = len(grid) if grid else 1
+        # the grid this row was picked from: a decade-grid row from its decade grid, any other from
+        # the largest grid of its method (a fine grid contains the decade grid it refines)
+        mine = [g for name, g in grids.items() if name.startswith(method + " (")]
+        if "decade" in protocol:
+            mine = [g for name, g in grids.items() if name.startswith(method + " (") and "decade" in name]
+        candidates = max((len(g) for g in mine), default=1)
         updates = candidates * n_seeds * steps
         wall = (s["wall_time"] or 0.0) * candidates * n_seeds
         base = method.split(" (trained on")[0]
