@@ -148,7 +148,8 @@ class ActorCritic(SB3Shaped):
     the next observation is used for the critic too).
 
     Args:
-        env: a single (not vectorised) gymnasium env; wrapped in SB3's ``Monitor`` if it is not.
+        env: a gymnasium env (wrapped in SB3's ``Monitor`` if it is not), or an SB3 ``VecEnv`` of
+            N parallel episodes (e.g. :func:`agents.vec_env.make_sb3_vec_env`; see ``learn``).
             ``None`` is allowed when ``observation_space``/``action_space`` are given (e.g. to
             predict only).
         gamma: discount factor. m_phi / m_theta: steps over which critic / actor gradients are
