@@ -38,6 +38,7 @@ import torch
 
 from envs.control import grad_norm
 from envs.learning_rate_env import LearningRateEnv
+from envs.vector_env import unbatch_info
 
 
 class LRPolicy(Protocol):
@@ -517,19 +518,6 @@ class SubEnvView:
         return self
 
 
-def _sub_info(infos: dict, i: int) -> dict:
-    """Sub-env ``i``'s info dict out of a vector env's batched infos (gymnasium's ``_key`` masks)."""
-    out = {}
-    for k, v in infos.items():
-        if k.startswith("_"):
-            continue
-        mask = infos.get("_" + k)
-        if mask is not None and not mask[i]:
-            continue
-        out[k] = _sub_info(v, i) if isinstance(v, dict) else v[i]
-    return out
-
-
 def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False) -> list[EpisodeResult]:
     """:func:`run_episode` for ``vec_env.num_envs`` episodes side by side on a
     :class:`~envs.vector_env.LearningRateVectorEnv`: sub-env ``i`` is driven by ``policies[i]``
@@ -566,7 +554,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
 
     obs, infos = vec.reset(seed=seeds)
     results = [EpisodeResult() for _ in range(n)]
-    info_i = [_sub_info(infos, i) for i in range(n)]
+    info_i = [unbatch_info(infos, i) for i in range(n)]
     for i in range(n):
         policies[i].reset(views[i])
         if "eval" in info_i[i]:
@@ -593,7 +581,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
         cache.clear()
         for i in ids:
             ended = bool(terminated[i] or truncated[i])
-            info = _sub_info(infos["final_info"], i) if ended else _sub_info(infos, i)
+            info = unbatch_info(infos["final_info"], i) if ended else unbatch_info(infos, i)
             info_i[i] = info
             res = results[i]
             res.episode_return += float(rewards[i])

@@ -25,22 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
-
-def _unbatch(infos: dict, i: int) -> dict:
-    """Sub-env ``i``'s entries of a gymnasium batched info dict (masks honoured)."""
-    out = {}
-    for key, value in infos.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
-            continue
-        mask = infos.get("_" + key)
-        if mask is not None and not mask[i]:
-            continue
-        if isinstance(value, dict):
-            out[key] = _unbatch(value, i)
-        else:
-            item = value[i]
-            out[key] = item.item() if isinstance(item, np.generic) else item
-    return out
+from envs.vector_env import LearningRateVectorEnv, unbatch_info
 
 
 class SB3VecEnv(VecEnv):
@@ -94,7 +79,7 @@ class SB3VecEnv(VecEnv):
     def reset(self):
         seeds = None if self._seeds[0] is None else [int(s) for s in self._seeds]
         obs, infos = self.venv.reset(seed=seeds)
-        self.reset_infos = [_unbatch(infos, i) for i in range(self.num_envs)]
+        self.reset_infos = [unbatch_info(infos, i) for i in range(self.num_envs)]
         for i, info in enumerate(self.reset_infos):
             self._start(i, info)
         self._reset_seeds()
@@ -111,7 +96,7 @@ class SB3VecEnv(VecEnv):
         out, to_reset = [], []
         for i in range(self.num_envs):
             ended = terminated[i] or truncated[i]
-            info = _unbatch(infos["final_info"], i) if ended else _unbatch(infos, i)
+            info = unbatch_info(infos["final_info"], i) if ended else unbatch_info(infos, i)
             if self.collapse is not None and not terminated[i] and self._collapsed(i, info):
                 info = {**info, "diverged": True, "collapsed": True}
                 terminated[i], truncated[i] = True, False
@@ -121,7 +106,7 @@ class SB3VecEnv(VecEnv):
                     to_reset.append(i)
             if ended:
                 info["terminal_observation"] = infos["final_obs"][i]
-                info["reset_info"] = _unbatch(infos, i)
+                info["reset_info"] = unbatch_info(infos, i)
                 self._start(i, info["reset_info"])
             elif i in to_reset:
                 info["terminal_observation"] = obs[i].copy()
@@ -132,7 +117,7 @@ class SB3VecEnv(VecEnv):
             new_obs, reset_infos = self.venv.reset(options={"reset_mask": mask})
             for i in to_reset:
                 obs[i] = new_obs[i]
-                out[i]["reset_info"] = _unbatch(reset_infos, i)
+                out[i]["reset_info"] = unbatch_info(reset_infos, i)
                 self._start(i, out[i]["reset_info"])
         if self.finite_horizon:
             terminated, truncated = terminated | truncated, np.zeros_like(truncated)
@@ -171,7 +156,5 @@ def make_sb3_vec_env(task="digits", num_envs: int = 4, collapse: dict | None = N
                      finite_horizon: bool = False, **kwargs: Any) -> VecMonitor:
     """``VecMonitor(SB3VecEnv(LearningRateVectorEnv(task, num_envs, **kwargs), collapse,
     finite_horizon))``: ready for SB3."""
-    from envs.vector_env import LearningRateVectorEnv
-
     return VecMonitor(SB3VecEnv(LearningRateVectorEnv(task, num_envs=num_envs, **kwargs),
                                 collapse=collapse, finite_horizon=finite_horizon))

@@ -183,7 +183,7 @@ def readme_block(name: str, results: dict) -> str:
 
 def results_page(name: str, results: dict) -> str:
     """docs/results-NAME.md: everything evaluate.py reports, from the recorded results."""
-    from experiments.report import grid_table, markdown_table, updates_per_run
+    from experiments.report import grid_table, markdown_table, policy_evaluation_table, updates_per_run
 
     seeds = results["seeds"]
     grids = {k: {(tuple(json.loads(p)) if isinstance(json.loads(p), list) else json.loads(p)):
@@ -205,12 +205,7 @@ def results_page(name: str, results: dict) -> str:
         parts += ["## Grid searches", "", grid_table(grids), ""]
     rl = results.get("policy_evaluation") or []
     if rl:
-        parts += ["## Policy evaluation (RL return, SB3 evaluate_policy)", "",
-                  "| controller | episodes | episode length | return |", "|---|---|---|---|"]
-        for r in rl:
-            ret = r.get("error") or f"{r['return_mean']:.4g} ± {r['return_std']:.2g}"
-            parts.append(f"| {r['method']} | {r['episodes']} | {r.get('episode_length', '')} | {ret} |")
-        parts.append("")
+        parts += ["## Policy evaluation (RL return, SB3 evaluate_policy)", "", policy_evaluation_table(rl), ""]
     figures = results.get("figures") or []
     if figures:
         parts += ["## Figures", ""] + [f"![{f}](figures/{name}_{f})" for f in figures] + [""]

@@ -15,6 +15,26 @@ from envs.learning_rate_env import LearningRateEnv
 from envs.rewards import Pending
 
 
+def unbatch_info(infos: dict, i: int) -> dict:
+    """Sub-env ``i``'s entries of a gymnasium batched info dict (``infos[key][i]`` where the mask
+    ``infos["_" + key]`` allows it; nested dicts alike; numpy scalars as Python numbers). The
+    autoreset entries ``final_obs`` / ``final_info`` are left out: unbatch ``infos["final_info"]``
+    for an ended sub-env's last step."""
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = infos.get("_" + key)
+        if mask is not None and not mask[i]:
+            continue
+        if isinstance(value, dict):
+            out[key] = unbatch_info(value, i)
+        else:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
+
+
 class LearningRateVectorEnv(VectorEnv):
     """``num_envs`` independent :class:`~envs.learning_rate_env.LearningRateEnv` runs, trained
     with one batched forward/backward per step.

@@ -32,7 +32,7 @@ import numpy as np
 from experiments import methods as M
 from experiments.config import EvaluationSettings
 from experiments.stats import final_train, summarize
-from experiments.sweep import Sweep, _fmt, code_fingerprint, make_spec, register_controller
+from experiments.sweep import Sweep, fmt_param, code_fingerprint, make_spec, register_controller
 
 
 @dataclass
@@ -174,18 +174,18 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
         best_decade = {}
         for o in decade_opts:
             best_decade[o], _, grids[f"{M.LABELS[o]} (decade grid)"] = select_best(by(o, M.DECADE_GRID))
-        fine_lrs = {o: sorted({float(_fmt(best_decade[o] * m)) for m in M.FINE_MULTIPLIERS} | set(M.DECADE_GRID))
+        fine_lrs = {o: sorted({float(fmt_param(best_decade[o] * m)) for m in M.FINE_MULTIPLIERS} | set(M.DECADE_GRID))
                     for o in M.FINE_OPTIMIZERS if o in names and show_fine}
         phase2 = [make_spec(o, s, lr, optimizer=o) for o, lrs in fine_lrs.items() for lr in lrs for s in seeds]
         cos_peaks = []
         if "cosine" in names:
-            cos_peaks = sorted({float(_fmt(best_decade["sgd"] * m)) for m in M.COSINE_MULTIPLIERS})
+            cos_peaks = sorted({float(fmt_param(best_decade["sgd"] * m)) for m in M.COSINE_MULTIPLIERS})
             phase2 += [make_spec("cosine", s, p, policy={"kind": "cosine", "peak": p}) for p in cos_peaks for s in seeds]
         clip_fine: list[tuple[float, float]] = []
         if "clipped" in names:
             (lr0, c0), _, grids["SGD, clipped (decade grid: lr, max_norm)"] = select_best(
                 by("clipped", map(list, clip_decade)))
-            clip_fine = sorted({(float(_fmt(lr0 * m)), float(_fmt(c0 * n))) for m in (1.0,) + M.FINE_MULTIPLIERS
+            clip_fine = sorted({(float(fmt_param(lr0 * m)), float(fmt_param(c0 * n))) for m in (1.0,) + M.FINE_MULTIPLIERS
                                 for n in M.CLIP_NORM_MULTIPLIERS} | set(clip_decade))
             phase2 += clip_specs([p for p in clip_fine if p not in clip_decade])
         rule = None

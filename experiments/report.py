@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.stats import COLLAPSE_FRACTION
-from experiments.sweep import _fmt, write_json
+from experiments.sweep import fmt_param, write_json
 
 
 def updates_per_run(results: dict) -> int:
@@ -31,8 +31,8 @@ def param_text(row: dict) -> str:
     if p is None:
         return ""
     if isinstance(p, list):
-        return f"{row['param_name']}=(" + ", ".join(_fmt(v) for v in p) + ")"
-    return f"{row['param_name']}={_fmt(p)}" if row["param_name"] != "lr" else _fmt(p)
+        return f"{row['param_name']}=(" + ", ".join(fmt_param(v) for v in p) + ")"
+    return f"{row['param_name']}={fmt_param(p)}" if row["param_name"] != "lr" else fmt_param(p)
 
 
 def markdown_table(rows: list[dict], classification: bool) -> str:
@@ -73,9 +73,18 @@ def grid_table(grids: dict[str, dict[Any, float]]) -> str:
         best = min(means, key=lambda p: means[p])
         for p in sorted(means, key=lambda q: (q if not isinstance(q, tuple) else q)):
             v = means[p]
-            ptxt = "(" + ", ".join(_fmt(x) for x in p) + ")" if isinstance(p, tuple) else _fmt(p)
+            ptxt = "(" + ", ".join(fmt_param(x) for x in p) + ")" if isinstance(p, tuple) else fmt_param(p)
             vtxt = f"{v:.3e}" if math.isfinite(v) else "diverged"
             lines.append(f"| {name} | {ptxt}{' **(best)**' if p == best else ''} | {vtxt} |")
+    return "\n".join(lines)
+
+
+def policy_evaluation_table(rows: list[dict]) -> str:
+    """The controllers' RL returns (``Results.policy_evaluation``) as a Markdown table."""
+    lines = ["| controller | episodes | episode length | return |", "|---|---|---|---|"]
+    for r in rows:
+        ret = r.get("error") or f"{r['return_mean']:.4g} ± {r['return_std']:.2g}"
+        lines.append(f"| {r['method']} | {r['episodes']} | {r.get('episode_length', '')} | {ret} |")
     return "\n".join(lines)
 
 
@@ -102,11 +111,7 @@ def write_report(results, figures: list[str], out: Path, command: str) -> str:
         parts += ["## Grid searches", "", grid_table(results.grids), ""]
     if results.policy_evaluation:
         parts += ["## Policy evaluation (RL return, SB3 evaluate_policy)", "",
-                  "| controller | episodes | episode length | return |", "|---|---|---|---|"]
-        for r in results.policy_evaluation:
-            ret = r.get("error") or f"{r['return_mean']:.4g} ± {r['return_std']:.2g}"
-            parts.append(f"| {r['method']} | {r['episodes']} | {r.get('episode_length', '')} | {ret} |")
-        parts.append("")
+                  policy_evaluation_table(results.policy_evaluation), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     text = "\n".join(parts)

@@ -42,7 +42,9 @@ def _controller(path: str, device: str):
     return _CONTROLLERS[path]
 
 
-def _fmt(x: float) -> str:
+def fmt_param(x: float) -> str:
+    """A parameter to 3 significant digits: how it names a run's file, is shown in tables, and
+    (as ``float(fmt_param(x))``) how derived grid values are rounded."""
     return f"{x:.3g}"
 
 
@@ -50,10 +52,10 @@ def make_spec(family: str, seed: int, param: Any = None, optimizer: str = "sgd",
               policy: dict | None = None, env: dict | None = None, label: str | None = None) -> dict:
     """A JSON-serialisable description of one run; ``key`` names its file in ``runs/``."""
     if isinstance(param, float):
-        param = float(_fmt(param))
-    ptxt = "" if param is None else "_" + ("-".join(_fmt(p) for p in param)
+        param = float(fmt_param(param))
+    ptxt = "" if param is None else "_" + ("-".join(fmt_param(p) for p in param)
                                           if isinstance(param, (list, tuple)) else
-                                          (_fmt(param) if isinstance(param, float) else str(param)))
+                                          (fmt_param(param) if isinstance(param, float) else str(param)))
     key = f"{family}{ptxt}_s{seed}"
     return {"key": key, "family": family, "param": param, "seed": int(seed), "optimizer": optimizer,
             "policy": policy or {"kind": "constant", "lr": param},

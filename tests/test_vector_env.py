@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode
 
 import envs
 from envs import LearningRateEnv, Task
-from envs.vector_env import LearningRateVectorEnv
+from envs.vector_env import LearningRateVectorEnv, unbatch_info
 
 RTOL = 1e-5
 FLOAT_KEYS = ("loss_before", "loss_after", "batch_loss")
@@ -65,19 +65,6 @@ def reward_close(r_vec, r_single, info, env) -> bool:
     return abs(r_vec - r_single) <= RTOL * max(abs(r_single), scale, 1e-12)
 
 
-def info_at(infos: dict, i: int) -> dict:
-    """Sub-env i's entries of a batched info dict."""
-    out = {}
-    for k, v in infos.items():
-        if k.startswith("_") or k in ("final_obs", "final_info"):
-            continue
-        mask = infos.get("_" + k)
-        if mask is not None and not mask[i]:
-            continue
-        out[k] = info_at(v, i) if isinstance(v, dict) else v[i]
-    return out
-
-
 def assert_info_equal(vec: dict, single: dict, where: str, env=None) -> None:
     assert set(vec) == set(single), f"{where}: keys {sorted(vec)} != {sorted(single)}"
     for k, want in single.items():
@@ -103,7 +90,7 @@ def run_pair(task="digits", num_envs=3, seed=5, steps=6, actions=None, **kwargs)
     for i, env in enumerate(singles):
         o, info = env.reset(seed=seed + i)
         assert obs_close(obs[i], o, env), f"reset obs of sub-env {i}"
-        assert_info_equal(info_at(infos, i), info, f"reset info of sub-env {i}")
+        assert_info_equal(unbatch_info(infos, i), info, f"reset info of sub-env {i}")
     rng = np.random.default_rng(seed)
     space = vec.single_action_space
     ended = 0
@@ -124,10 +111,10 @@ def run_pair(task="digits", num_envs=3, seed=5, steps=6, actions=None, **kwargs)
                 ended += 1
                 assert infos["_final_obs"][i] and infos["_final_info"][i], where
                 assert obs_close(infos["final_obs"][i], o, env), where
-                assert_info_equal(info_at(infos["final_info"], i), info, where + " final_info", env)
+                assert_info_equal(unbatch_info(infos["final_info"], i), info, where + " final_info", env)
                 o, info = env.reset()
             assert obs_close(obs[i], o, env), f"{where}: obs {obs[i]} != {o}"
-            assert_info_equal(info_at(infos, i), info, where, env)
+            assert_info_equal(unbatch_info(infos, i), info, where, env)
     for i, env in enumerate(singles):
         want = env.trainer.model.state_dict()
         got = vec.model_state(i)
