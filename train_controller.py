@@ -20,7 +20,7 @@ import sys
 from typing import Sequence
 
 
-from experiments.config import AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
+from experiments.config import AGENT_KEYS, AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
 
 
 # --------------------------------------------------------------------------- arguments
@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument_group("agent hyperparameters (override the preset)")
     a.add_argument("--gamma", type=_finite_float, default=None, help="discount factor (all agents)")
     a.add_argument("--noise-std", "--noise", dest="noise_std", type=_finite_float, default=None,
-                   help="std of Gaussian exploration noise in [-1, 1] action units (actor-critic, ddpg, td3; "
-                        "--noise is its old name)")
+                   help="std of Gaussian exploration noise in the actor's action units: [-1, 1], or the "
+                        "rate itself with --actor-output linear (actor-critic, ddpg, td3; --noise is its old name)")
     a.add_argument("--m-phi", type=_positive_int, default=None,
                    help="actor-critic: steps averaged per critic update")
     a.add_argument("--m-theta", type=_positive_int, default=None,
@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="actor-critic: running mean/std normalisation of observations")
     a.add_argument("--reward-scale", type=_finite_float, default=None,
                    help="actor-critic: multiply rewards by this")
+    a.add_argument("--actor-output", choices=("tanh", "linear"), default=None,
+                   help="actor-critic: tanh (an action in [-1, 1] mapped onto the env's action box) or "
+                        "linear (the paper's: the actor's output is the action itself, e.g. the rate with "
+                        "--action raw, clipped to [lr-min, lr-max])")
     a.add_argument("--twin-critics", action=argparse.BooleanOptionalAction, default=None,
                    help="actor-critic: two critics, TD target from their minimum (TD3-style)")
     a.add_argument("--select-best", type=_nonneg_int, default=None, metavar="N",
@@ -199,9 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
              "relative_factor")
-AGENT_FLAGS = ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample", "target_tau",
-               "normalize_obs", "reward_scale", "twin_critics", "population", "elite_fraction", "init_std",
-               "learning_rate", "learning_starts", "batch_size", "buffer_size")
+#: every agent hyperparameter flag (its dest is the key in experiments.config.AGENT_KEYS)
+AGENT_FLAGS = tuple(dict.fromkeys(k for keys in AGENT_KEYS.values() for k in keys))
 
 
 def settings_from_args(args: argparse.Namespace):

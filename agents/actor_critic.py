@@ -6,7 +6,11 @@ Read top to bottom: the networks, then :class:`ActorCritic` (``learn`` is Algori
 Per env step ``t`` (the env does lines 3-12 and 20-21, see ``envs/learning_rate_env.py``):
 
 - the actor, a 2-layer LSTM (20 units each) over the episode's observations, maps ``s_t`` to an
-  action ``a_t`` in ``[-1, 1]^n`` (tanh); the env maps it to a learning rate and trains;
+  action ``a_t``: with ``actor_output="linear"`` (the ``paper`` preset) the head's output is the
+  learning rate itself, as in the paper (``a = pi(s)``, ``a`` in R), clipped to the env's
+  ``[lr_min, lr_max]`` when it is applied; with ``"tanh"`` (the class default) it is in
+  ``[-1, 1]^n`` and the env maps it to a rate (e.g. log-uniformly, ``action="absolute"``);
+  the env trains the primary model with it;
 - TD error (Eq. 7): ``delta = r_t + gamma * Q(s_i^{t+1}, pi(s_i^{t+1})) - Q(s_t, a_t)``, where
   ``s_i^{t+1} = info["critic_next_obs"]`` is the next state measured on the SAME batch ``x_i``;
 - critic gradient (Eq. 8): ``delta * grad_phi Q(s_t, a_t)``, averaged over ``m_phi`` steps, then
@@ -22,8 +26,8 @@ Choices the paper leaves open, made here (and overridable):
 - Critic: ``Linear(obs+act, 10) - tanh - Linear(10, 1)``. A smooth activation keeps
   ``grad_a Q`` continuous in ``a``, so the actor can settle inside the range instead of being
   pushed to a bound by a piecewise-linear (ReLU) Q.
-- Exploration: Gaussian noise ``N(0, noise_std^2)`` added to the action in ``[-1, 1]`` units,
-  then clipped (default ``noise_std=0.1``). The paper does not mention exploration; without any,
+- Exploration: Gaussian noise ``N(0, noise_std^2)`` added to the actor's action (in ``[-1, 1]``
+  units with tanh, in learning-rate units with linear), then clipped (default ``noise_std=0.1``). The paper does not mention exploration; without any,
   ``Q`` is only ever fitted at ``a = pi(s)`` and ``grad_a Q`` is not learned. ``0`` turns it off.
 - Truncated back-propagation through time of ONE step: the LSTM's incoming hidden state is
   detached, so the actor's gradient flows through the current LSTM step only (its weights act
@@ -44,7 +48,7 @@ Robustness levers beyond the paper, all off by default (= the paper's behaviour)
   (target) values at the next state (TD3's clipped double Q, Fujimoto et al. 2018): it curbs the
   over-estimation that walks the actor into the lr region where training collapses. The actor
   ascends the first critic.
-- ``learning_starts``: the first ``N`` env steps take uniformly random actions in ``[-1, 1]``
+- ``learning_starts``: the first ``N`` env steps take uniformly random actions in the actor's range
   and train the critic only (SB3's ``learning_starts``): the critic sees the whole lr range
   before the actor follows its ``dQ/da``; otherwise an untrained critic's random slope can
   drive the tanh actor into a bound in a few episodes, where its gradient vanishes for good.
@@ -82,16 +86,25 @@ LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, batch, hidden)
 
 
 # --------------------------------------------------------------------------- networks
-class Actor(nn.Module):
-    """pi_theta: a ``num_layers``-layer LSTM over the observation sequence, a linear head and tanh.
+#: how the actor's head output becomes the action (see :class:`Actor`)
+ACTOR_OUTPUTS = ("tanh", "linear")
 
-    ``forward(obs (B, obs_dim), state) -> (action (B, act_dim) in [-1, 1], new_state)``; one call
-    is one time step of ``B`` independent sequences.
+
+class Actor(nn.Module):
+    """pi_theta: a ``num_layers``-layer LSTM over the observation sequence and a linear head,
+    followed by tanh (``output="tanh"``: an action in ``[-1, 1]``) or by nothing
+    (``output="linear"``: the head's output is the action itself, the paper's ``a = pi(s)``).
+
+    ``forward(obs (B, obs_dim), state) -> (action (B, act_dim), new_state)``; one call is one
+    time step of ``B`` independent sequences.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 20, num_layers: int = 2) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 20, num_layers: int = 2,
+                 output: str = "tanh") -> None:
         super().__init__()
-        self.hidden_size, self.num_layers = hidden_size, num_layers
+        if output not in ACTOR_OUTPUTS:
+            raise ValueError(f"actor output must be one of {ACTOR_OUTPUTS}, got {output!r}")
+        self.hidden_size, self.num_layers, self.output = hidden_size, num_layers, output
         self.lstm = nn.LSTM(obs_dim, hidden_size, num_layers=num_layers)
         self.head = nn.Linear(hidden_size, act_dim)
 
@@ -101,7 +114,8 @@ class Actor(nn.Module):
 
     def forward(self, obs: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         out, new_state = self.lstm(obs.unsqueeze(0), state)  # sequence length 1
-        return torch.tanh(self.head(out[0])), new_state
+        action = self.head(out[0])
+        return (torch.tanh(action) if self.output == "tanh" else action), new_state
 
 
 class Critic(nn.Module):
@@ -155,7 +169,9 @@ class ActorCritic(SB3Shaped):
         gamma: discount factor. m_phi / m_theta: steps over which critic / actor gradients are
             averaged before one optimizer step.
         actor_lr / critic_lr: Adam learning rates (torch default 1e-3).
-        noise_std: std of the Gaussian exploration noise in ``[-1, 1]`` action units (0: none).
+        noise_std: std of the Gaussian exploration noise, in the actor's output units (``[-1, 1]``
+            with ``actor_output="tanh"``, the env's action, e.g. the learning rate, with
+            ``"linear"``; 0: none).
         separate_sample: the actor update uses the next observation (batch ``x_j``, the paper's
             choice) rather than the critic's same-batch next state ``s_i^{t+1}``.
         target_tau: ``None`` (the paper: no target networks) or the Polyak rate of target nets.
@@ -164,6 +180,11 @@ class ActorCritic(SB3Shaped):
         twin_critics: two critics, TD target from their minimum (TD3-style clipped double Q).
         learning_starts: env steps of uniformly random actions (critic-only training) first.
         hidden_size / num_layers / critic_hidden: network sizes (paper: 20, 2, 10).
+        actor_output: ``"tanh"`` (the actor's output in ``[-1, 1]`` is mapped affinely onto the
+            env's action box) or ``"linear"`` (the paper's ``a = pi(s)``, ``a`` in R: the head's
+            output IS the env's action, e.g. the learning rate of ``action="raw"``; the action
+            taken is clipped to the env's box, the smallest change that keeps a rate positive and
+            finite; the actor's update evaluates ``Q`` at the unclipped output).
         seed: seeds network initialisation, exploration noise and the env's first reset.
         device: ``auto``, ``cpu`` or ``cuda``. tensorboard_log / verbose: as in SB3.
     """
@@ -186,6 +207,7 @@ class ActorCritic(SB3Shaped):
         hidden_size: int = 20,
         num_layers: int = 2,
         critic_hidden: int = 10,
+        actor_output: str = "tanh",
         seed: int | None = 0,
         device: str = "auto",
         tensorboard_log: str | None = None,
@@ -203,6 +225,8 @@ class ActorCritic(SB3Shaped):
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         if target_tau is not None and not 0 < target_tau <= 1:
             raise ValueError(f"target_tau must be in (0, 1] or None, got {target_tau}")
+        if actor_output not in ACTOR_OUTPUTS:
+            raise ValueError(f"actor_output must be one of {ACTOR_OUTPUTS}, got {actor_output!r}")
         self.env = env = self._wrapped(env)
         if env is None and (observation_space is None or action_space is None):
             raise ValueError("give an env, or both observation_space and action_space")
@@ -217,7 +241,7 @@ class ActorCritic(SB3Shaped):
                           normalize_obs=bool(normalize_obs), reward_scale=float(reward_scale),
                           twin_critics=bool(twin_critics), learning_starts=int(learning_starts),
                           hidden_size=int(hidden_size), num_layers=int(num_layers),
-                          critic_hidden=int(critic_hidden))
+                          critic_hidden=int(critic_hidden), actor_output=str(actor_output))
         for key, value in self.hyper.items():
             setattr(self, key, value)
         self.seed, self.tensorboard_log, self.verbose = seed, tensorboard_log, verbose
@@ -225,17 +249,29 @@ class ActorCritic(SB3Shaped):
 
         obs_dim = int(np.prod(self.observation_space.shape))
         self.act_dim = int(np.prod(self.action_space.shape))
+        # the range of the actor's actions: [-1, 1] (tanh, mapped onto the env's box), or the env's
+        # box itself (linear: the actor's output is the env's action)
+        if actor_output == "tanh":
+            low, high = -np.ones(self.act_dim), np.ones(self.act_dim)
+        else:
+            low, high = self.action_space.low.reshape(-1), self.action_space.high.reshape(-1)
+            if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+                raise ValueError("actor_output='linear' needs an action box with finite bounds "
+                                 "(the action taken is clipped to it)")
+        self._action_low = torch.as_tensor(low, dtype=torch.float32)
+        self._action_high = torch.as_tensor(high, dtype=torch.float32)
         # network initialisation from `seed`, without touching the caller's global RNG
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.actor = Actor(obs_dim, self.act_dim, hidden_size, num_layers).to(self.device)
+            self.actor = Actor(obs_dim, self.act_dim, hidden_size, num_layers, actor_output).to(self.device)
             self.critic = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device)
             self.critic2 = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device) if twin_critics else None
         self.obs_rms = RunningMeanStd(obs_dim).to(self.device)
         self.actor_target = self.critic_target = None
         if target_tau is not None:
-            self.actor_target = Actor(obs_dim, self.act_dim, hidden_size, num_layers).to(self.device)
+            self.actor_target = Actor(obs_dim, self.act_dim, hidden_size, num_layers,
+                                      actor_output).to(self.device)
             self.critic_target = Critic(obs_dim, self.act_dim, critic_hidden).to(self.device)
             self.actor_target.load_state_dict(self.actor.state_dict())
             self.critic_target.load_state_dict(self.critic.state_dict())
@@ -273,12 +309,20 @@ class ActorCritic(SB3Shaped):
             return env
         return Monitor(env)
 
-    def _to_unit(self, action: np.ndarray) -> np.ndarray:
-        """Env action -> the actor's [-1, 1] scale (identity for the default [-1, 1] box)."""
-        low, high = self.action_space.low, self.action_space.high
-        return 2.0 * (action - low) / (high - low) - 1.0
+    def _clip_action(self, action: Tensor) -> Tensor:
+        """An actor action (CPU tensor, ``(..., act_dim)``) clipped to the actor's range."""
+        return torch.clamp(action, self._action_low, self._action_high)
+
+    def _random_actions(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniformly random actor actions (the ``learning_starts`` warm-up)."""
+        u = torch.rand(shape, generator=self.noise_generator)
+        return (self._action_low + (self._action_high - self._action_low) * u).numpy()
 
     def _from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Actor action -> env action: the affine map of [-1, 1] onto the env's box (tanh; the
+        identity for the default [-1, 1] box), or the action itself (linear)."""
+        if self.actor_output == "linear":
+            return np.asarray(unit).astype(self.action_space.dtype)
         low, high = self.action_space.low, self.action_space.high
         return (low + (unit + 1.0) * 0.5 * (high - low)).astype(self.action_space.dtype)
 
@@ -311,7 +355,8 @@ class ActorCritic(SB3Shaped):
         """One step of Algorithm 1's learning (lines 13-26) for one transition.
 
         Args:
-            obs: ``s_t``, shape ``(obs_dim,)``. action_unit: ``a_t`` as taken, in ``[-1, 1]``.
+            obs: ``s_t``, shape ``(obs_dim,)``. action_unit: ``a_t`` as taken, in the actor's
+                range (``[-1, 1]``, or the env's box with ``actor_output="linear"``).
             reward: ``r_t``. critic_next_obs: ``s_i^{t+1}`` (same batch ``x_i``).
             actor_next_obs: ``s_j^{t+1}`` (next batch ``x_j``); ignored unless ``separate_sample``.
             terminated: no bootstrap if true.
@@ -370,13 +415,13 @@ class ActorCritic(SB3Shaped):
 
     # ------------------------------------------------------------------ acting
     def _act(self, obs: np.ndarray, state: LSTMState, explore: bool) -> tuple[np.ndarray, LSTMState]:
-        """Actor step on one observation -> (action in [-1, 1] with optional noise, new state)."""
+        """Actor step on one observation -> (clipped action with optional noise, new state)."""
         with torch.no_grad():
             a, state = self.actor(self._obs_tensor(obs), state)
         a = a[0].cpu()
         if explore and self.noise_std > 0:
             a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator)
-        return a.clamp(-1.0, 1.0).numpy(), state
+        return self._clip_action(a).numpy(), state
 
     # ------------------------------------------------------------------ Algorithm 1
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
@@ -421,7 +466,7 @@ class ActorCritic(SB3Shaped):
             # lines 3-6: the actor picks a_t = pi(s_t) (plus exploration noise)
             action_unit, next_state = self._act(obs, state, explore=True)
             if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
-                action_unit = (2 * torch.rand(self.act_dim, generator=self.noise_generator) - 1).numpy()
+                action_unit = self._random_actions((self.act_dim,))
             # lines 8-12 and 20-21: the env trains the primary model and measures s_i^{t+1}, s_j^{t+1}
             new_obs, reward, terminated, truncated, info = env.step(self._from_unit(action_unit))
             self.num_timesteps += 1
@@ -477,9 +522,9 @@ class ActorCritic(SB3Shaped):
             a = a.cpu()
             if self.noise_std > 0:
                 a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator)
-            action_unit = a.clamp(-1.0, 1.0).numpy()
+            action_unit = self._clip_action(a).numpy()
             if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
-                action_unit = (2 * torch.rand((n, self.act_dim), generator=self.noise_generator) - 1).numpy()
+                action_unit = self._random_actions((n, self.act_dim))
             new_obs, rewards, dones, infos = env.step(self._from_unit(action_unit))
             for i in range(n):
                 self.num_timesteps += 1
@@ -560,7 +605,7 @@ class ActorCritic(SB3Shaped):
             a, (h, c) = self.actor(x, (h, c))
         if not deterministic and self.noise_std > 0:
             a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator).to(a.device)
-        action = self._from_unit(a.clamp(-1.0, 1.0).cpu().numpy())
+        action = self._from_unit(self._clip_action(a.cpu()).numpy())
         return (action[0] if single else action), (h.cpu().numpy(), c.cpu().numpy())
 
     def _parameter_objects(self) -> dict[str, Any]:

@@ -56,10 +56,14 @@ from experiments.config import held_out_seeds  # noqa: E402
 #: configuration name -> TrainSettings.from_preset arguments: a preset, and what differs from it
 #: (``agent``, ``env`` keyword arguments, ``agent_overrides``, ``train`` fields)
 CONFIGS: dict[str, dict[str, Any]] = {
-    # the paper's configuration (experiments/presets.py "paper"): same-batch reward, absolute action,
-    # loss-only state, episode length 200, separate-sample update on
+    # the paper's configuration (experiments/presets.py "paper"): same-batch reward, the actor's
+    # output is the rate, loss-only state, episode length 200, separate-sample update on
     "paper": {"preset": "paper"},
     "paper-no-separate": {"preset": "paper", "agent_overrides": {"separate_sample": False}},
+    # the paper's configuration with the log-uniform action the preset had before 0.3.0 (issue 17):
+    # a tanh actor in [-1, 1] mapped onto lr_min * (lr_max / lr_min) ** ((a + 1) / 2)
+    "paper-log-uniform": {"preset": "paper", "env": {"action": "absolute"},
+                          "agent_overrides": {"actor_output": "tanh"}},
     # the issue-16 preset: policy search over a rate and a step-length cap
     "recommended": {"preset": "recommended"},
     "rec-td3": {"preset": "recommended", "agent": "td3"},

@@ -35,14 +35,21 @@ class LearningRateEnv(gym.Env):
     4. the reward is ``f(w_t; x_i) - f(w_{t+1}; x_i)`` (``reward="same-batch"``);
     5. batch ``x_j`` is drawn; the next observation is ``f(w_{t+1}; x_j)``. Its backward pass
        is the next step's gradient, so a step costs one forward+backward plus one forward.
+       This reuse of ``x_j`` as the next step's ``x_i`` is ours: the paper's Algorithm 1 samples
+       a fresh ``x_i`` at the top of every step (line 3) and uses ``x_j`` only for the actor's
+       update (line 20). It saves one forward per step, and the state the actor acts on is the
+       loss of the batch its rate is applied to (docs/paper-deviations.md).
 
     ## Action Space
-    ``action="absolute"`` (default, the paper's): ``Box(-1, 1, (n,), float32)`` mapped
-    log-uniformly onto ``[lr_min, lr_max]``: ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)``.
+    ``action="absolute"`` (default): ``Box(-1, 1, (n,), float32)`` mapped log-uniformly onto
+    ``[lr_min, lr_max]``: ``lr = lr_min * (lr_max / lr_min) ** ((a + 1) / 2)`` (a scaled box, as
+    SB3's agents expect; not the paper's parametrisation, whose action is the rate itself:
+    ``action="raw"`` below, the ``paper`` preset's).
     ``action="relative"``: ``Box(-1, 1, (n,))``, the rate is multiplied by
     ``relative_factor ** a`` (so within ``[1/f, f]``) every ``relative_every`` env steps, starting
     from ``initial_lr`` and clipped to ``[lr_min, lr_max]`` (Xu, Dai, Kemp, Metz 2019).
-    ``action="raw"``: ``Box(lr_min, lr_max, (n,))``, the learning rate itself.
+    ``action="raw"``: ``Box(lr_min, lr_max, (n,))``, the learning rate itself (the paper's
+    ``a = pi(s)``; an action outside the box is clipped to it).
     ``action="capped"``: ``Box(-1, 1, (2,))``, a rate (log-uniform on ``[lr_min, lr_max]``) and
     a step-length cap (log-uniform on ``[step_cap_min, step_cap_max]``); every update of the
     decision uses ``min(rate, step_cap / ||g||)``, ``g`` the gradient that update applies, so no

@@ -138,7 +138,7 @@ class EvaluationSettings:
 #: agent keyword arguments a flag may set, per agent family (anything else is refused by name)
 AGENT_KEYS = {
     "actor-critic": ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
-                     "target_tau", "normalize_obs", "reward_scale", "twin_critics"),
+                     "target_tau", "normalize_obs", "reward_scale", "twin_critics", "actor_output"),
     "policy-search": ("population", "elite_fraction", "init_std"),
     "sb3": ("gamma", "noise_std", "learning_rate", "learning_starts", "batch_size", "buffer_size"),
 }

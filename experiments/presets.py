@@ -1,9 +1,13 @@
 """Named configurations for ``train_controller.py --preset``: LearningRateEnv kwargs + agent kwargs.
 
-- ``paper``: the paper's configuration (Xu et al. 2017): same-batch raw reward, absolute
-  log-lr action, the mini-batch loss as the only state, separate-sample update on, no target
-  networks or normalisation. Values the paper does not state (gamma, m_phi, m_theta, noise,
-  episode length e, lr range) are our documented choices (see ``agents/actor_critic.py``).
+- ``paper``: the paper's configuration (Xu et al. 2017): same-batch raw reward, the actor's
+  output is the learning rate itself (``actor_output="linear"`` on ``action="raw"``, clipped to
+  ``[lr_min, lr_max]``), the mini-batch loss as the only state, separate-sample update on, no
+  target networks or normalisation. Every value and rule the paper does not state (gamma,
+  m_phi, m_theta, noise, episode length e, the rate's range and clipping, the divergence rule,
+  the reuse of ``x_j``, ...) is listed, with the paper's words, in ``docs/paper-deviations.md``.
+  The log-uniform parametrisation it had before 0.3.0 is the study configuration
+  ``paper-log-uniform`` (``--action absolute --actor-output tanh``).
 - ``recommended``: what measurement showed works best (issue 16; see the comment above it).
   Besides ``env`` and ``agent`` it has ``algo`` (the default ``--agent``), ``policy_search``
   (:class:`~agents.policy_search.PolicySearch` keyword arguments), ``sb3`` (overrides of
@@ -22,7 +26,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "env": {
             "reward": "same-batch",
             "reward_transform": "raw",
-            "action": "absolute",
+            # the paper: "a is a continuous value", "computes learning rate a = pi(s)": the
+            # actor's output is the rate, clipped to [lr_min, lr_max] (positive and finite)
+            "action": "raw",
             "features": [],
             "lr_min": 1e-5,
             "lr_max": 1.0,
@@ -41,11 +47,12 @@ PRESETS: dict[str, dict[str, dict]] = {
             "m_theta": 1,
             "actor_lr": 1e-3,
             "critic_lr": 1e-3,
-            "noise_std": 0.1,
+            "noise_std": 0.1,  # in learning-rate units (the actor's output is the rate)
             "separate_sample": True,
             "target_tau": None,
             "normalize_obs": False,
             "reward_scale": 1.0,
+            "actor_output": "linear",
         },
     },
 }

@@ -1,5 +1,6 @@
 """The paper's actor-critic: one update against a hand computation, separate sample, predict,
 recurrent state, checkpoints (round trip, corrupt, malicious)."""
+import math
 import os
 import pickle
 
@@ -247,3 +248,71 @@ def test_malicious_pickle_is_refused(tmp_path, how):
     with pytest.raises(CheckpointError):
         ActorCritic.load(path)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- actor_output="linear"
+RATE_BOX = spaces.Box(1e-5, 1.0, (1,), np.float32)  # LearningRateEnv(action="raw"): the rate itself
+
+
+def rate_agent(bias, **kwargs):
+    """A linear-output agent whose actor outputs exactly ``bias`` (head weights zeroed)."""
+    agent = ActorCritic(None, observation_space=OBS, action_space=RATE_BOX, device="cpu",
+                        actor_output="linear", **kwargs)
+    with torch.no_grad():
+        agent.actor.head.weight.zero_()
+        agent.actor.head.bias.fill_(bias)
+    return agent
+
+
+def test_linear_actor_output_is_the_rate_itself():
+    """The paper's a = pi(s): no tanh and no rescaling, only clipping to [lr_min, lr_max]; the
+    tanh default maps the same head output affinely from [-1, 1] onto the box."""
+    obs = np.array([2.3], np.float32)
+    assert rate_agent(0.3).predict(obs)[0][0] == pytest.approx(0.3, abs=1e-7)
+    assert rate_agent(5.0).predict(obs)[0][0] == pytest.approx(1.0)      # clipped to lr_max
+    assert rate_agent(-0.4).predict(obs)[0][0] == pytest.approx(1e-5)    # clipped to lr_min
+    tanh_agent = ActorCritic(None, observation_space=OBS, action_space=RATE_BOX, device="cpu")
+    with torch.no_grad():
+        tanh_agent.actor.head.weight.zero_()
+        tanh_agent.actor.head.bias.fill_(0.3)
+    expected = 1e-5 + (math.tanh(0.3) + 1) / 2 * (1.0 - 1e-5)
+    assert tanh_agent.predict(obs)[0][0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_linear_actor_noise_is_in_rate_units():
+    agent = rate_agent(0.5, noise_std=0.01)
+    state = agent.actor.initial_state(1)
+    rates = np.array([agent._act(np.array([1.0], np.float32), state, explore=True)[0][0]
+                      for _ in range(2000)])
+    assert rates.mean() == pytest.approx(0.5, abs=2e-3)
+    assert rates.std() == pytest.approx(0.01, rel=0.1)
+
+
+def test_linear_actor_update_sees_the_unclipped_output():
+    """Below lr_min the actor's output is clipped for the env, but its update evaluates Q at the
+    unclipped output, so a critic that prefers larger rates still moves it up (clipping inside
+    the gradient path would leave it stuck at the bound with a zero gradient)."""
+    agent = rate_agent(-0.5, critic_hidden=1, noise_std=0.0, actor_lr=0.01)
+    with torch.no_grad():  # Q(s, a) = tanh(a): increasing in the rate
+        lin1, lin2 = agent.critic.net[0], agent.critic.net[2]
+        lin1.weight.copy_(torch.tensor([[0.0, 1.0]])); lin1.bias.zero_()
+        lin2.weight.fill_(1.0); lin2.bias.zero_()
+    state = agent.actor.initial_state(1)
+    action, next_state = agent._act(np.array([1.0], np.float32), state, explore=False)
+    assert action[0] == pytest.approx(1e-5)
+    before = agent.actor.head.bias.item()
+    agent.train_step(np.array([1.0]), action, 0.0, np.array([1.0]), np.array([1.0]), False, next_state)
+    assert agent.actor.head.bias.item() > before + 1e-3
+
+
+def test_actor_output_is_checked_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="actor_output"):
+        make_agent(actor_output="sigmoid")
+    with pytest.raises(ValueError, match="finite bounds"):
+        ActorCritic(None, observation_space=OBS, action_space=spaces.Box(-np.inf, np.inf, (1,), np.float32),
+                    device="cpu", actor_output="linear")
+    agent = rate_agent(0.25)
+    agent.save(tmp_path / "c.pt")
+    loaded = ActorCritic.load(tmp_path / "c.pt", device="cpu")
+    assert loaded.actor_output == "linear" and loaded.actor.output == "linear"
+    assert loaded.predict(np.array([1.0], np.float32))[0][0] == pytest.approx(0.25, abs=1e-7)

@@ -61,3 +61,24 @@ def test_evaluation_settings_validate_once():
         with pytest.raises(ValueError):
             EvaluationSettings(**bad).validate()
     assert parse_seeds("3") == held_out_seeds(3) == [HELD_OUT_SEED_START + i for i in range(3)]
+
+
+def test_paper_preset_actor_sets_the_rate_itself():
+    """Issue 17: in the ``paper`` preset the actor's output is the learning rate the primary
+    model is trained with (a = pi(s)), clipped to [lr_min, lr_max]; not a log-uniform map."""
+    import torch
+
+    from experiments.training import _make_agent, make_training_env
+
+    s = TrainSettings.from_preset("paper", env={"episode_length": 5}, task="regression2d", seed=0,
+                                  collapse_termination=False, finite_horizon=False)
+    env = make_training_env(s)
+    agent, _ = _make_agent(s, env, None)
+    obs, _ = env.reset(seed=0)
+    for rate in (0.037, 0.5, 3.0, -1.0):
+        with torch.no_grad():
+            agent.actor.head.weight.zero_()
+            agent.actor.head.bias.fill_(rate)
+        action, _ = agent.predict(obs)
+        obs, _, _, _, info = env.step(action)
+        assert info["lr"] == pytest.approx(min(max(rate, 1e-5), 1.0), rel=1e-6)
