@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
     g.add_argument("--num-envs", type=_positive_int, default=None,
                    help="primary runs trained in parallel in one batched env (envs.LearningRateVectorEnv; "
-                        "actor-critic, ddpg, td3; default 1): N parallel episodes. The agent makes as many "
-                        "updates per transition as with one env (SB3: N gradient steps per vector step)")
+                        "default 1): N parallel episodes. The agent makes as many updates per transition "
+                        "as with one env (SB3: N gradient steps per vector step); the policy search runs "
+                        "a generation's candidates N at a time (instead of --workers processes)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="device of the primary model and the agent (small nets: cpu is fastest)")
     g.add_argument("--threads", type=_nonneg_int, default=1,

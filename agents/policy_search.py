@@ -51,6 +51,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
 from agents.sb3_shape import SB3Shaped
@@ -83,6 +84,31 @@ def run_candidate(env: gym.Env, policy: "LinearPolicy", theta: np.ndarray, seed:
         done = terminated or truncated
         steps.append((float(reward), bool(done), info))
     return steps
+
+
+def run_candidates_vec(env: VecEnv, policy: "LinearPolicy", thetas: np.ndarray, seed: int
+                       ) -> list[list[tuple[float, bool, dict]]]:
+    """:func:`run_candidate` for several candidates side by side in an SB3 ``VecEnv`` of N
+    parallel primary runs (``agents.vec_env.make_sb3_vec_env``; ``len(thetas) <= N``): every
+    sub-env is reset with the same primary ``seed``, so each candidate's episode is the one
+    :func:`run_candidate` would give (to float rounding: the N networks train in one batched
+    call). Sub-envs beyond ``len(thetas)``, and a sub-env whose episode ended before the others
+    (it autoresets), run on with the last candidate and are ignored."""
+    n, k = env.num_envs, len(thetas)
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 to {n} candidates for {n} sub-envs, got {k}")
+    rows = np.concatenate([thetas, np.repeat(thetas[-1:], n - k, axis=0)])
+    env.set_seeds([int(seed)] * n)
+    obs = env.reset()
+    episodes: list[list[tuple[float, bool, dict]]] = [[] for _ in range(k)]
+    running = np.ones(k, dtype=bool)
+    while running.any():
+        actions = np.stack([policy.action(theta, o)[0] for theta, o in zip(rows, obs)])
+        obs, rewards, dones, infos = env.step(actions)
+        for i in np.flatnonzero(running):
+            episodes[i].append((float(rewards[i]), bool(dones[i]), infos[i]))
+            running[i] = not dones[i]
+    return episodes
 
 
 # --------------------------------------------------------------------------- the policy
@@ -121,8 +147,11 @@ class PolicySearch(SB3Shaped):
     """Cross-entropy-method policy search for a learning-rate controller (see the module docstring).
 
     Args:
-        env: a single gymnasium env (wrapped in SB3's ``Monitor`` if it is not); ``None`` with
-            both spaces given, to predict only.
+        env: a single gymnasium env (wrapped in SB3's ``Monitor`` if it is not), or an SB3
+            ``VecEnv`` of N parallel primary runs (:func:`agents.vec_env.make_sb3_vec_env`): a
+            generation's candidates then run N at a time in one batched env
+            (:func:`run_candidates_vec`; a population that is a multiple of N wastes no run);
+            ``None`` with both spaces given, to predict only.
         population: candidates per generation (even: antithetic pairs).
         elite_fraction: fraction of the population the new mean and std are fitted to.
         init_std: initial std of every parameter (the mean starts at 0: the action box's centre).
@@ -156,8 +185,11 @@ class PolicySearch(SB3Shaped):
             raise ValueError("need init_std > 0, min_std >= 0 and noise_decay >= 1")
         if workers < 1 or (workers > 1 and env_factory is None):
             raise ValueError("workers must be >= 1, and workers > 1 needs an env_factory")
+        if workers > 1 and isinstance(env, VecEnv):
+            raise ValueError("give either workers > 1 (processes) or a vector env (one batched "
+                             "process), not both")
         self.workers, self.env_factory = int(workers), env_factory
-        if env is not None and not is_wrapped(env, Monitor):
+        if env is not None and not isinstance(env, VecEnv) and not is_wrapped(env, Monitor):
             env = Monitor(env)
         self.env = env
         if env is None and (observation_space is None or action_space is None):
@@ -227,7 +259,12 @@ class PolicySearch(SB3Shaped):
             half = self.rng.standard_normal((self.population // 2, self.mean.size))
             candidates = self.mean + self.std * np.concatenate([half, -half])
             primary_seed = (0 if self.seed is None else self.seed) * 10007 + self.generation
-            if pool is None:
+            if isinstance(self.env, VecEnv):
+                n = self.env.num_envs
+                episodes = (steps for start in range(0, len(candidates), n)
+                            for steps in run_candidates_vec(self.env, self.policy, candidates[start:start + n],
+                                                            primary_seed))
+            elif pool is None:
                 episodes = (run_candidate(self.env, self.policy, theta, primary_seed) for theta in candidates)
             else:
                 episodes = pool.map(_worker_episode, [self.policy] * len(candidates), candidates,
@@ -250,7 +287,8 @@ class PolicySearch(SB3Shaped):
     def _episode_steps(self) -> int | None:
         """Env steps of a full episode, if the env says (a LearningRateEnv does); else ``None``
         and the first generation tells."""
-        control = getattr(getattr(self.env, "unwrapped", None), "control", None)
+        env = self.env.get_attr("single_env")[0] if isinstance(self.env, VecEnv) else self.env
+        control = getattr(getattr(env, "unwrapped", None), "control", None)
         if control is not None:
             return math.ceil(control.episode_length / control.updates_per_step)
         spec = getattr(self.env, "spec", None)

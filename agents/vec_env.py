@@ -76,6 +76,13 @@ class SB3VecEnv(VecEnv):
     def unwrapped_vector_env(self) -> gym.vector.VectorEnv:
         return self.venv
 
+    def set_seeds(self, seeds: Sequence[int]) -> None:
+        """Per-sub-env seeds for the next ``reset()`` (SB3's ``seed(s)`` gives ``s + i``; the
+        policy search runs all its candidates on one primary seed)."""
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} seeds, got {len(seeds)}")
+        self._seeds = [int(s) for s in seeds]
+
     def reset(self):
         seeds = None if self._seeds[0] is None else [int(s) for s in self._seeds]
         obs, infos = self.venv.reset(seed=seeds)

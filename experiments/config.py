@@ -243,9 +243,9 @@ class TrainSettings:
         if unknown:
             raise TypeError(f"unknown training setting {unknown[0]!r}")
         num_envs = int(train.get("num_envs", 1))
-        if num_envs > 1 and agent == "policy-search":
-            raise ValueError("--num-envs > 1 works with --agent actor-critic, ddpg or td3; the policy search "
-                             "runs a generation's episodes side by side with --workers instead")
+        if num_envs > 1 and agent == "policy-search" and (train.get("workers") or 1) > 1:
+            raise ValueError("the policy search runs a generation's episodes side by side either in "
+                             "--workers processes or in one --num-envs vector env: give one of them")
         if train.get("workers") is not None and agent != "policy-search":
             raise ValueError(f"--workers does not apply to --agent {agent}")
         shared = p["agent"]  # gamma and noise_std are shared by the actor-critic and SB3

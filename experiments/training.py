@@ -70,7 +70,8 @@ def _make_agent(settings: TrainSettings, env, resume_ckpt: Path | None):
         cls = ActorCritic if settings.agent == "actor-critic" else PolicySearch
         extra: dict[str, Any] = {}
         if settings.agent == "policy-search":  # side-by-side episodes: each worker builds the run's env
-            workers = settings.workers or min(os.cpu_count() or 1, settings.agent_kwargs.get("population", 12))
+            workers = 1 if settings.num_envs > 1 else (
+                settings.workers or min(os.cpu_count() or 1, settings.agent_kwargs.get("population", 12)))
             extra = {"workers": workers,
                      "env_factory": functools.partial(make_training_env, settings) if workers > 1 else None}
         if resume_ckpt is not None:

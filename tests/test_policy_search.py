@@ -144,3 +144,31 @@ def test_the_settings_schema_knows_every_agent_that_has_a_checkpoint_name():
     from agents.settings_schema import AGENTS
 
     assert set(AGENTS) == set(CHECKPOINT_NAMES)
+
+
+def test_a_generation_in_one_vector_env_equals_one_episode_per_candidate():
+    """run_candidates_vec: 5 candidates, 3 at a time in one batched vector env (with the
+    training wrappers' collapse termination and finite horizon), give the episodes
+    run_candidate gives one by one on the single wrapped env: same lengths, rewards and
+    return to float rounding (all from the same primary seed)."""
+    from agents.policy_search import run_candidate, run_candidates_vec
+    from agents.vec_env import make_sb3_vec_env
+    from agents.wrappers import CollapseTermination, FiniteHorizon
+    from envs.learning_rate_env import LearningRateEnv
+
+    kwargs = dict(episode_length=20, updates_per_step=5, action="capped", features=["step_fraction", "grad_norm"],
+                  log_observations=True, reward="probe", reward_transform="log-ratio", lr_min=1e-2, lr_max=1e3)
+    single = FiniteHorizon(CollapseTermination(LearningRateEnv("regression2d", **kwargs)))
+    vec = make_sb3_vec_env("regression2d", num_envs=3, collapse={}, finite_horizon=True, **kwargs)
+    policy = LinearPolicy(single.observation_space, single.action_space)
+    thetas = np.random.default_rng(3).normal(0.0, 1.0, (5, policy.n_params))
+    batched = run_candidates_vec(vec, policy, thetas[:3], 77) + run_candidates_vec(vec, policy, thetas[3:], 77)
+    for theta, steps_vec in zip(thetas, batched):
+        steps = run_candidate(single, policy, theta, 77)
+        assert len(steps_vec) == len(steps) and steps_vec[-1][1] and not any(d for _, d, _ in steps_vec[:-1])
+        np.testing.assert_allclose([r for r, _, _ in steps_vec], [r for r, _, _ in steps], rtol=1e-4, atol=1e-6)
+        assert [i.get("collapsed", False) for _, _, i in steps_vec] == [i.get("collapsed", False) for _, _, i in steps]
+    with pytest.raises(ValueError, match="candidates"):
+        run_candidates_vec(vec, policy, thetas, 77)
+    with pytest.raises(ValueError, match="not both"):
+        PolicySearch(vec, population=4, workers=2, env_factory=lambda: single)

@@ -43,10 +43,19 @@ def test_actor_critic_learns_from_parallel_episodes(tmp_path):
     assert load_controller(out).model.num_timesteps == 90
 
 
-def test_num_envs_with_policy_search_is_a_clear_error(capsys):
+def test_policy_search_on_num_envs(tmp_path, capsys):
+    """The policy search runs a generation's candidates N at a time in one vector env; with
+    --workers > 1 as well it is a clear error (one of the two)."""
+    out = tmp_path / "run"
+    argv = ["--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
+            "--updates-per-step", "5", "--population", "4", "--steps", str(4 * 4 * 2), "--select-best", "1",
+            "--no-progress"]
+    assert train_controller.main([*argv, "--num-envs", "3", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps_total"] == 32 and summary["best_eval_return"] is not None
     with pytest.raises(SystemExit):
-        train_controller.main(["--agent", "policy-search", "--num-envs", "2", "--steps", "10", "--no-progress"])
-    assert "--num-envs > 1 works with --agent actor-critic, ddpg or td3" in capsys.readouterr().err
+        train_controller.main([*argv, "--num-envs", "2", "--workers", "2", "--out", str(tmp_path / "x")])
+    assert "either in --workers processes or in one --num-envs vector env" in capsys.readouterr().err
 
 
 def test_num_envs_must_be_positive(capsys):
