@@ -39,6 +39,7 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "recommended": {"preset": "recommended"},
     "rec-td3": {"preset": "recommended", "agent": "td3"},
     "rec-actor-critic": {"preset": "recommended", "agent": "actor-critic"},
+    # issue 12: the same search with each generation's 12 candidates in one vector env (one process)
+    # instead of --workers processes; the same transitions
+    "rec-vec12": {"preset": "recommended", "train": {"num_envs": 12}},
     # the issue-8 study's configurations (experiments/presets.py "issue8", the previous recommended)
     "issue8": {"preset": "issue8"},
     "issue8-td3": {"preset": "issue8", "agent": "td3"},
@@ -176,7 +180,7 @@ def train_controller(job: dict) -> dict:
 
     from experiments import training
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(job.get("threads", 1))
     out = Path(job["out"])
     if (out / "summary.json").is_file():
         return {**json.loads((out / "summary.json").read_text()), **job, "reused": True}
@@ -344,7 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"family": fam, "optimizer": opt, "kind": kind, "lr": lr, "seed": s}
         for fam, (opt, kind, lrs) in GRIDS.get(eval_task, GRIDS["digits"]).items() for lr in lrs for s in seeds]
     train_jobs = [{"config": name, "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
-                   "out": str(out / "runs" / f"{name}-seed{k}")}
+                   "out": str(out / "runs" / f"{name}-seed{k}"),
+                   # the cores are shared by --jobs training jobs (a policy search's --workers and a
+                   # vector env's batched step use them within a job)
+                   "threads": max(1, (os.cpu_count() or 1) // args.jobs)}
                   for name in configs for k in ctrl_seeds]
     trained = _map(train_controller, train_jobs, args.jobs, "training controllers")
     from experiments.sweep import Sweep, code_fingerprint
