@@ -26,7 +26,7 @@ def test_from_preset_takes_the_presets_values_and_overrides():
     ({"agent": "td3", "agent_overrides": {"m_phi": 2}}, "--m-phi does not apply to --agent td3"),
     ({"agent": "policy-search", "agent_overrides": {"gamma": 0.5}}, "--gamma does not apply"),
     ({"agent": "actor-critic", "agent_overrides": {"population": 8}}, "--population does not apply"),
-    ({"agent": "policy-search", "num_envs": 2}, "--num-envs > 1 works with"),
+    ({"agent": "policy-search", "num_envs": 2, "workers": 2}, "either in --workers processes or in one --num-envs"),
     ({"agent": "td3", "workers": 2}, "--workers does not apply"),
     ({"task": "nope"}, "unknown task 'nope'"),
     ({"task": "digits,"}, None),  # an empty entry is dropped, not an error
