@@ -58,11 +58,12 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
     start a local Ray with this machine's cores (``None``); a no-op if Ray is already initialised
     in this process. Returns whether this call started Ray. :class:`BackendError` within about
     ``timeout`` s if the address does not answer."""
+    if address is not None:
+        _check_reachable(address, timeout)
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address is not None:
-        _check_reachable(address, timeout)
         kwargs["address"] = address
     outcome: dict[str, BaseException | None] = {}
 
