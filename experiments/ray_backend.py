@@ -127,6 +127,11 @@ class RayPool:
     def parallelism(self) -> int:
         return self._parallelism
 
+    @property
+    def cpus_per_task(self) -> int:
+        """CPUs one task reserves (its torch threads; a policy search's default worker processes)."""
+        return max(1, int(self.cpus_per_run))
+
     def describe(self) -> str:
         where = "a local Ray" if self.address is None else f"the Ray cluster at {self.address}"
         gpus = f", {self.gpus_per_run:g} GPU" if self.gpus_per_run else ""

@@ -237,6 +237,11 @@ class LocalPool:
     def parallelism(self) -> int:
         return self.jobs
 
+    @property
+    def cpus_per_task(self) -> int | None:
+        """CPUs one task may use: ``None`` in this process (all of them), 1 in worker processes."""
+        return None if self.jobs == 1 else 1
+
     def describe(self) -> str:
         return "in this process" if self.jobs == 1 else f"{self.jobs} local worker processes"
 

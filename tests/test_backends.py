@@ -72,3 +72,46 @@ def test_local_pool_yields_every_result_and_every_exception(jobs):
 def test_unknown_backend_is_refused():
     with pytest.raises(BackendError, match="--backend must be one of local, ray"):
         make_backend("dask")
+
+
+TRAIN = ["--preset", "issue8", "--task", "regression2d", "--steps", "6", "--episode-length", "6",
+         "--checkpoint-every", "0", "--no-progress"]
+
+
+def test_train_controller_seeds_fan_out_into_one_run_directory_per_seed(tmp_path, capsys):
+    import json
+
+    import train_controller
+
+    out = tmp_path / "five"
+    assert train_controller.main([*TRAIN, "--seeds", "0,2-3", "--jobs", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed-0", "seed-2", "seed-3"]
+    summaries = {k: json.loads((out / f"seed-{k}" / "summary.json").read_text()) for k in (0, 2, 3)}
+    assert [s["seed"] for s in summaries.values()] == [0, 2, 3]
+    # each is the run a single --seed gives (in a worker process or not)
+    assert train_controller.main([*TRAIN, "--seed", "2", "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert one["final_train_loss"] == summaries[2]["final_train_loss"] and one["mean_lr"] == summaries[2]["mean_lr"]
+    capsys.readouterr()
+    # a run directory that already holds a run is refused before any seed starts
+    with pytest.raises(SystemExit) as exc:
+        train_controller.main([*TRAIN, "--seeds", "3-4", "--out", str(out)])
+    assert exc.value.code == 1 and "already holds a run" in capsys.readouterr().err
+    assert not (out / "seed-4").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seeds", "0-2", "--seed", "1"], "--seeds trains fresh runs"),
+    (["--seeds", "2-0"], "a range A-B needs A <= B"),
+    (["--seeds", "0-x"], "expected a count"),
+    (["--backend", "ray"], "train several seeds (--seeds)"),
+    (["--jobs", "2"], "train several seeds (--seeds)"),
+])
+def test_train_controller_seeds_errors_are_one_line(args, message, tmp_path, capsys):
+    import train_controller
+
+    with pytest.raises(SystemExit) as exc:
+        train_controller.main([*TRAIN, *args, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()

@@ -144,3 +144,16 @@ def test_an_unreachable_address_is_one_line_within_a_timeout_and_nothing_is_writ
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--ray-address 127.0.0.1:9" in lines[0] and "Traceback" not in done.stderr
     assert not out.exists()
+
+
+def test_controller_seeds_as_ray_tasks_are_the_local_controllers(local_ray, tmp_path):
+    from experiments import training
+    from experiments.config import TrainSettings
+
+    settings = TrainSettings.from_preset("issue8", task="regression2d", steps=6, checkpoint_every=0,
+                                         env={"episode_length": 6})
+    on_ray = training.train_seeds(settings, [0, 1], [tmp_path / "r0", tmp_path / "r1"], backend=RayPool())
+    inline = training.train_seeds(settings, [0, 1], [tmp_path / "l0", tmp_path / "l1"])
+    assert [r["seed"] for r in on_ray] == [0, 1] and all("error" not in r for r in on_ray)
+    assert [r["final_train_loss"] for r in on_ray] == [r["final_train_loss"] for r in inline]
+    assert all((tmp_path / d / "controller.pt").is_file() for d in ("r0", "r1"))
