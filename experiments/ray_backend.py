@@ -15,8 +15,10 @@ directory (:class:`experiments.sweep.Sweep`).
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import ray
@@ -25,6 +27,8 @@ from experiments.sweep import BackendError
 
 #: seconds to wait for a cluster address to answer
 CONNECT_TIMEOUT = 15.0
+#: the project's root: on a local Ray, workers import the project (and the benchmarks' user tasks) from it
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _call(fn: Callable, threads: int, *args: Any) -> Any:
@@ -65,6 +69,9 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address is not None:
         kwargs["address"] = address
+    else:  # a local Ray: its workers import this checkout, as the local pool's do
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
     outcome: dict[str, BaseException | None] = {}
 
     def init() -> None:
