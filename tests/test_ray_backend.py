@@ -157,3 +157,21 @@ def test_controller_seeds_as_ray_tasks_are_the_local_controllers(local_ray, tmp_
     assert [r["seed"] for r in on_ray] == [0, 1] and all("error" not in r for r in on_ray)
     assert [r["final_train_loss"] for r in on_ray] == [r["final_train_loss"] for r in inline]
     assert all((tmp_path / d / "controller.pt").is_file() for d in ("r0", "r1"))
+
+
+def test_ray_overhead_benchmark_tiny(tmp_path, capsys):
+    """benchmarks/ray_overhead.py at a tiny size: both backends ran, the same table, finite figures."""
+    sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
+    from benchmarks import ray_overhead
+
+    out = tmp_path / "ro.json"
+    assert ray_overhead.main(["--task", "regression2d", "--updates", "2", "--eval-every", "1", "--seeds", "1",
+                              "--baselines", "sgd", "--grid", "paper", "--jobs", "1", "--repeats", "1",
+                              "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the two backends' tables are the same" in printed and "Ray overhead per run" in printed
+    data = json.loads(out.read_text())
+    assert sorted(r["backend"] for r in data["runs"]) == ["local", "ray"]
+    (rep,) = data["per_repeat"]
+    assert rep["runs"] == 5 and all(rep[k] > 0 for k in ("command_local_s", "command_ray_s", "sweep_local_s",
+                                                         "sweep_ray_s"))
