@@ -69,7 +69,8 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     if address is not None:
         kwargs["address"] = address
-    else:  # a local Ray: its workers import this checkout, as the local pool's do
+    else:  # a new local Ray (never a cluster found on this machine); its workers import this checkout
+        kwargs["address"] = "local"
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
     outcome: dict[str, BaseException | None] = {}
