@@ -34,6 +34,12 @@ class SettingsError(ValueError):
     error, exit status 2; nothing was written)."""
 
 
+class BackendError(SettingsError):
+    """A sweep backend that cannot start (:func:`experiments.sweep.make_backend`: Ray not
+    installed, a cluster address that does not answer, a resource request the cluster cannot
+    meet): one line, raised before anything is written."""
+
+
 def held_out_seeds(n: int) -> list[int]:
     """The first ``n`` held-out evaluation seeds."""
     return list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + n))

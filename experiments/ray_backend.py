@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from experiments.sweep import BackendError
+from experiments.config import BackendError
 
 #: seconds to wait for a cluster address to answer
 CONNECT_TIMEOUT = 15.0

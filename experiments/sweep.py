@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from experiments.config import DEFAULT_BATCH
+from experiments.config import DEFAULT_BATCH, BackendError
 from experiments.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
 
 _CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
@@ -211,11 +211,6 @@ def _init_worker() -> None:
 #: the one line ``--backend ray`` gives when Ray is not installed
 RAY_MISSING = '--backend ray needs Ray: pip install -e ".[ray]"'
 BACKENDS = ("local", "ray")
-
-
-class BackendError(ValueError):
-    """A backend that cannot start (Ray not installed, a cluster address that does not answer, a
-    resource request the cluster cannot meet): one line, raised before anything is written."""
 
 
 class LocalPool:
