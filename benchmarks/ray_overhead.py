@@ -1,6 +1,6 @@
 """Ray's overhead: one evaluation command with the local process pool and with a local Ray.
 
-    python benchmarks/ray_overhead.py                    # digits, sgd + clipped, 300 updates, 2 seeds, 2 repeats
+    python benchmarks/ray_overhead.py                    # digits, SGD grids, 300 updates, 3 seeds, 2 repeats
     python benchmarks/ray_overhead.py --updates 1000 --seeds 10 --baselines all   # the README's command
 
 Each repeat runs ``evaluate.py --task T --updates N --seeds S --baselines B --grid G --episodes 0``
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="digits")
     p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--seeds", default="2", help="evaluate.py --seeds")
-    p.add_argument("--baselines", default="sgd,clipped")
+    p.add_argument("--seeds", default="3", help="evaluate.py --seeds")
+    p.add_argument("--baselines", default="sgd")
     p.add_argument("--grid", default="both", choices=("paper", "fine", "both"))
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--jobs", type=int, default=2, help="local worker processes (and a local Ray's CPUs per task: 1)")

@@ -301,7 +301,7 @@ def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = No
     return RayPool(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries)
 
 
-def add_backend_arguments(parser, jobs_help: str = "local worker processes (--backend local)") -> None:
+def add_backend_arguments(parser) -> None:
     """The backend flags every command line that runs a sweep shares (``--backend``,
     ``--ray-address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``; ``--jobs`` is
     each script's own)."""
