@@ -15,6 +15,10 @@ their own observation/action settings; their RL return is also measured with SB3
 
 Outputs in ``--out``: ``results.md`` (tables, also printed), ``summary.csv``, ``curves.csv``,
 ``results.json`` (everything), PNG figures, and ``runs/*.json``.
+
+Runs execute in this process, in ``--jobs`` local worker processes, or as Ray tasks on a cluster
+(``--backend ray --ray-address auto``; the ``ray`` extra); the run directory is the same either
+way, so a sweep interrupted on one resumes on the other.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Sequence
 
 from experiments.config import DEFAULT_BATCH, HELD_OUT_SEED_START, EvaluationSettings, parse_seeds
 from experiments.methods import ALIASES, BASELINES
+from experiments.sweep import add_backend_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report the paper's decade grid, the fine grid around its best, or both")
     p.add_argument("--out", default=None, help="output directory (default results/evaluate-TASK)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="parallel worker processes for independent runs (1 thread each)")
+                   help="parallel worker processes for independent runs (1 thread each; --backend local)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                    help="runs of one optimizer and env setting trained side by side in one batched vector env "
                         "(envs.LearningRateVectorEnv; 1: one run at a time; the same runs to float rounding)")
@@ -68,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "noisy batches such as regression2d's vary tenfold")
     p.add_argument("--episodes", type=int, default=3,
                    help="episodes for the RL policy evaluation of each checkpoint (0: skip)")
+    add_backend_arguments(p)
     return p
 
 
@@ -79,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agents.rundir import RunDirError, describe_os_error, remove_temp_files
     from envs.tasks import DatasetUnavailableError, make_task
     from experiments.protocol import load_controllers, run_evaluation
+    from experiments.sweep import backend_from_args
 
     try:
         settings = EvaluationSettings(
@@ -90,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         controllers = load_controllers(args.checkpoints, settings.task, settings.device)
         if not settings.baselines and not controllers:
             raise ValueError("nothing to evaluate: give checkpoints and/or --baselines")
+        backend = backend_from_args(args)  # Ray connects here: before anything is written
     except (ValueError, DatasetUnavailableError) as exc:  # bad input: one line, exit status 2
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     out = Path(args.out or f"results/evaluate-{settings.task}")
@@ -97,13 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         torch.set_num_threads(1)
         _, text = run_evaluation(settings, controllers, out,
-                                 command="python evaluate.py " + " ".join(shlex.quote(a) for a in words))
+                                 command="python evaluate.py " + " ".join(shlex.quote(a) for a in words),
+                                 backend=backend)
         print(text)
         return 0
     except RunDirError as exc:
         message = str(exc)
     except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
         message = describe_os_error(exc, out)
+    finally:
+        backend.close()
     if out.is_dir():
         remove_temp_files(out, recursive_into=("runs",))
         message += f"; finished runs are kept in {out / 'runs'}, rerun the command to resume"

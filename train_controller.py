@@ -4,6 +4,8 @@ DDPG/TD3, on LearningRateEnv.
     python train_controller.py                      # the paper's agent on digits, a few minutes on CPU
     python train_controller.py --agent td3 --steps 20000 --task digits,regression2d
     python train_controller.py --resume runs/actor-critic-digits-seed0 --steps 20000
+    python train_controller.py --seeds 0-4 --jobs 2 --out runs/five      # five controllers, OUT/seed-K
+    python train_controller.py --seeds 0-4 --backend ray --ray-address auto   # as Ray tasks on a cluster
 
 Writes a run directory (``--out``, default ``runs/<agent>-<task>-seed<seed>``):
 ``controller.pt`` (actor-critic, policy-search) or ``controller.zip`` (SB3), ``settings.json`` (agent, preset,
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"recommended: 800 steps of 25 updates each); with --resume, "
                         f"the total including the steps already done")
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
+    g.add_argument("--seeds", default=None,
+                   help="train one controller per seed, e.g. 0-4, 0,3,7 or a count K (seeds 0..K-1), each into "
+                        "its own run directory (--out OUT: OUT/seed-K; default runs/<agent>-<task>-seed<K>), "
+                        "as tasks of --backend (local: --jobs processes; ray: Ray tasks)")
+    g.add_argument("--jobs", type=_positive_int, default=1,
+                   help="--seeds with --backend local: controllers trained at once in worker processes")
     g.add_argument("--num-envs", type=_positive_int, default=None,
                    help="primary runs trained in parallel in one batched env (envs.LearningRateVectorEnv; "
                         "default 1): N parallel episodes. The agent makes as many updates per transition "
@@ -107,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=_positive_int, default=1,
                    help="log env/lr and env/batch_loss to TensorBoard every N steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from experiments.sweep import add_backend_arguments
+
+    add_backend_arguments(p)
 
     e = p.add_argument_group("environment (override the preset)")
     e.add_argument("--episode-length", type=_positive_int, default=None,
@@ -238,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seeds is not None:
+        return _train_seeds(parser, args)
+    if args.backend != "local" or args.jobs != 1:
+        parser.error("--backend and --jobs train several seeds (--seeds); one run trains in this process")
     out = args.out
     try:
         resolve_device(args.device)
@@ -278,6 +293,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser, describe_os_error(exc, out or "the run directory"), out)
     _print_summary(summary)
     return 0
+
+
+def _train_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--seeds``: one controller per seed, each a task of the backend (experiments.training.train_seeds)."""
+    from tqdm.auto import tqdm
+
+    from agents.rundir import RunDirError, describe_os_error
+    from experiments import training
+    from experiments.config import parse_seeds
+    from experiments.sweep import backend_from_args
+
+    if args.resume is not None or args.seed is not None:
+        parser.error("--seeds trains fresh runs: not with --resume or --seed (resume each run with --resume OUT/seed-K)")
+    try:
+        seeds = parse_seeds(args.seeds, count_start=0)
+        settings = settings_from_args(args)
+        outs = training.seed_run_dirs(settings, seeds, args.out)
+        backend = backend_from_args(args)  # Ray connects here: before anything is written
+    except ValueError as exc:  # bad flags, settings or backend: one line, exit status 2, nothing written
+        parser.error(str(exc))
+    bar = tqdm(desc=f"{settings.agent} on {settings.task}, {len(seeds)} seeds", unit="run", disable=args.no_progress)
+    try:
+        with backend:
+            results = training.train_seeds(settings, seeds, outs, backend=backend, overwrite=args.overwrite, bar=bar)
+    except RunDirError as exc:
+        return _fail(parser, str(exc), None)
+    except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
+        return _fail(parser, describe_os_error(exc, args.out or "the run directories"), None)
+    finally:
+        bar.close()
+    failed = [r for r in results if "error" in r]
+    for r in results:
+        if "error" not in r:
+            _print_summary(r)
+    for r in failed:
+        print(f"{parser.prog}: error: seed {r['seed']} ({r['out']}): {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _fail(parser: argparse.ArgumentParser, message: str, out) -> int:

@@ -35,10 +35,8 @@ directory to retrain).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
@@ -198,17 +196,19 @@ def env_steps_for(config: dict, train_updates: int) -> int:
 
 
 # --------------------------------------------------------------------------- orchestration
-def _map(fn, jobs: list[dict], n_jobs: int, desc: str) -> list[dict]:
+def _map(fn, jobs: list[dict], backend, desc: str) -> list[dict]:
+    """``fn`` over ``jobs`` as tasks of the sweep's backend (a local pool or Ray), in order; one
+    progress bar fed by finished tasks; the first task that raised is raised here."""
     from tqdm import tqdm
 
-    if n_jobs <= 1:
-        return [fn(j) for j in tqdm(jobs, desc=desc, leave=False)]
-    ctx = multiprocessing.get_context("spawn")  # no forked torch state
-    with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(fn, j) for j in jobs]
-        for _ in tqdm(cf.as_completed(futures), total=len(futures), desc=desc, leave=False):
-            pass
-        return [f.result() for f in futures]
+    results: list[Any] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc=desc, leave=False) as bar:
+        for i, result, exc in backend.imap_unordered(fn, [(j,) for j in jobs]):
+            if exc is not None:
+                raise exc
+            results[i] = result
+            bar.update(1)
+    return results
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
@@ -305,11 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-task", default=None,
                    help=f"task they are evaluated on (default: --task; also {', '.join(EXTRA_TASKS)}); "
                         f"another task than --task measures transfer, written to study-<eval-task>.json")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (--backend local)")
     p.add_argument("--out", default="results/study", help="output directory")
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (and the 'beats' column)")
     p.add_argument("--render", action="store_true",
                    help="only print the table of the study JSON already in --out (for --task/--eval-task)")
+    from experiments.sweep import add_backend_arguments
+
+    add_backend_arguments(p)
     return p
 
 
@@ -339,6 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = json.loads(path.read_text())
         print(format_table(summarise(results), results))
         return 0
+    from experiments.sweep import backend_from_args
+
+    try:
+        backend = backend_from_args(args)  # Ray connects here: before anything is written
+    except ValueError as exc:
+        parser.error(str(exc))
+    with backend:
+        return _study(args, configs, eval_task, out, backend, argv)
+
+
+def _study(args: argparse.Namespace, configs: list[str], eval_task: str, out: Path, backend,
+           argv: Sequence[str] | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seeds = held_out_seeds(args.eval_seeds)
     ctrl_seeds = list(range(args.controller_seeds))
@@ -349,18 +364,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fam, (opt, kind, lrs) in GRIDS.get(eval_task, GRIDS["digits"]).items() for lr in lrs for s in seeds]
     train_jobs = [{"config": name, "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
                    "out": str(out / "runs" / f"{name}-seed{k}"),
-                   # the cores are shared by --jobs training jobs (a policy search's --workers and a
-                   # vector env's batched step use them within a job)
-                   "threads": max(1, (os.cpu_count() or 1) // args.jobs)}
+                   # torch threads of a training job: the CPUs its backend gives one task (all of them
+                   # in this process with --jobs 1; a vector env's batched step uses them)
+                   "threads": backend.cpus_per_task or (os.cpu_count() or 1)}
                   for name in configs for k in ctrl_seeds]
-    trained = _map(train_controller, train_jobs, args.jobs, "training controllers")
+    trained = _map(train_controller, train_jobs, backend, "training controllers")
     from experiments.sweep import Sweep, code_fingerprint
 
     common = {"task": EXTRA_TASKS.get(eval_task, eval_task), "steps": args.updates, "eval_every": args.updates,
               "device": "cpu", "data_root": None, "validation_size": 0, "trace": False,
               "divergence_factor": 100.0, "code": code_fingerprint()}
     ctrl = controller_specs(trained, seeds)
-    with Sweep(common, out / "evaluation", args.jobs) as sweep:  # run files in OUT/evaluation/runs
+    with Sweep(common, out / "evaluation", backend=backend) as sweep:  # run files in OUT/evaluation/runs
         records = sweep.run([spec for _, spec in ctrl] + [baseline_spec(j) for j in baseline_jobs])
     by_key = {r["key"]: r for r in records}
     evaluated = [{**job, "task": eval_task, "updates": args.updates, **_run_summary(by_key[spec["key"]])}

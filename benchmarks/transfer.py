@@ -92,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, help="held-out evaluation seeds (1000, 1001, ...)")
     p.add_argument("--grid", choices=("paper", "fine"), default="fine",
                    help="tuning grid of the SGD/Adam baselines: decade grid, or fine grid around its best")
-    p.add_argument("--jobs", type=int, default=1, help="evaluate.py worker processes")
+    p.add_argument("--jobs", type=int, default=1, help="evaluate.py worker processes (--backend local)")
     p.add_argument("--data-root", default=None, help="folder holding fashion-mnist files, if any")
     p.add_argument("--out", default="results/transfer", help="output folder (runs in OUT/runs)")
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
+    from experiments.sweep import add_backend_arguments
+
+    add_backend_arguments(p)  # where the evaluation sweeps run (controllers train in this process)
     return p
 
 
@@ -148,7 +151,7 @@ def dataset_problem(task: str, data_root: str | None) -> str | None:
     return None
 
 
-def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: Path):
+def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: Path, backend=None):
     """The tuning protocol (:func:`experiments.protocol.run_evaluation`, what evaluate.py runs) with
     every controller and the tuned SGD/Adam baselines on ``task``; returns its Results."""
     from experiments.config import EvaluationSettings, held_out_seeds
@@ -164,7 +167,7 @@ def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: 
     controllers = load_controllers([str(d) for d in run_dirs], task)
     print(f"evaluating on {task} -> {eval_out}", flush=True)
     results, _ = run_evaluation(settings, controllers, eval_out,
-                                command=f"benchmarks/transfer.py: evaluation on {task}")
+                                command=f"benchmarks/transfer.py: evaluation on {task}", backend=backend)
     return results
 
 
@@ -227,6 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(path).is_dir():
             parser.error(f"--use: {path!r} is not a run directory")
 
+    from experiments.sweep import backend_from_args
+
+    try:
+        backend = backend_from_args(args)  # Ray connects here: before anything is written
+    except ValueError as exc:
+        parser.error(str(exc))
+    with backend:
+        return _transfer(args, specs, tests, backend, argv)
+
+
+def _transfer(args: argparse.Namespace, specs: list[tuple[str, str]], tests: list[str], backend,
+              argv: Sequence[str] | None) -> int:
     import torch
 
     from agents.checkpoint import read_settings
@@ -247,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped.append({"test_task": task, "reason": problem})
             continue
         try:
-            results = evaluate_on(task, [c[2] for c in controllers], args, out)
+            results = evaluate_on(task, [c[2] for c in controllers], args, out, backend)
         except (Exception, SystemExit) as exc:  # one task's failure must not lose the others
             skipped.append({"test_task": task, "reason": f"{task}: the evaluation failed ({type(exc).__name__}: {exc})"})
             print(skipped[-1]["reason"], file=sys.stderr)

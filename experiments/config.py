@@ -34,42 +34,57 @@ class SettingsError(ValueError):
     error, exit status 2; nothing was written)."""
 
 
+class BackendError(SettingsError):
+    """A sweep backend that cannot start (:func:`experiments.sweep.make_backend`: Ray not
+    installed, a cluster address that does not answer, a resource request the cluster cannot
+    meet): one line, raised before anything is written."""
+
+
 def held_out_seeds(n: int) -> list[int]:
     """The first ``n`` held-out evaluation seeds."""
     return list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + n))
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"5"`` -> ``[1000, ..., 1004]``; ``"1,2,7"`` -> ``[1, 2, 7]``; ``ValueError`` otherwise."""
+def parse_seeds(text: str, count_start: int = HELD_OUT_SEED_START, flag: str = "--seeds") -> list[int]:
+    """``"5"`` -> ``[1000, ..., 1004]`` (a count from ``count_start``); ``"1,2,7"`` -> ``[1, 2, 7]``;
+    ``"0-4"`` -> ``[0, 1, 2, 3, 4]`` (ranges inclusive, also inside a list: ``"0-2,9"``);
+    ``ValueError`` naming ``flag`` otherwise."""
     text = (text or "").strip()
     if not text:
-        raise ValueError("--seeds is empty: give a count (e.g. 5) or a list (e.g. 1000,1001)")
+        raise ValueError(f"{flag} is empty: give a count (e.g. 5), a list (e.g. 1000,1001) or a range (e.g. 0-4)")
     short = text if len(text) <= 40 else text[:37] + "..."
-    if "," in text:
-        items = [s for s in text.split(",") if s.strip()]
-        if len(items) > MAX_SEEDS:
-            raise ValueError(f"--seeds: {len(items)} seeds given, at most {MAX_SEEDS} are supported")
-        try:
-            seeds = [int(s) for s in items]
-        except ValueError:
-            raise ValueError(f"--seeds {short!r}: expected a count or comma-separated integers") from None
+    bad_text = f"{flag} {short!r}: expected a count, comma-separated integers or a range A-B"
+    if "," in text or "-" in text:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        seeds: list[int] = []
+        for item in items:
+            first, dash, last = item.partition("-")
+            try:
+                lo, hi = (int(first), int(last)) if dash else (int(item), int(item))
+            except ValueError:
+                raise ValueError(bad_text) from None
+            if hi < lo:
+                raise ValueError(f"{flag} {item!r}: a range A-B needs A <= B")
+            if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+                raise ValueError(f"{flag}: more than {MAX_SEEDS} seeds given, at most {MAX_SEEDS} are supported")
+            seeds += range(lo, hi + 1)
     else:
         try:
             n = int(text)
         except ValueError:
-            raise ValueError(f"--seeds {short!r}: expected a count or comma-separated integers") from None
+            raise ValueError(bad_text) from None
         if n < 1:
-            raise ValueError(f"--seeds {text}: need at least one seed")
+            raise ValueError(f"{flag} {text}: need at least one seed")
         if n > MAX_SEEDS:
-            raise ValueError(f"--seeds {short}: at most {MAX_SEEDS} seeds are supported (each seed is a "
+            raise ValueError(f"{flag} {short}: at most {MAX_SEEDS} seeds are supported (each seed is a "
                              f"full run of every method)")
-        seeds = held_out_seeds(n)
+        seeds = list(range(count_start, count_start + n))
     if not seeds:
-        raise ValueError("--seeds is empty: give a count (e.g. 5) or a list (e.g. 1000,1001)")
+        raise ValueError(f"{flag} is empty: give a count (e.g. 5), a list (e.g. 1000,1001) or a range (e.g. 0-4)")
     bad = next((s for s in seeds if not 0 <= s < SEED_LIMIT), None)
     if bad is not None:
         shown = str(bad) if len(str(bad)) <= 30 else str(bad)[:27] + "..."
-        raise ValueError(f"--seeds: seed {shown} is out of range; seeds must be integers in [0, 2**64 - 1]")
+        raise ValueError(f"{flag}: seed {shown} is out of range; seeds must be integers in [0, 2**64 - 1]")
     return list(dict.fromkeys(seeds))
 
 

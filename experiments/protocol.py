@@ -89,10 +89,12 @@ def controller_entry(path: str, controller: Any, task: str) -> ControllerEntry:
 
 
 def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[ControllerEntry], out: Path,
-                     progress: bool = True) -> Results:
+                     progress: bool = True, backend=None) -> Results:
     """Run the tuning protocol (module docstring) for ``settings.baselines`` and ``controllers``;
     finished runs are written to (and resumed from) ``out/runs``. The caller validated
-    ``settings`` and owns ``out`` (see :func:`agents.rundir.DirectoryLock`)."""
+    ``settings`` and owns ``out`` (see :func:`agents.rundir.DirectoryLock`). ``backend``: where
+    runs execute (:func:`experiments.sweep.make_backend`; default a local pool of
+    ``settings.jobs`` processes)."""
     from tqdm.auto import tqdm
 
     from agents.baselines import FEATURE_CONTROLLER_GRID, GRAD_NORM_RULE_GRID
@@ -123,7 +125,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
     t_start = time.perf_counter()
     bar = tqdm(total=0, desc="evaluate", unit="run", dynamic_ncols=True, disable=not progress)
     grids: dict[str, dict] = {}
-    with Sweep(common, out, settings.jobs, bar, batch=settings.batch) as sweep:
+    with Sweep(common, out, settings.jobs, bar, batch=settings.batch, backend=backend) as sweep:
         R = sweep.records
 
         def by(family: str, params: Iterable | None = None, seed_list: Sequence[int] = seeds) -> list[dict]:
@@ -279,10 +281,11 @@ def load_controllers(paths: Sequence[str], task: str, device: str = "cpu") -> li
 
 
 def run_evaluation(settings: EvaluationSettings, controllers: Sequence[ControllerEntry], out: str | Path,
-                   command: str, progress: bool = True) -> tuple[Results, str]:
+                   command: str, progress: bool = True, backend=None) -> tuple[Results, str]:
     """evaluate.py's whole job as a library call: lock ``out`` (one sweep per directory), run
-    :func:`evaluate_methods`, draw the figures and write the report into ``out``. Returns the
-    results and the Markdown report. ``command`` is recorded as what produced them."""
+    :func:`evaluate_methods` (on ``backend``, default the local pool), draw the figures and write
+    the report into ``out``. Returns the results and the Markdown report. ``command`` is recorded
+    as what produced them."""
     from agents.rundir import DirectoryLock, prepare_directory, remove_temp_files
     from experiments.plots import write_figures
     from experiments.report import write_report
@@ -290,7 +293,7 @@ def run_evaluation(settings: EvaluationSettings, controllers: Sequence[Controlle
     out = prepare_directory(out)
     with DirectoryLock(out, purpose="evaluate sweep"):
         remove_temp_files(out, recursive_into=("runs",))  # left by a sweep killed mid-write
-        results = evaluate_methods(settings, controllers, out, progress=progress)
+        results = evaluate_methods(settings, controllers, out, progress=progress, backend=backend)
         figures = write_figures(results.rows, results.records, results.common, settings.seeds, out, settings.task)
         return results, write_report(results, figures, out, command)
 

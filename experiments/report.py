@@ -139,5 +139,6 @@ def write_report(results, figures: list[str], out: Path, command: str) -> str:
         "task": st.task, "updates": st.updates, "seeds": st.seeds, "command": command,
         "classification": results.classification, "notes": results.notes, "summary": rows,
         "grids": {k: {json.dumps(p): v for p, v in g.items()} for k, g in results.grids.items()},
-        "policy_evaluation": results.policy_evaluation, "figures": figures, "runs": records})
+        "policy_evaluation": results.policy_evaluation, "figures": figures,
+        "wall_time": results.wall_time, "resumed": results.resumed, "runs": records})
     return text

@@ -9,6 +9,12 @@ device, ..., and a fingerprint of the code); rerunning the same sweep loads fini
 of running them again, so an interrupted sweep resumes where it stopped, and a run made by other
 code or settings is never mistaken for a finished one. A diverged run is recorded as such and a
 failing run as an error: neither stops a sweep.
+
+Where runs execute is a *backend*: :class:`LocalPool` (the calling process, or ``jobs`` worker
+processes; the default, no extra package) or the Ray backend (:mod:`experiments.ray_backend`,
+imported only when asked for: :func:`make_backend`). Either one only runs tasks and hands their
+results back; the sweep's driver writes every run file, so the run directory is the same
+whichever backend filled it, and a sweep interrupted on one resumes on the other.
 """
 from __future__ import annotations
 
@@ -20,9 +26,9 @@ import multiprocessing
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from experiments.config import DEFAULT_BATCH
+from experiments.config import DEFAULT_BATCH, BackendError
 from experiments.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
 
 _CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
@@ -201,21 +207,162 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-class Sweep:
-    """Runs specs (resuming finished ones from ``out_dir/runs``), inline or in ``jobs`` worker
-    processes, up to ``batch`` runs of one :func:`batch_key` side by side in one vector env
-    (``batch=1``: one run at a time). ``records`` maps every run's key to its record; ``resumed``
-    counts loaded ones."""
+# --------------------------------------------------------------------------- backends
+#: the one line ``--backend ray`` gives when Ray is not installed
+RAY_MISSING = '--backend ray needs Ray: pip install -e ".[ray]"'
+BACKENDS = ("local", "ray")
 
-    def __init__(self, common: dict, out_dir: Path, jobs: int = 1, bar=None, batch: int = DEFAULT_BATCH) -> None:
+
+class LocalPool:
+    """The default backend: tasks run in the calling process (``jobs=1``) or in ``jobs`` worker
+    processes (spawned, one torch thread each). A backend runs ``fn(*args)`` for every ``args``
+    of a list and yields ``(index, result, None)``, or ``(index, None, exception)`` for a task
+    that raised or whose worker died, as tasks finish (:meth:`imap_unordered`); ``parallelism``
+    is how many tasks run at once."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1) -> None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+        self.jobs = jobs
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    @property
+    def parallelism(self) -> int:
+        return self.jobs
+
+    @property
+    def cpus_per_task(self) -> int | None:
+        """CPUs one task may use: ``None`` in this process (all of them), 1 in worker processes."""
+        return None if self.jobs == 1 else 1
+
+    def describe(self) -> str:
+        return "in this process" if self.jobs == 1 else f"{self.jobs} local worker processes"
+
+    def imap_unordered(self, fn: Callable, items: Sequence[tuple],
+                       started: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any, BaseException | None]]:
+        if self.jobs == 1:
+            for i, args in enumerate(items):
+                if started is not None:
+                    started(i)
+                try:
+                    result = fn(*args)
+                except Exception as exc:  # the caller records it (a sweep: error rows)
+                    yield i, None, exc
+                else:
+                    yield i, result, None
+            return
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.jobs, initializer=_init_worker,
+                                                mp_context=multiprocessing.get_context("spawn"))
+        futures = {self._pool.submit(fn, *args): i for i, args in enumerate(items)}
+        try:
+            for fut in cf.as_completed(futures):
+                exc = fut.exception()
+                yield futures[fut], (None if exc is not None else fut.result()), exc
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
+                 gpus_per_run: float = 0.0, max_retries: int = 3):
+    """The backend a command line asked for: :class:`LocalPool` (``jobs`` processes), or
+    :class:`experiments.ray_backend.RayPool` (connected to ``address``: ``auto`` joins a running
+    cluster, ``host:port`` a given head, ``None`` starts a local Ray with this machine's cores).
+    :class:`BackendError` (one line) if Ray is missing or the cluster does not answer; call it
+    before writing anything. Close the backend when done (it is a context manager)."""
+    if kind not in BACKENDS:
+        raise BackendError(f"--backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    if kind == "local":
+        given = [flag for flag, value, default in (("--ray-address", address, None), ("--gpus-per-run", gpus_per_run, 0.0))
+                 if value != default]
+        if given:
+            raise BackendError(f"{given[0]} needs --backend ray")
+        return LocalPool(jobs)
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise BackendError(RAY_MISSING)
+    from experiments.ray_backend import RayPool
+
+    return RayPool(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries)
+
+
+def add_backend_arguments(parser) -> None:
+    """The backend flags every command line that runs a sweep shares (``--backend``,
+    ``--ray-address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``; ``--jobs`` is
+    each script's own)."""
+    g = parser.add_argument_group("where runs execute (experiments.sweep backends)")
+    g.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: this machine's process pool (--jobs; no extra package); ray: every run (or "
+                        "batch of runs) is a Ray task (pip install -e \".[ray]\")")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="--backend ray: 'auto' joins the cluster started with 'ray start' on this machine, "
+                        "HOST:PORT a cluster's head; without it a local Ray is started with this machine's cores")
+    g.add_argument("--cpus-per-run", type=float, default=1.0,
+                   help="--backend ray: CPUs each task reserves (also its torch threads)")
+    g.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="--backend ray: GPUs each task reserves; fractions share one GPU between runs "
+                        "(use with --device cuda)")
+    g.add_argument("--max-retries", type=int, default=3,
+                   help="--backend ray: times a task whose worker died is rerun (a run that raises is "
+                        "recorded as an error, never retried)")
+
+
+def backend_from_args(args):
+    """:func:`make_backend` from the flags of :func:`add_backend_arguments` (and ``args.jobs``)."""
+    for flag in ("cpus_per_run", "gpus_per_run"):
+        value = getattr(args, flag)
+        if not (math.isfinite(value) and value >= 0) or (flag == "cpus_per_run" and value <= 0):
+            raise BackendError(f"--{flag.replace('_', '-')} must be a number {'> 0' if flag == 'cpus_per_run' else '>= 0'}, "
+                               f"got {value}")
+    if args.max_retries < 0:
+        raise BackendError(f"--max-retries must be >= 0, got {args.max_retries}")
+    if args.backend == "local" and args.cpus_per_run != 1.0:
+        raise BackendError("--cpus-per-run needs --backend ray (the local pool runs one thread per run; see --jobs)")
+    return make_backend(args.backend, jobs=getattr(args, "jobs", 1), address=args.ray_address,
+                        cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+
+
+def _failed(spec: dict, common: dict, exc: BaseException) -> dict:
+    """The record of a run whose task never returned (its worker died after every retry, or the
+    task itself raised): an error row; it is not written, so a rerun runs it again."""
+    return {"key": spec["key"], "spec": spec, "common": common, "status": "error",
+            "message": f"worker failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            "curves": {}, "final": {"train_loss": None, "test_loss": None, "test_accuracy": None},
+            "wall_time": float("nan")}
+
+
+class Sweep:
+    """Runs specs (resuming finished ones from ``out_dir/runs``) on a backend: ``backend``, or a
+    :class:`LocalPool` of ``jobs`` processes (inline for ``jobs=1``), up to ``batch`` runs of
+    one :func:`batch_key` side by side in one vector env per task (``batch=1``: one run per
+    task). The driver (this object) writes every finished run's file. ``records`` maps every
+    run's key to its record; ``resumed`` counts loaded ones. A backend passed in belongs to the
+    caller (not closed here)."""
+
+    def __init__(self, common: dict, out_dir: Path, jobs: int = 1, bar=None, batch: int = DEFAULT_BATCH,
+                 backend=None) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-        self.common, self.out_dir, self.jobs, self.bar, self.batch = common, Path(out_dir), jobs, bar, batch
+        self.common, self.out_dir, self.bar, self.batch = common, Path(out_dir), bar, batch
+        self._own_backend = backend is None
+        self.backend = LocalPool(jobs) if backend is None else backend
+        self.jobs = self.backend.parallelism
         self.records: dict[str, dict] = {}
-        self.pool = None
-        if jobs > 1:
-            self.pool = cf.ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                               mp_context=multiprocessing.get_context("spawn"))
         self.resumed = 0
 
     def __enter__(self) -> "Sweep":
@@ -225,9 +372,8 @@ class Sweep:
         self.close()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = None
+        if self._own_backend:
+            self.backend.close()
 
     def _progress(self, total: int = 0, done: int = 0, note: str | None = None) -> None:
         if self.bar is None:
@@ -254,25 +400,20 @@ class Sweep:
             else:
                 todo.append(spec)
         groups = self._groups(todo)
-        if self.pool is None:
-            for group in groups:
-                self._progress(note=group[0]["key"] + (f" (+{len(group) - 1} side by side)" if len(group) > 1 else ""))
-                for rec in run_batch(group, self.common, str(self.out_dir)):
-                    self._done(rec)
-        else:
-            futures = {self.pool.submit(run_batch, g, self.common, str(self.out_dir)): g for g in groups}
-            for fut in cf.as_completed(futures):
-                try:
-                    recs = fut.result()
-                except OSError:  # writing a run's file failed (full disk, ...): stop the sweep
-                    raise
-                except Exception as exc:  # a worker died (e.g. killed): record, keep going
-                    recs = [{"key": spec["key"], "spec": spec, "common": self.common, "status": "error",
-                             "message": f"worker failed: {type(exc).__name__}: {exc}", "curves": {},
-                             "final": {"train_loss": None, "test_loss": None, "test_accuracy": None},
-                             "wall_time": float("nan")} for spec in futures[fut]]
+
+        def started(i: int) -> None:
+            group = groups[i]
+            self._progress(note=group[0]["key"] + (f" (+{len(group) - 1} side by side)" if len(group) > 1 else ""))
+
+        runs_dir = self.out_dir / "runs"
+        for i, recs, exc in self.backend.imap_unordered(run_batch, [(g, self.common) for g in groups], started):
+            if exc is not None:  # the task never returned (a worker died): error rows, not written
+                recs = [_failed(spec, self.common, exc) for spec in groups[i]]
+            else:  # the driver writes every run file (a failing write, e.g. a full disk, stops the sweep)
                 for rec in recs:
-                    self._done(rec)
+                    write_json(runs_dir / f"{rec['key']}.json", rec)
+            for rec in recs:
+                self._done(rec)
         return [self.records[s["key"]] for s in specs]
 
     def _groups(self, specs: list[dict]) -> list[list[dict]]:

@@ -256,3 +256,55 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+# --------------------------------------------------------------------------- several seeds
+def seed_run_dirs(settings: TrainSettings, seeds: list[int], out: str | os.PathLike | None) -> list[Path]:
+    """Where each seed of :func:`train_seeds` writes: ``OUT/seed-K`` under a given ``out``, else
+    each seed's default run directory ``runs/<agent>-<task>-seed<K>``."""
+    if out is not None:
+        return [Path(out) / f"seed-{k}" for k in seeds]
+    return [Path(f"runs/{settings.agent}-{settings.task.replace(',', '+')}-seed{k}") for k in seeds]
+
+
+def _train_one(settings: TrainSettings, out: str, overwrite: bool) -> dict:
+    """One seed of :func:`train_seeds` (what a worker or a Ray task runs)."""
+    return train(settings, out, overwrite=overwrite, progress=False)
+
+
+def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, backend=None,
+                overwrite: bool = False, bar=None) -> list[dict]:
+    """Train one controller per seed (``settings`` with that seed) into its own run directory
+    ``outs[i]`` (written by the task: on a cluster, storage every node sees), each as one task of ``backend`` (:func:`experiments.sweep.make_backend`; default:
+    one after another in this process). Every run directory is checked before any run starts
+    (:class:`agents.rundir.RunDirError`). A policy search without ``workers`` uses the CPUs of its
+    task (one in a local pool, ``--cpus-per-run`` on Ray) instead of every core of the machine.
+    Returns, in the order of ``seeds``, each run's summary, or ``{"seed", "out", "error"}`` for a
+    run that failed (the others go on). ``bar``: a tqdm bar advanced as runs finish."""
+    import dataclasses
+
+    from experiments.sweep import LocalPool
+
+    outs = [Path(o).resolve() for o in outs]  # a worker's current directory may be another
+    if len(outs) != len(seeds) or len(set(outs)) != len(outs):
+        raise ValueError("train_seeds: one distinct run directory per seed")
+    for out in outs:
+        _check_out(Path(out), replacing=True, overwrite=overwrite)
+    backend = backend if backend is not None else LocalPool(1)
+    per_task = getattr(backend, "cpus_per_task", None)
+    jobs = []
+    for seed in seeds:
+        s = dataclasses.replace(settings, seed=int(seed), eval_seeds=list(settings.eval_seeds))
+        if s.agent == "policy-search" and s.workers is None and per_task is not None:
+            s.workers = max(1, int(per_task))
+        jobs.append(s.validate())
+    results: list[dict | None] = [None] * len(seeds)
+    if bar is not None:
+        bar.total = len(seeds)
+        bar.refresh()
+    for i, summary, exc in backend.imap_unordered(_train_one, [(s, str(o), overwrite) for s, o in zip(jobs, outs)]):
+        results[i] = summary if exc is None else {"seed": seeds[i], "out": str(outs[i]),
+                                                  "error": f"{type(exc).__name__}: {exc}"}
+        if bar is not None:
+            bar.update(1)
+    return results  # type: ignore[return-value]

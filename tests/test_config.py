@@ -61,6 +61,13 @@ def test_evaluation_settings_validate_once():
         with pytest.raises(ValueError):
             EvaluationSettings(**bad).validate()
     assert parse_seeds("3") == held_out_seeds(3) == [HELD_OUT_SEED_START + i for i in range(3)]
+    # ranges (inclusive, also inside a list) and counts from another start (train_controller.py --seeds)
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("0-2,9,1") == [0, 1, 2, 9]
+    assert parse_seeds("3", count_start=0) == [0, 1, 2] and parse_seeds("1000-1001") == [1000, 1001]
+    for bad, message in (("4-2", "A <= B"), ("0-", "expected a count"), ("-3", "expected a count"),
+                         ("0-100000000", "at most")):
+        with pytest.raises(ValueError, match=message):
+            parse_seeds(bad)
 
 
 def test_paper_preset_actor_sets_the_rate_itself():
