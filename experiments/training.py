@@ -295,7 +295,7 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
     jobs = []
     for seed in seeds:
         s = dataclasses.replace(settings, seed=int(seed), eval_seeds=list(settings.eval_seeds))
-        if s.agent == "policy-search" and s.workers is None and per_task is not None:
+        if s.agent == "policy-search" and s.workers is None and per_task is not None and s.num_envs == 1:
             s.workers = max(1, int(per_task))
         jobs.append(s.validate())
     results: list[dict | None] = [None] * len(seeds)
