@@ -15,8 +15,10 @@ directory (:class:`experiments.sweep.Sweep`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -57,6 +59,21 @@ def _check_reachable(address: str, timeout: float) -> None:
                            f"({reason}); start one with 'ray start --head' or check the address") from None
 
 
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 (what C++ code writes to) goes to /dev/null inside the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
     """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs on this machine), or
     start a local Ray with this machine's cores (``None``); a no-op if Ray is already initialised
@@ -85,9 +102,13 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
     if address is None:  # a local Ray: no network to wait for
         init()
     else:  # an address that accepts connections but is no Ray head would make ray.init wait for minutes
-        thread = threading.Thread(target=init, daemon=True)
-        thread.start()
-        thread.join(timeout + 30.0)
+        # Ray's C++ client logs every failed attempt to file descriptor 2 (a line a second, not
+        # silenced by its logging settings): keep them out of the terminal while it connects,
+        # so that a wrong address is the one line below
+        with _stderr_to_devnull():
+            thread = threading.Thread(target=init, daemon=True)
+            thread.start()
+            thread.join(timeout + 30.0)
         if thread.is_alive():
             raise BackendError(f"--ray-address {address}: no Ray cluster answered within {timeout + 30:g} s")
     error = outcome.get("error")
