@@ -15,7 +15,9 @@ modified; the copy is the git-tracked and untracked-but-not-ignored files, witho
 For each mutant the file's tests (``TESTS``) run in a fresh ``python -m pytest -x -q`` in the copy,
 with a timeout (``--timeout-factor`` times the unmutated run, at least 60 s): a failing run kills the
 mutant, a passing run lets it survive, a run past the timeout is a ``timeout`` (counted as killed
-by mutation tools, shown separately here). The mutation runs are not part of the test suite (they
+by mutation tools, shown separately here). A tool mutant that only changes type annotations is an
+equivalent mutant (both files have ``from __future__ import annotations``): it is counted as such and
+not run. The mutation runs are not part of the test suite (they
 take minutes); ``tests/test_mutation_script.py`` only checks that the named edits apply.
 
 Needs ``pip install -e .[mutation]`` (cosmic-ray) for ``tool``; ``named`` needs nothing extra.
@@ -23,10 +25,12 @@ Needs ``pip install -e .[mutation]`` (cosmic-ray) for ``tool``; ``named`` needs 
 Run:  python benchmarks/mutation.py named
       python benchmarks/mutation.py tool --sample 40 --seed 0 [--files agents/actor_critic.py]
       python benchmarks/mutation.py tool --list            (count the mutants, run nothing)
+      python benchmarks/mutation.py tool --sample 40 --seed 0 --rerun earlier.json   (its survivors only)
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -176,11 +180,11 @@ OUTCOME = {"failed": "killed", "passed": "SURVIVED", "timeout": "timeout"}
 class Runner:
     """Mutants of one file in one repository copy: baseline run first, the file restored after each."""
 
-    def __init__(self, copy: Path, path: str, timeout_factor: float) -> None:
+    def __init__(self, copy: Path, path: str, timeout_factor: float, tests: list[str] | None = None) -> None:
         self.copy, self.path = copy, path
         self.file = copy / path
         self.original = self.file.read_text()
-        self.tests = TESTS[path]
+        self.tests = tests or TESTS[path]
         status, seconds, tail = run_tests(copy, self.tests, None)
         if status != "passed":
             raise SystemExit(f"the unmutated tests of {path} do not pass:\n{tail}")
@@ -205,7 +209,7 @@ def run_named(args) -> int:
     with tempfile.TemporaryDirectory(prefix="lrrl-mutants-") as tmp:
         copy = copy_repo(Path(tmp))
         for path in sorted({e.path for e in edits}):
-            runner = Runner(copy, path, args.timeout_factor)
+            runner = Runner(copy, path, args.timeout_factor, args.tests)
             for edit in (e for e in edits if e.path == path):
                 outcome, seconds, why = runner.run(apply_edit(runner.original, edit))
                 results.append({"name": edit.name, "path": path, "outcome": outcome, "seconds": seconds,
@@ -239,6 +243,26 @@ def tool_mutants(path: Path) -> list[tuple[str, int, int, str]]:
     return out
 
 
+def _without_annotations(source: str) -> str:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+        elif isinstance(node, ast.arg):
+            node.annotation = None
+        elif isinstance(node, ast.AnnAssign):
+            node.annotation = ast.Constant(None)
+    return ast.dump(tree)
+
+
+def annotation_only(original: str, mutated: str) -> bool:
+    """The mutant changes type annotations only: an equivalent mutant in a module with
+    ``from __future__ import annotations`` (annotations are never evaluated; neither file reads
+    them at run time)."""
+    return "from __future__ import annotations" in original and \
+        _without_annotations(original) == _without_annotations(mutated)
+
+
 def run_tool(args) -> int:
     from cosmic_ray.mutating import mutate_code
     from cosmic_ray.plugins import get_operator
@@ -254,15 +278,31 @@ def run_tool(args) -> int:
             print(f"# {path}: {len(mutants)} cosmic-ray mutants, running {len(chosen)}"
                   f"{' (seeded sample, seed ' + str(args.seed) + ')' if len(chosen) < len(mutants) else ''}",
                   flush=True)
+            earlier = {}
+            if args.rerun:  # keep the earlier run's kills: added tests cannot revive a killed mutant
+                earlier = {(r["operator"], r["occurrence"]): r
+                           for r in json.loads(Path(args.rerun).read_text())["results"] if r["path"] == path}
+                missing = [m for m in chosen if (m[0], m[1]) not in earlier]
+                if missing:
+                    raise SystemExit(f"--rerun {args.rerun}: {len(missing)} of the chosen mutants are not in it")
+                print(f"# re-running the {sum(r['outcome'] == 'SURVIVED' for r in earlier.values())} survivors of "
+                      f"{args.rerun}; the others keep its outcome", flush=True)
             if args.list:
                 summary[path] = {"mutants": len(mutants)}
                 continue
             runner = Runner(copy, path, args.timeout_factor)
-            counts = {"killed": 0, "SURVIVED": 0, "timeout": 0, "incompetent": 0}
+            counts = {"killed": 0, "SURVIVED": 0, "timeout": 0, "equivalent": 0, "incompetent": 0}
             for name, occurrence, line, code in chosen:
                 mutated = mutate_code(runner.original, get_operator(name)(), occurrence)
-                if mutated is None or mutated == runner.original:
+                before = earlier.get((name, occurrence))
+                if before is not None and before["outcome"] != "SURVIVED":
+                    outcome, seconds, why = before["outcome"], 0.0, "(earlier run) " + before["first_failure"]
+                elif mutated is None or mutated == runner.original:
                     outcome, seconds, why = "incompetent", 0.0, "no change"
+                elif annotation_only(runner.original, mutated):
+                    outcome, seconds, why = "equivalent", 0.0, "annotation only"
+                elif before is not None and args.keep_survivors:
+                    outcome, seconds, why = before["outcome"], 0.0, "(earlier run)"
                 else:
                     outcome, seconds, why = runner.run(mutated)
                 counts[outcome] += 1
@@ -270,15 +310,19 @@ def run_tool(args) -> int:
                                 "code": code, "outcome": outcome, "seconds": seconds, "first_failure": why})
                 print(f"{path}:{line:<4d} {name:60s} #{occurrence:<3d} {outcome:9s} {seconds:5.1f} s  {code!r}",
                       flush=True)
-            ran = len(chosen) - counts["incompetent"]
+            ran = counts["killed"] + counts["SURVIVED"] + counts["timeout"]
             summary[path] = {"mutants": len(mutants), "sampled": len(chosen), **counts,
                              "survival_rate": counts["SURVIVED"] / ran if ran else float("nan"),
+                             "survival_rate_with_equivalent": (counts["SURVIVED"] + counts["equivalent"])
+                             / (ran + counts["equivalent"]) if ran + counts["equivalent"] else float("nan"),
                              "tests": runner.tests}
     for path, s in summary.items():
         if "sampled" in s:
-            print(f"{path}: {s['sampled']} of {s['mutants']} mutants run: killed {s['killed']}, "
-                  f"survived {s['SURVIVED']}, timeout {s['timeout']}, incompetent {s['incompetent']}; "
-                  f"survival rate {100 * s['survival_rate']:.0f}%")
+            print(f"{path}: {s['sampled']} of {s['mutants']} mutants: killed {s['killed']}, "
+                  f"survived {s['SURVIVED']}, timeout {s['timeout']}, equivalent (annotation only, not run) "
+                  f"{s['equivalent']}, incompetent {s['incompetent']}; survival rate {100 * s['survival_rate']:.0f}% "
+                  f"of the non-equivalent ({100 * s['survival_rate_with_equivalent']:.0f}% counting the "
+                  f"annotation-only ones as survivors)")
         else:
             print(f"{path}: {s['mutants']} mutants")
     _write_json(args.json, {"kind": "tool", "tool": "cosmic-ray", "seed": args.seed, "sample": args.sample,
@@ -297,11 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="kind", required=True)
     named = sub.add_parser("named", help="the explicit mutants (issue 17's five and similar ones)")
     named.add_argument("--only", nargs="*", help="names of the mutants to run (default: all)")
+    named.add_argument("--tests", nargs="+",
+                       help="pytest arguments instead of the file's TESTS (e.g. the tests without the loop's)")
     tool = sub.add_parser("tool", help="cosmic-ray's mutants")
     tool.add_argument("--files", nargs="+", default=[AGENT, ENV], choices=[AGENT, ENV])
     tool.add_argument("--sample", type=int, default=0, help="a seeded random sample of N mutants per file (0: all)")
     tool.add_argument("--seed", type=int, default=0)
     tool.add_argument("--list", action="store_true", help="count the mutants only")
+    tool.add_argument("--rerun", help="the --json of an earlier run with the same --seed/--sample: run its "
+                                      "survivors only, keep its other outcomes")
+    tool.add_argument("--keep-survivors", action="store_true",
+                      help="with --rerun: re-classify only (annotation-only survivors as equivalent), run nothing")
     for p in (named, tool):
         p.add_argument("--timeout-factor", type=float, default=3.0)
         p.add_argument("--json", help="write the results to this file")

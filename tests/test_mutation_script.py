@@ -27,3 +27,17 @@ def test_an_edit_that_does_not_apply_is_an_error():
         apply_edit("a = 1\n", Edit("x", "agents/actor_critic.py", "b = 2", "b = 3", ""))
     with pytest.raises(ValueError, match="occurs 2 times"):
         apply_edit("a = 1\na = 1\n", Edit("x", "agents/actor_critic.py", "a = 1", "a = 2", ""))
+
+
+def test_annotation_only_mutants_are_told_apart():
+    from benchmarks.mutation import annotation_only
+
+    src = ("from __future__ import annotations\n\n"
+           "def f(x: int | None = 1) -> int | str:\n    y: int | None = x\n    return x | 2\n")
+    assert annotation_only(src, src.replace("x: int | None", "x: int - None"))
+    assert annotation_only(src, src.replace("-> int | str", "-> int // str"))
+    assert annotation_only(src, src.replace("y: int | None", "y: int ^ None"))
+    assert not annotation_only(src, src.replace("x | 2", "x - 2"))
+    assert not annotation_only(src, src.replace("= 1)", "= 2)"))  # a default value is not an annotation
+    plain = src.replace("from __future__ import annotations\n", "")  # annotations evaluated: not equivalent
+    assert not annotation_only(plain, plain.replace("int | str", "int - str"))
