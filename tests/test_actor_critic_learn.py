@@ -132,11 +132,16 @@ class RefActor:
         return torch.tanh(F.linear(out[0], self.head_w, self.head_b)), h
 
 
-@torch.no_grad()
-def ref_q(sd: dict, obs: np.ndarray, action: torch.Tensor) -> float:
+def ref_q_tensor(sd: dict, obs: np.ndarray, action: torch.Tensor) -> torch.Tensor:
+    """Q(s, a) of the default critic from its state dict: Linear, tanh, Linear."""
     x = torch.cat([torch.as_tensor(np.asarray(obs, np.float32)).reshape(1, -1), action.reshape(1, -1)], -1)
     hid = torch.tanh(F.linear(x, sd["net.0.weight"], sd["net.0.bias"]))
-    return F.linear(hid, sd["net.2.weight"], sd["net.2.bias"]).item()
+    return F.linear(hid, sd["net.2.weight"], sd["net.2.bias"]).reshape(())
+
+
+@torch.no_grad()
+def ref_q(sd: dict, obs: np.ndarray, action: torch.Tensor) -> float:
+    return ref_q_tensor(sd, obs, action).item()
 
 
 def to_env_action(unit: np.ndarray) -> np.ndarray:
@@ -466,3 +471,23 @@ def test_running_mean_std_matches_numpy_and_clips():
     expected = (x[0].double() - rms.mean) / torch.sqrt(rms.var + 1e-8)
     torch.testing.assert_close(z[0], expected.float(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(z[1], torch.tensor([10.0, -10.0]))
+
+
+def test_twin_critics_fit_the_same_target_from_their_minimum():
+    """``twin_critics``: the TD target bootstraps from the smaller of the two critics at
+    ``(s_i^{t+1}, pi(s_i^{t+1}, h_{t+1}))``; the twin's gradient is that of
+    ``(target - Q2(s_t, a_t))**2 / 2``, averaged over ``m_phi``."""
+    agent = ActorCritic(TinyEnv(), seed=11, device="cpu", twin_critics=True, m_phi=2)
+    _, h1 = agent.actor(torch.tensor([[0.3, 0.7]]), agent.actor.initial_state(1))  # a carried state
+    s, a, r, s_i, s_j = [0.3, 0.7], [0.2], 0.5, [1.1, -0.4], [0.9, 0.1]
+    c1, c2 = copy.deepcopy(agent.critic.state_dict()), copy.deepcopy(agent.critic2.state_dict())
+    a_next, _ = RefActor(2, 1, agent.hidden_size, agent.num_layers).load(agent.actor.state_dict())(s_i, h1)
+    q_next = [ref_q(c, s_i, a_next) for c in (c1, c2)]
+    assert abs(q_next[0] - q_next[1]) > 1e-3  # the minimum matters
+    target = r + agent.gamma * min(q_next)
+    out = agent.train_step(s, a, r, s_i, s_j, False, h1)
+    assert out["delta"] == pytest.approx(target - ref_q(c1, s, torch.tensor(a)), rel=1e-5, abs=1e-6)
+    params = {k: v.clone().requires_grad_(True) for k, v in c2.items()}
+    (0.5 * (target - ref_q_tensor(params, s, torch.tensor(a))) ** 2 / 2).backward()
+    for name, p in agent.critic2.named_parameters():
+        torch.testing.assert_close(p.grad, params[name].grad, rtol=1e-5, atol=1e-7)
