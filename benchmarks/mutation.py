@@ -290,7 +290,7 @@ def run_tool(args) -> int:
             if args.list:
                 summary[path] = {"mutants": len(mutants)}
                 continue
-            runner = Runner(copy, path, args.timeout_factor)
+            runner = Runner(copy, path, args.timeout_factor, args.tests)
             counts = {"killed": 0, "SURVIVED": 0, "timeout": 0, "equivalent": 0, "incompetent": 0}
             for name, occurrence, line, code in chosen:
                 mutated = mutate_code(runner.original, get_operator(name)(), occurrence)
@@ -341,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="kind", required=True)
     named = sub.add_parser("named", help="the explicit mutants (issue 17's five and similar ones)")
     named.add_argument("--only", nargs="*", help="names of the mutants to run (default: all)")
-    named.add_argument("--tests", nargs="+",
-                       help="pytest arguments instead of the file's TESTS (e.g. the tests without the loop's)")
     tool = sub.add_parser("tool", help="cosmic-ray's mutants")
     tool.add_argument("--files", nargs="+", default=[AGENT, ENV], choices=[AGENT, ENV])
     tool.add_argument("--sample", type=int, default=0, help="a seeded random sample of N mutants per file (0: all)")
@@ -353,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     tool.add_argument("--keep-survivors", action="store_true",
                       help="with --rerun: re-classify only (annotation-only survivors as equivalent), run nothing")
     for p in (named, tool):
+        p.add_argument("--tests", nargs="+", help="pytest arguments instead of the file's TESTS")
         p.add_argument("--timeout-factor", type=float, default=3.0)
         p.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
