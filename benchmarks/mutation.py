@@ -296,7 +296,9 @@ def run_tool(args) -> int:
                 mutated = mutate_code(runner.original, get_operator(name)(), occurrence)
                 before = earlier.get((name, occurrence))
                 if before is not None and before["outcome"] != "SURVIVED":
-                    outcome, seconds, why = before["outcome"], 0.0, "(earlier run) " + before["first_failure"]
+                    why = before["first_failure"]
+                    outcome, seconds = before["outcome"], 0.0
+                    why = why if why.startswith("(earlier run)") else "(earlier run) " + why
                 elif mutated is None or mutated == runner.original:
                     outcome, seconds, why = "incompetent", 0.0, "no change"
                 elif annotation_only(runner.original, mutated):
