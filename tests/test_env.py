@@ -357,6 +357,20 @@ def test_step_before_reset_and_bad_constructor_arguments():
             LearningRateEnv(task="regression2d", **{"device": "cpu", **kwargs})
 
 
+def test_held_batch_sizes_are_integers_from_one():
+    """``validation_batch_size`` / ``probe_batch_size``: an integer >= 1 (1 included, numpy
+    integers too), not 0, negative, a bool or a float."""
+    for kwargs in (dict(reward="validation", validation_batch_size=1), dict(reward="probe", probe_batch_size=1),
+                   dict(reward="probe", probe_batch_size=np.int64(2))):
+        LearningRateEnv(task="regression2d", **{"device": "cpu", **kwargs})
+    for kwargs in (dict(reward="validation", validation_batch_size=0),
+                   dict(reward="validation", validation_batch_size=2.0),
+                   dict(reward="validation", validation_batch_size=True), dict(reward="probe", probe_batch_size=0),
+                   dict(reward="probe", probe_batch_size=-3)):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            LearningRateEnv(task="regression2d", **{"device": "cpu", **kwargs})
+
+
 def test_eval_every_puts_full_evaluation_in_info():
     env = LearningRateEnv(task="regression2d", eval_every=3, episode_length=7, **CPU)
     _, info = env.reset(seed=0)
