@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     checkpoint_every=args.checkpoint_every)
         else:
             settings = settings_from_args(args)
-            out = args.out or f"runs/{settings.agent}-{settings.task.replace(',', '+')}-seed{settings.seed}"
+            out = args.out or str(training.default_run_dir(settings))
             run = functools.partial(training.train, settings, out)
     except ValueError as exc:  # bad flags or settings: one line, exit status 2, nothing written
         parser.error(str(exc))

@@ -27,7 +27,8 @@ Choices the paper leaves open, made here (and overridable):
   ``grad_a Q`` continuous in ``a``, so the actor can settle inside the range instead of being
   pushed to a bound by a piecewise-linear (ReLU) Q.
 - Exploration: Gaussian noise ``N(0, noise_std^2)`` added to the actor's action (in ``[-1, 1]``
-  units with tanh, in learning-rate units with linear), then clipped (default ``noise_std=0.1``). The paper does not mention exploration; without any,
+  units with tanh, in learning-rate units with linear), then clipped (default ``noise_std=0.1``).
+  The paper does not mention exploration; without any,
   ``Q`` is only ever fitted at ``a = pi(s)`` and ``grad_a Q`` is not learned. ``0`` turns it off.
 - Truncated back-propagation through time of ONE step: the LSTM's incoming hidden state is
   detached, so the actor's gradient flows through the current LSTM step only (its weights act

@@ -128,8 +128,7 @@ class RayPool:
 
     def __init__(self, address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
                  max_retries: int = 3, timeout: float = CONNECT_TIMEOUT) -> None:
-        if not cpus_per_run > 0 or gpus_per_run < 0 or max_retries < 0:
-            raise BackendError("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0")
+        # the values were checked by experiments.sweep.make_backend, which builds this pool
         self.address, self.cpus_per_run, self.gpus_per_run = address, float(cpus_per_run), float(gpus_per_run)
         self.max_retries = int(max_retries)
         self._started = connect(address, timeout)

@@ -286,6 +286,10 @@ def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = No
     before writing anything. Close the backend when done (it is a context manager)."""
     if kind not in BACKENDS:
         raise BackendError(f"--backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    for flag, value, need in (("--cpus-per-run", cpus_per_run, "a number > 0"),
+                              ("--gpus-per-run", gpus_per_run, "a number >= 0"), ("--max-retries", max_retries, ">= 0")):
+        if not (math.isfinite(value) and (value > 0 if need.endswith("> 0") else value >= 0)):
+            raise BackendError(f"{flag} must be {need}, got {value}")
     if kind == "local":
         given = [flag for flag, value, default in (("--ray-address", address, None), ("--gpus-per-run", gpus_per_run, 0.0))
                  if value != default]
@@ -324,13 +328,6 @@ def add_backend_arguments(parser) -> None:
 
 def backend_from_args(args):
     """:func:`make_backend` from the flags of :func:`add_backend_arguments` (and ``args.jobs``)."""
-    for flag in ("cpus_per_run", "gpus_per_run"):
-        value = getattr(args, flag)
-        if not (math.isfinite(value) and value >= 0) or (flag == "cpus_per_run" and value <= 0):
-            raise BackendError(f"--{flag.replace('_', '-')} must be a number {'> 0' if flag == 'cpus_per_run' else '>= 0'}, "
-                               f"got {value}")
-    if args.max_retries < 0:
-        raise BackendError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.backend == "local" and args.cpus_per_run != 1.0:
         raise BackendError("--cpus-per-run needs --backend ray (the local pool runs one thread per run; see --jobs)")
     return make_backend(args.backend, jobs=getattr(args, "jobs", 1), address=args.ray_address,

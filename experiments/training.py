@@ -259,12 +259,19 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
 
 
 # --------------------------------------------------------------------------- several seeds
+def default_run_dir(settings: TrainSettings, seed: int | None = None) -> Path:
+    """A run's directory when none is given: ``runs/<agent>-<task>-seed<seed>`` (``settings.seed``
+    unless ``seed`` is given; several tasks joined by ``+``)."""
+    seed = settings.seed if seed is None else seed
+    return Path(f"runs/{settings.agent}-{settings.task.replace(',', '+')}-seed{seed}")
+
+
 def seed_run_dirs(settings: TrainSettings, seeds: list[int], out: str | os.PathLike | None) -> list[Path]:
     """Where each seed of :func:`train_seeds` writes: ``OUT/seed-K`` under a given ``out``, else
-    each seed's default run directory ``runs/<agent>-<task>-seed<K>``."""
+    each seed's :func:`default_run_dir`."""
     if out is not None:
         return [Path(out) / f"seed-{k}" for k in seeds]
-    return [Path(f"runs/{settings.agent}-{settings.task.replace(',', '+')}-seed{k}") for k in seeds]
+    return [default_run_dir(settings, k) for k in seeds]
 
 
 def _train_one(settings: TrainSettings, out: str, overwrite: bool) -> dict:
