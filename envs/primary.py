@@ -13,6 +13,12 @@ and ``evaluate.py`` are built from:
 - :meth:`~PrimaryTrainer.reset`: weights back to ``w0`` (or a fresh ``w0``) and a fresh optimizer.
 
 Losses are returned as 0-d tensors on the device, so callers decide when to synchronise.
+
+On the CPU a model with 2-D convolutions is kept in ``torch.channels_last`` memory format
+(:func:`channels_last_on_cpu`): the same weights and the same arithmetic up to float rounding,
+but CPU max-pooling in the default NCHW layout is several times slower than in channels-last,
+and it dominated the digits CNN's evaluation. Measured with one torch thread
+(``python benchmarks/memory_format.py``, figures in README "Many runs in one batched step").
 """
 from __future__ import annotations
 
@@ -98,6 +104,28 @@ def needs_closure(cls: type) -> bool:
     return closure is not None and closure.default is inspect.Parameter.empty
 
 
+def channels_last_on_cpu(model: nn.Module, x: Tensor, device: torch.device) -> bool:
+    """Whether to keep ``model`` in ``torch.channels_last`` memory format: on the CPU, for a model
+    with 4-D (2-D convolution) weights whose channels-last forward on ``x`` runs and matches its
+    default forward. The check runs on copies, so a model with state that a forward changes
+    (BatchNorm's running statistics) is left as it was; a model that cannot run channels-last
+    (e.g. it ``.view``s a convolution's output) keeps the default layout. On CUDA the default
+    layout is kept: no GPU here to measure whether channels-last pays there."""
+    import copy
+
+    if device.type != "cpu" or x.dim() != 4 or not any(p.dim() == 4 for p in model.parameters()):
+        return False
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            ref = copy.deepcopy(model)(x)
+            torch.manual_seed(0)
+            out = copy.deepcopy(model).to(memory_format=torch.channels_last)(x)
+        return bool(torch.allclose(ref, out, rtol=1e-4, atol=1e-5))
+    except Exception:  # any failure means: keep the default layout
+        return False
+
+
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     """Parameters grouped by the module that owns them directly (one group per layer)."""
     groups = []
@@ -150,6 +178,7 @@ class PrimaryTrainer:
         self.loss_fn = self.task.loss_fn
         self._probe: Tensor | None = None  # fixed probe batch, see probe_batch
         self.model: nn.Module
+        self.channels_last: bool | None = None  # decided once, on the first model (see seed)
         self.seed(seed)
 
     # ------------------------------------------------------------------ set-up
@@ -161,6 +190,10 @@ class PrimaryTrainer:
         self._perm = torch.empty(0, dtype=torch.long, device=self.device)
         self._pos = 0
         self.model = self._fresh_model(self._seed).to(self.device)
+        if self.channels_last is None:
+            self.channels_last = channels_last_on_cpu(self.model, self.x_train[:self.batch_size], self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.w0 = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.reset()
 

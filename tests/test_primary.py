@@ -143,3 +143,62 @@ def test_schedule_free_batch_loss_is_measured_where_the_gradient_is(name):
     with torch.no_grad():
         at_y = F.mse_loss(tr.model(tr.x_train), tr.y_train).item()
     assert train_point["train_loss"] != pytest.approx(at_y, rel=1e-6)
+
+
+class ViewsItsConvolution(torch.nn.Module):
+    """``.view`` of a convolution's output: fails in channels-last layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Linear(2 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def conv_task(model_factory):
+    from envs import Task
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 1, 8, 8, generator=g), torch.randint(0, 10, (60,), generator=g)
+    return Task.from_tensors(x[:40], y[:40], x[40:], y[40:], batch_size=10, model_factory=model_factory)
+
+
+def test_convolutional_models_train_channels_last_on_the_cpu_with_the_same_results():
+    """digits' CNN is kept channels-last (faster pooling on the CPU); its losses, gradients and
+    updates equal the default layout's to float rounding."""
+    tr = PrimaryTrainer("digits", device="cpu", seed=2)
+    assert tr.channels_last and tr.model[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not PrimaryTrainer("regression2d", device="cpu").channels_last  # no convolution
+    ref = PrimaryTrainer("digits", device="cpu", seed=2)
+    ref.model = ref.model.to(memory_format=torch.contiguous_format)
+    ref.reset()
+    assert not ref.model[3].weight.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(5):
+        idx = tr.next_batch()
+        assert torch.equal(idx, ref.next_batch())
+        torch.testing.assert_close(tr.loss_and_grad(idx), ref.loss_and_grad(idx), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(tr.flat_grad(), ref.flat_grad(), rtol=1e-4, atol=1e-6)
+        tr.update(0.1), ref.update(0.1)
+    for k, v in ref.model.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    got, want = tr.evaluate(), ref.evaluate()
+    assert got == pytest.approx(want, rel=1e-5)
+    tr.reset(new_w0=True)  # a fresh w0 is loaded into the channels-last model
+    assert tr.model[3].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_model_that_cannot_run_channels_last_keeps_the_default_layout():
+    tr = PrimaryTrainer(conv_task(ViewsItsConvolution), device="cpu")
+    assert tr.channels_last is False
+    tr.loss_and_grad(tr.next_batch())  # and trains
+    tr.update(0.1)
+
+
+def test_the_layout_check_leaves_batchnorm_statistics_alone():
+    factory = lambda: torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                          torch.nn.Linear(2 * 6 * 6, 10))
+    tr = PrimaryTrainer(conv_task(factory), device="cpu")
+    assert tr.channels_last
+    assert torch.equal(tr.model[1].running_mean, torch.zeros(2)) and int(tr.model[1].num_batches_tracked) == 0
