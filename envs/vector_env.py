@@ -45,8 +45,8 @@ class LearningRateVectorEnv(VectorEnv):
     (:class:`~envs.control.ControlState`), its own episodes. Its trajectory (observations, rewards,
     rates, infos, weights) equals the single env's driven by the same actions, to float rounding
     (tests/test_vector_env.py checks 1e-5 relative). All N networks are trained by
-    :class:`~envs.batched.BatchedPrimaryTrainer`: one ``torch.func.vmap`` call computes the N
-    losses and gradients, one batched optimizer step (SGD, momentum, Nesterov, Adam, AdamW)
+    :class:`~envs.batched.BatchedPrimaryTrainer`: one batched call (layer by layer, or one
+    ``torch.func.vmap``) computes the N losses and gradients, one batched optimizer step (SGD, momentum, Nesterov, Adam, AdamW)
     updates the stacked weights. Where that is impossible - a model ``torch.func`` cannot batch
     (BatchNorm in training mode, dropout, data-dependent control flow) or an optimizer without a
     batched form (Adagrad, RMSprop, the learning-rate-free ones, ...) - the env runs N single
