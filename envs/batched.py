@@ -400,17 +400,24 @@ class BatchedPrimaryTrainer:
             shape = (n,) + (1,) * (p.dim() - 1)
             m = mask.view(shape)
             rate = lr[:, gi]
-            new = self._sgd(k, p, g, rate, m, shape) if self.kind == "sgd" else \
-                self._adam(k, p, g, rate, m, shape)
-            self.params[k] = new if all_active else torch.where(m, new, p)
+            if self.kind == "sgd":
+                direction, rate_t = self._sgd(k, p, g, m, shape), self._tensor(rate, shape, p.dtype)
+                if all_active:  # in place, as torch's param.add_(g, alpha=-lr): bit for bit, no temporaries
+                    p.addcmul_(rate_t, direction, value=-1)
+                else:
+                    self.params[k] = torch.where(m, torch.addcmul(p, rate_t, direction, value=-1), p)
+            else:
+                new = self._adam(k, p, g, rate, m, shape)
+                self.params[k] = new if all_active else torch.where(m, new, p)
         if self.kind == "sgd" and self.hp["momentum"]:
             self.has_buf |= active_np
 
     def _tensor(self, values: np.ndarray, shape, dtype) -> Tensor:
         return torch.as_tensor(values, dtype=dtype, device=self.device).view(shape)
 
-    def _sgd(self, k, p, g, rate, m, shape) -> Tensor:
-        # torch.optim.sgd._single_tensor_sgd, per run
+    def _sgd(self, k, p, g, m, shape) -> Tensor:
+        """The step direction of torch.optim.sgd._single_tensor_sgd, per run (the gradient with
+        weight decay and momentum); :meth:`update` applies it at each run's rate."""
         hp = self.hp
         if hp["weight_decay"] != 0:
             g = g.add(p, alpha=hp["weight_decay"])
@@ -420,7 +427,7 @@ class BatchedPrimaryTrainer:
             new_buf = torch.where(first, g, buf.mul(hp["momentum"]).add(g, alpha=1 - hp["dampening"]))
             self.opt_state[k] = torch.where(m, new_buf, buf)
             g = g.add(new_buf, alpha=hp["momentum"]) if hp["nesterov"] else new_buf
-        return p - self._tensor(rate, shape, p.dtype) * g
+        return g
 
     def _adam(self, k, p, g, rate, m, shape) -> Tensor:
         # torch.optim.adam._single_tensor_adam (amsgrad off), per run
