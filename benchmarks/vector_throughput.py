@@ -4,7 +4,8 @@ For each task and each N, in one process, per repeat in a rotating order (so tha
 shared machine hits every case alike):
 
 - ``vector``: ``envs.LearningRateVectorEnv(task, num_envs=N)``: one batched forward/backward
-  (``torch.func``) and one batched SGD step for all N networks per env step;
+  (``envs.layerwise.LayerStack`` on the CPU, else ``torch.func.vmap``) and one batched SGD step
+  for all N networks per env step;
 - ``sequential``: N ``LearningRateEnv`` s stepped one after another (what one had before);
 - ``async``: gymnasium's ``AsyncVectorEnv`` of N single envs (N worker processes, one torch
   thread each; only up to ``--async-max`` because every worker loads torch and the data);
