@@ -65,6 +65,8 @@ def run_loop(ctrl, env, batches, w0, n_updates, optimizer_name, per_group, val_b
     """A plain PyTorch loop over the env's batches, rates set by ControllerScheduler."""
     trainer = env.trainer
     model = trainer.task.model_factory()
+    if trainer.channels_last:  # the env's layout (the CPU default for CNNs): the same arithmetic, bit for bit
+        model = model.to(memory_format=torch.channels_last)
     model.load_state_dict(w0)
     groups = layer_groups(model) if per_group else [list(model.parameters())]
     optimizer = build_optimizer(optimizer_name, [{"params": g} for g in groups], lr=0.5)

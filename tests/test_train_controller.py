@@ -158,3 +158,12 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     run(["--resume", out, "--steps", done + 50, "--no-progress"])
     assert load_controller(out).model.num_timesteps == done + 50
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_threads_default_to_one_and_to_every_core_with_a_vector_env():
+    from train_controller import build_parser, default_threads
+
+    assert build_parser().parse_args([]).threads is None
+    assert default_threads(None, None) == 1 and default_threads(None, 1) == 1
+    assert default_threads(None, 12) == 0  # torch's default: every core for the batched step
+    assert default_threads(3, 12) == 3 and default_threads(0, None) == 0
