@@ -104,13 +104,11 @@ class LayerStack:
             if isinstance(m, nn.Conv2d):
                 w = params[layer.key("weight")]
                 b = params[layer.key("bias")].reshape(-1) if m.bias is not None else None
-                o = w.shape[1]
-                if layout == "input" and shared and m.groups == 1:
-                    weight = self._format(w.reshape(n * o, *w.shape[2:]))
+                weight = self._format(w.reshape(n * w.shape[1], *w.shape[2:]))  # (N * out, in / groups, kh, kw)
+                if layout == "input" and shared and m.groups == 1:  # one dense convolution
                     h = F.conv2d(self._format(h), weight, b, m.stride, m.padding, m.dilation, 1)
                 else:
                     h = self._image(h, layout, shared, n)
-                    weight = self._format(w.reshape(n * o, *w.shape[2:]))
                     h = F.conv2d(h, weight, b, m.stride, m.padding, m.dilation, n * m.groups)
                 layout = "image"
             elif isinstance(m, nn.MaxPool2d):
