@@ -239,15 +239,6 @@ def settings_from_args(args: argparse.Namespace):
         finite_horizon=args.finite_horizon)
 
 
-def default_threads(threads: int | None, num_envs: int | None) -> int:
-    """``--threads``, or its default: 1, or 0 (torch's default, every core) with ``--num-envs`` > 1.
-    Measured (README, issue 12): one thread is fastest for one small env per process, while 16
-    digits networks' batched training step is 1.5x faster with two threads than with one."""
-    if threads is not None:
-        return threads
-    return 0 if (num_envs or 1) > 1 else 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -258,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments import training
     from experiments.config import SettingsError
 
-    threads = default_threads(args.threads, args.num_envs)
+    threads = training.default_threads(args.threads, args.num_envs)
     if threads:
         torch.set_num_threads(threads)
     if args.seeds is not None:

@@ -354,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace, configs: list[str], eval_task: str, out: Path, backend,
            argv: Sequence[str] | None) -> int:
+    from experiments.training import default_threads
+
     out.mkdir(parents=True, exist_ok=True)
     seeds = held_out_seeds(args.eval_seeds)
     ctrl_seeds = list(range(args.controller_seeds))
@@ -364,12 +366,10 @@ def _study(args: argparse.Namespace, configs: list[str], eval_task: str, out: Pa
         for fam, (opt, kind, lrs) in GRIDS.get(eval_task, GRIDS["digits"]).items() for lr in lrs for s in seeds]
     train_jobs = [{"config": name, "task": args.task, "seed": k, "env_steps": env_steps_for(CONFIGS[name], args.train_updates),
                    "out": str(out / "runs" / f"{name}-seed{k}"),
-                   # torch threads of a training job: 1, except for a vector env's batched step, which
-                   # gets the CPUs its backend gives one task (all of them with --jobs 1). A policy
-                   # search's driver keeps 1: its --workers do the work, and an idle multi-threaded
-                   # driver spinning next to them was measured to slow a search down 5x on 2 cores
-                   "threads": ((backend.cpus_per_task or (os.cpu_count() or 1))
-                               if CONFIGS[name].get("train", {}).get("num_envs", 1) > 1 else 1)}
+                   # a vector env's batched step gets the CPUs its backend gives one task (all of
+                   # them with --jobs 1); everything else one thread
+                   "threads": default_threads(None, CONFIGS[name].get("train", {}).get("num_envs", 1),
+                                              backend.cpus_per_task or (os.cpu_count() or 1))}
                   for name in configs for k in ctrl_seeds]
     trained = _map(train_controller, train_jobs, backend, "training controllers")
     from experiments.sweep import Sweep, code_fingerprint

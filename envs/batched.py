@@ -456,37 +456,44 @@ class BatchedPrimaryTrainer:
                  chunk: int = 256) -> list[dict[str, float]]:
         """``PrimaryTrainer.evaluate`` for each run in ``envs``: full-dataset losses/accuracies."""
         t = self.template
-        sel = torch.as_tensor(list(envs), dtype=torch.long, device=self.device)
-        params, buffers = self._select(sel)
-        data = {"train": (t.x_train, t.y_train), "test": (t.x_test, t.y_test), "val": (t.x_val, t.y_val)}
-        loss = torch.func.vmap(self.loss_fn, in_dims=(0, None))
+        envs = list(envs)
+        if not envs:
+            return []
         if t.channels_last:
             # Convolutional models on the CPU: one run at a time, its weights copied into one
-            # channels-last model. Measured on digits, 16 runs (benchmarks/memory_format.py): 1.5x
+            # channels-last model and evaluated as PrimaryTrainer.evaluate does (the same numbers
+            # as a single env). Measured on digits, 16 runs (benchmarks/memory_format.py): 1.5x
             # faster than one LayerStack call per chunk and 2.0x than one vmapped call with one
             # torch thread, 1.1x and 1.3x with two (grouped convolutions over the large evaluation
             # chunks are slow on this CPU); as fast as 16 single evaluations.
             model = self._eval_model()
             tensors = [*model.named_parameters(), *model.named_buffers()]
-            stacked = {**params, **buffers}
-
-            def output(x):
-                outs = []
-                for j in range(len(sel)):
-                    for k, tensor in tensors:
-                        tensor.copy_(stacked[k][j])
-                    outs.append(model(x))
-                return torch.stack(outs)
+            stacked = {**self.params, **self.buffers}
+            per_run = []
+            for i in envs:
+                for k, tensor in tensors:
+                    tensor.copy_(stacked[k][i])
+                per_run.append(t.evaluation_tensors(model, splits, chunk))
+            results = {key: torch.stack([r[key] for r in per_run]) for key in per_run[0]}
         else:
-            def output(x):
-                return self._output(params, buffers, x)
+            results = self._evaluate_batched(torch.as_tensor(envs, dtype=torch.long, device=self.device),
+                                             splits, chunk)
+        values = torch.stack(list(results.values()), dim=1).tolist()  # one synchronisation
+        return [dict(zip(results, row)) for row in values]
+
+    def _evaluate_batched(self, sel: Tensor, splits: Sequence[str], chunk: int) -> dict[str, Tensor]:
+        """:meth:`evaluate` of runs ``sel`` with one batched call per chunk, values ``(len(sel),)``."""
+        t = self.template
+        params, buffers = self._select(sel)
+        data = {"train": (t.x_train, t.y_train), "test": (t.x_test, t.y_test), "val": (t.x_val, t.y_val)}
+        loss = torch.func.vmap(self.loss_fn, in_dims=(0, None))
         results = {}
         for split in splits:
             x, y = data[split]
             total = torch.zeros(len(sel), device=self.device)
             correct = torch.zeros(len(sel), device=self.device)
             for start in range(0, len(x), chunk):
-                out = output(x[start:start + chunk])
+                out = self._output(params, buffers, x[start:start + chunk])
                 yb = y[start:start + chunk]
                 total += loss(out, yb) * len(yb)
                 if self.classification:
@@ -495,8 +502,7 @@ class BatchedPrimaryTrainer:
             results[f"{split}_loss"] = total / n
             if self.classification:
                 results[f"{split}_accuracy"] = correct / n
-        values = torch.stack(list(results.values()), dim=1).tolist()  # one synchronisation
-        return [dict(zip(results, row)) for row in values]
+        return results
 
     def _eval_model(self) -> nn.Module:
         """A private channels-last copy of the model, whose weights :meth:`evaluate` overwrites."""

@@ -311,25 +311,32 @@ class PrimaryTrainer:
         keys ``train_loss``, ``train_accuracy``, ``test_loss``, ...; ``val`` is available too.
         ``chunk``: examples per forward pass; 256 keeps the activations cache-sized (on the MNIST CNN
         it is faster than 2048 and peaks ~300 MiB lower, see benchmarks/memory.py)."""
+        with self._eval_weights():
+            results = self.evaluation_tensors(self.model, splits, chunk)
+        values = torch.stack(list(results.values())).tolist()  # one synchronisation
+        return dict(zip(results, values))
+
+    def evaluation_tensors(self, model: nn.Module, splits: Sequence[str] = ("train", "test"),
+                           chunk: int = 256) -> dict[str, Tensor]:
+        """:meth:`evaluate` of ``model`` (this trainer's, or another with its data and loss, as the
+        batched trainer evaluates its runs) as 0-d tensors on the device, no synchronisation."""
         data = {"train": (self.x_train, self.y_train), "test": (self.x_test, self.y_test),
                 "val": (self.x_val, self.y_val)}
         results = {}
-        with self._eval_weights():
-            for split in splits:
-                x, y = data[split]
-                total, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-                for start in range(0, len(x), chunk):
-                    out = self.model(x[start:start + chunk])
-                    yb = y[start:start + chunk]
-                    total += self.loss_fn(out, yb) * len(yb)
-                    if self.task.classification:
-                        correct += (out.argmax(dim=1) == yb).sum()
-                n = max(len(x), 1)
-                results[f"{split}_loss"] = total / n
+        for split in splits:
+            x, y = data[split]
+            total, correct = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+            for start in range(0, len(x), chunk):
+                out = model(x[start:start + chunk])
+                yb = y[start:start + chunk]
+                total += self.loss_fn(out, yb) * len(yb)
                 if self.task.classification:
-                    results[f"{split}_accuracy"] = correct / n
-        values = torch.stack(list(results.values())).tolist()  # one synchronisation
-        return dict(zip(results, values))
+                    correct += (out.argmax(dim=1) == yb).sum()
+            n = max(len(x), 1)
+            results[f"{split}_loss"] = total / n
+            if self.task.classification:
+                results[f"{split}_accuracy"] = correct / n
+        return results
 
     # ------------------------------------------------------------------ copies and pickles
     def __getstate__(self) -> dict:

@@ -46,8 +46,8 @@ class LearningRateVectorEnv(VectorEnv):
     rates, infos, weights) equals the single env's driven by the same actions, to float rounding
     (tests/test_vector_env.py checks 1e-5 relative). All N networks are trained by
     :class:`~envs.batched.BatchedPrimaryTrainer`: one batched call (layer by layer, or one
-    ``torch.func.vmap``) computes the N losses and gradients, one batched optimizer step (SGD, momentum, Nesterov, Adam, AdamW)
-    updates the stacked weights. Where that is impossible - a model ``torch.func`` cannot batch
+    ``torch.func.vmap``) computes the N losses and gradients, one batched optimizer step (SGD,
+    momentum, Nesterov, Adam, AdamW) updates the stacked weights. Where that is impossible - a model ``torch.func`` cannot batch
     (BatchNorm in training mode, dropout, data-dependent control flow) or an optimizer without a
     batched form (Adagrad, RMSprop, the learning-rate-free ones, ...) - the env runs N single
     ``LearningRateEnv`` s behind the same API and warns once, saying why (``batched=False``

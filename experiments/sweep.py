@@ -286,9 +286,10 @@ def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = No
     before writing anything. Close the backend when done (it is a context manager)."""
     if kind not in BACKENDS:
         raise BackendError(f"--backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
-    for flag, value, need in (("--cpus-per-run", cpus_per_run, "a number > 0"),
-                              ("--gpus-per-run", gpus_per_run, "a number >= 0"), ("--max-retries", max_retries, ">= 0")):
-        if not (math.isfinite(value) and (value > 0 if need.endswith("> 0") else value >= 0)):
+    for flag, value, ok, need in (("--cpus-per-run", cpus_per_run, cpus_per_run > 0, "a number > 0"),
+                                  ("--gpus-per-run", gpus_per_run, gpus_per_run >= 0, "a number >= 0"),
+                                  ("--max-retries", max_retries, max_retries >= 0, ">= 0")):
+        if not (math.isfinite(value) and ok):
             raise BackendError(f"{flag} must be {need}, got {value}")
     if kind == "local":
         given = [flag for flag, value, default in (("--ray-address", address, None), ("--gpus-per-run", gpus_per_run, 0.0))

@@ -161,9 +161,11 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 
 def test_threads_default_to_one_and_to_every_core_with_a_vector_env():
-    from train_controller import build_parser, default_threads
+    from experiments.training import default_threads
+    from train_controller import build_parser
 
     assert build_parser().parse_args([]).threads is None
     assert default_threads(None, None) == 1 and default_threads(None, 1) == 1
     assert default_threads(None, 12) == 0  # torch's default: every core for the batched step
     assert default_threads(3, 12) == 3 and default_threads(0, None) == 0
+    assert default_threads(None, 12, cpus=4) == 4 and default_threads(None, 1, cpus=4) == 1  # the study's jobs

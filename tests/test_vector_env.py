@@ -375,3 +375,14 @@ def test_make_vec_sync_and_async_still_work(mode):
         assert obs.shape == (2, 1) and r.shape == (2,)
     finally:
         vec.close()
+
+
+def test_batched_evaluation_of_a_cnn_is_the_single_envs_bit_for_bit():
+    """On the CPU a CNN's runs are evaluated one at a time by PrimaryTrainer's own evaluation."""
+    from envs.batched import BatchedPrimaryTrainer
+    from envs.primary import PrimaryTrainer
+
+    batched = BatchedPrimaryTrainer(PrimaryTrainer("digits", device="cpu", validation_size=50), [3, 4])
+    got = batched.evaluate([1, 0], splits=("train", "val"))
+    for row, seed in zip(got, (4, 3)):
+        assert row == PrimaryTrainer("digits", device="cpu", seed=seed, validation_size=50).evaluate(("train", "val"))
