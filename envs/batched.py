@@ -12,7 +12,7 @@ matmul), in one of two ways:
 - on the CPU, for a plain ``nn.Sequential`` of the common layers, by
   :class:`~envs.layerwise.LayerStack`: layer by layer, convolutions in channels-last layout, the
   gradients from one backward pass of the summed losses. Measured on digits, 16 runs: 1.5x
-  (one thread) and 1.6x (two threads) faster per step than ``vmap``
+  faster per step than ``vmap`` with one or two threads
   (``benchmarks/memory_format.py``);
 - otherwise (any other functional model, and on CUDA, where no GPU was at hand to measure the
   layer stack against it) by one ``vmap`` of ``grad_and_value`` over ``functional_call``.
@@ -462,9 +462,9 @@ class BatchedPrimaryTrainer:
         if t.channels_last:
             # Convolutional models on the CPU: one run at a time, its weights copied into one
             # channels-last model and evaluated as PrimaryTrainer.evaluate does (the same numbers
-            # as a single env). Measured on digits, 16 runs (benchmarks/memory_format.py): 1.5x
-            # faster than one LayerStack call per chunk and 2.0x than one vmapped call with one
-            # torch thread, 1.1x and 1.3x with two (grouped convolutions over the large evaluation
+            # as a single env). Measured on digits, 16 runs (benchmarks/memory_format.py): 1.6x
+            # faster than one LayerStack call per chunk and 2.3x than one vmapped call with one
+            # torch thread, 1.3x and 1.6x with two (grouped convolutions over the large evaluation
             # chunks are slow on this CPU); as fast as 16 single evaluations.
             model = self._eval_model()
             tensors = [*model.named_parameters(), *model.named_buffers()]
