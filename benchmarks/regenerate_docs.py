@@ -1,5 +1,6 @@
-"""Regenerate docs/results-*.md, the README's results tables and the figures from recorded
-evaluation results, so that every number in them comes from one recorded run of the current code.
+"""Regenerate docs/results-*.md, the results tables of README.md and docs/results.md, and the
+figures from recorded evaluation results, so that every number in them comes from one recorded
+run of the current code.
 
 Recorded results live in ``docs/recorded/NAME/results.json.gz``: evaluate.py's ``results.json``
 (summary rows, grids, notes, the command that produced it, and the runs of the reported rows
@@ -7,12 +8,13 @@ for the figures). Record a finished sweep, then regenerate:
 
     python evaluate.py ... --out results/eval-digits            # the README's command
     python benchmarks/regenerate_docs.py --record results/eval-digits digits
-    python benchmarks/regenerate_docs.py                        # docs/results-*.md, README tables
+    python benchmarks/regenerate_docs.py                        # docs/results-*.md, the tables of the pages
     python benchmarks/regenerate_docs.py --figures              # ... and docs/figures/NAME_*.png
     python benchmarks/regenerate_docs.py --check                # exit 1 if anything is stale
 
-In README.md each generated table sits between ``<!-- generated: NAME -->`` and
-``<!-- end generated: NAME -->``; everything between the markers is replaced.
+In the pages that show results (``PAGES``: README.md and docs/results.md) each generated table sits
+between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``; everything between the
+markers is replaced.
 
 A reported setting is marked ``†`` (at the edge of stability) when its own seeds, or those of
 the next larger setting of its grid, have mixed outcomes: some fail (diverge, or end at 100 times
@@ -34,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RECORDED = Path("docs/recorded")
+#: the pages whose generated tables are replaced (those that exist)
+PAGES = (Path("README.md"), Path("docs/results.md"))
 BEGIN = "<!-- generated: {name} -->"
 END = "<!-- end generated: {name} -->"
 BLOCK = re.compile(r"<!-- generated: (?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- end generated: (?P=name) -->",
@@ -235,7 +239,7 @@ def write_figures(name: str, results: dict, root: Path) -> list[Path]:
     return written
 
 
-# --------------------------------------------------------------------------- README
+# --------------------------------------------------------------------------- pages
 def replace_blocks(readme: str, blocks: dict[str, str]) -> str:
     def sub(match: re.Match) -> str:
         name = match["name"]
@@ -247,14 +251,23 @@ def replace_blocks(readme: str, blocks: dict[str, str]) -> str:
 
 
 def readme_names(readme: str) -> list[str]:
+    """The names of the generated tables in one page's text."""
     return [m["name"] for m in BLOCK.finditer(readme)]
+
+
+def pages(root: Path) -> list[Path]:
+    """The pages under ``root`` that show generated tables."""
+    return [root / page for page in PAGES if (root / page).is_file()]
+
+
+def page_names(root: Path) -> list[str]:
+    """The names of the generated tables over every page."""
+    return [name for page in pages(root) for name in readme_names(page.read_text())]
 
 
 def regenerate(root: Path = ROOT, figures: bool = False) -> dict[Path, str]:
     """The regenerated text of every generated file: ``{path: text}`` (nothing is written)."""
     outputs: dict[Path, str] = {}
-    readme_path = root / "README.md"
-    readme = readme_path.read_text()
     blocks = {}
     recorded = sorted(p for p in (root / RECORDED).glob("*") if p.is_dir()) if (root / RECORDED).is_dir() else []
     for directory in recorded:
@@ -264,14 +277,15 @@ def regenerate(root: Path = ROOT, figures: bool = False) -> dict[Path, str]:
         outputs[root / "docs" / f"results-{name}.md"] = results_page(name, results)
         if figures:
             write_figures(name, results, root)
-    outputs[readme_path] = replace_blocks(readme, blocks)
+    for page in pages(root):
+        outputs[page] = replace_blocks(page.read_text(), blocks)
     return outputs
 
 
 def unrecorded(root: Path = ROOT) -> list[str]:
-    """README tables between markers that have no recording yet (left as they are)."""
+    """Generated tables between markers that have no recording yet (left as they are)."""
     recorded = root / RECORDED
-    return [n for n in readme_names((root / "README.md").read_text()) if not (recorded / n).is_dir()]
+    return [n for n in page_names(root) if not (recorded / n).is_dir()]
 
 
 def main(argv=None) -> int:
@@ -291,7 +305,7 @@ def main(argv=None) -> int:
         p.exit(1, f"regenerate_docs.py: error: {exc}\n")
     stale = [path for path, text in outputs.items() if not path.is_file() or path.read_text() != text]
     for name in unrecorded(root):
-        print(f"not recorded yet: README table {name!r} (record it with --record RESULTS_DIR {name})")
+        print(f"not recorded yet: table {name!r} (record it with --record RESULTS_DIR {name})")
     if args.check:
         for path in stale:
             print(f"out of date: {path.relative_to(root)}")

@@ -1,5 +1,5 @@
-"""benchmarks/regenerate_docs.py: README tables and docs/results-*.md come from recorded results
-(issue 13). The README's generated tables must equal what the recordings give."""
+"""benchmarks/regenerate_docs.py: the results tables of the pages (README.md, docs/results.md) and
+docs/results-*.md come from recorded results; the generated tables must equal what the recordings give."""
 import gzip
 import json
 import math
@@ -16,17 +16,16 @@ import regenerate_docs as R  # noqa: E402
 SMALL = ROOT / "tests" / "data" / "regen" / "digits-small"
 
 
-def test_readme_tables_equal_recorded_results():
+def test_results_tables_equal_recorded_results():
     outputs = R.regenerate(ROOT)
-    readme = (ROOT / "README.md").read_text()
-    names = R.readme_names(readme)
-    assert {"digits", "regression2d"} <= set(names)  # the README's evaluation tables are generated
+    names = R.page_names(ROOT)
+    assert {"digits", "regression2d"} <= set(names)  # the evaluation tables of docs/results.md are generated
     for path, text in outputs.items():
         assert path.read_text() == text, (f"{path.relative_to(ROOT)} differs from what the recorded results "
                                           f"give: run python benchmarks/regenerate_docs.py")
     missing = R.unrecorded(ROOT)
     if missing:
-        pytest.skip(f"README tables {missing} are not recorded yet (docs/recorded/NAME): record the README's "
+        pytest.skip(f"tables {missing} are not recorded yet (docs/recorded/NAME): record the README's "
                     f"evaluate.py sweeps with benchmarks/regenerate_docs.py --record")
 
 
