@@ -3,11 +3,11 @@
     python evaluate.py [CHECKPOINT ...] --task digits --updates 1000 --seeds 5 --baselines all \\
         --out results/digits --jobs 2
 
-A command line over :mod:`experiments`: the baselines and their grids are
-:mod:`experiments.methods`, the tuning protocol :func:`experiments.protocol.evaluate_methods`, the
+A command line over :mod:`lrrl`: the baselines and their grids are
+:mod:`lrrl.methods`, the tuning protocol :func:`lrrl.protocol.evaluate_methods`, the
 sweep (one file per finished run in ``OUT/runs``, so a rerun resumes an interrupted sweep)
-:mod:`experiments.sweep`, the tables :mod:`experiments.report`, the figures
-:mod:`experiments.plots`. Seeds are held out: ``--seeds 5`` means 1000..1004, never the seeds
+:mod:`lrrl.sweep`, the tables :mod:`lrrl.report`, the figures
+:mod:`lrrl.plots`. Seeds are held out: ``--seeds 5`` means 1000..1004, never the seeds
 controllers are trained on. Checkpoints (run directories of train_controller.py, or their
 checkpoint files) are loaded with :func:`agents.checkpoint.load_controller` and run in an env with
 their own observation/action settings; their RL return is also measured with SB3's
@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from experiments.config import DEFAULT_BATCH, HELD_OUT_SEED_START, EvaluationSettings, parse_seeds
-from experiments.methods import ALIASES, BASELINES
-from experiments.sweep import add_backend_arguments
+from lrrl.config import DEFAULT_BATCH, HELD_OUT_SEED_START, EvaluationSettings, parse_seeds
+from lrrl.methods import ALIASES, BASELINES
+from lrrl.sweep import add_backend_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agents.rundir import RunDirError, describe_os_error, remove_temp_files
     from envs.tasks import DatasetUnavailableError, make_task
-    from experiments.protocol import load_controllers, run_evaluation
-    from experiments.sweep import backend_from_args
+    from lrrl.protocol import load_controllers, run_evaluation
+    from lrrl.sweep import backend_from_args
 
     try:
         settings = EvaluationSettings(

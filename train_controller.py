@@ -22,7 +22,7 @@ import sys
 from typing import Sequence
 
 
-from experiments.config import AGENT_KEYS, AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
+from lrrl.config import AGENT_KEYS, AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
 
 
 # --------------------------------------------------------------------------- arguments
@@ -66,7 +66,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from experiments.presets import PRESETS
+    from lrrl.presets import PRESETS
 
     p = argparse.ArgumentParser(
         prog="train_controller.py", usage="%(prog)s [options]   (--help lists them)",
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-every", type=_positive_int, default=1,
                    help="log env/lr and env/batch_loss to TensorBoard every N steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from experiments.sweep import add_backend_arguments
+    from lrrl.sweep import add_backend_arguments
 
     add_backend_arguments(p)
 
@@ -217,13 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
 ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
              "relative_factor")
-#: every agent hyperparameter flag (its dest is the key in experiments.config.AGENT_KEYS)
+#: every agent hyperparameter flag (its dest is the key in lrrl.config.AGENT_KEYS)
 AGENT_FLAGS = tuple(dict.fromkeys(k for keys in AGENT_KEYS.values() for k in keys))
 
 
 def settings_from_args(args: argparse.Namespace):
-    """Preset + flags -> :class:`experiments.config.TrainSettings` (``ValueError`` naming a flag)."""
-    from experiments.config import TrainSettings
+    """Preset + flags -> :class:`lrrl.config.TrainSettings` (``ValueError`` naming a flag)."""
+    from lrrl.config import TrainSettings
 
     env = {k: getattr(args, k) for k in ENV_FLAGS}
     if args.features is not None:
@@ -246,8 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agents.rundir import RunDirError, describe_os_error
     from envs.primary import resolve_device
-    from experiments import training
-    from experiments.config import SettingsError
+    from lrrl import training
+    from lrrl.config import SettingsError
 
     threads = training.default_threads(args.threads, args.num_envs)
     if threads:
@@ -299,13 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """``--seeds``: one controller per seed, each a task of the backend (experiments.training.train_seeds)."""
+    """``--seeds``: one controller per seed, each a task of the backend (lrrl.training.train_seeds)."""
     from tqdm.auto import tqdm
 
     from agents.rundir import RunDirError, describe_os_error
-    from experiments import training
-    from experiments.config import parse_seeds
-    from experiments.sweep import backend_from_args
+    from lrrl import training
+    from lrrl.config import parse_seeds
+    from lrrl.sweep import backend_from_args
 
     if args.resume is not None or args.seed is not None:
         parser.error("--seeds trains fresh runs: not with --resume or --seed (resume each run with --resume OUT/seed-K)")

@@ -9,7 +9,7 @@ Cases:
 - ``env-digits``: one ``LearningRateEnv`` on ``digits``, reset, ``--steps`` steps, one full evaluation;
 - ``env-mnist-cnn``: the same on the paper's MNIST CNN with random data of MNIST's real size
   (``--n-train`` 60000 x 1x28x28 float32 = 188 MB, plus 10000 test examples);
-- ``train-digits``: :func:`experiments.training.train` (the ``recommended`` preset) on
+- ``train-digits``: :func:`lrrl.training.train` (the ``recommended`` preset) on
   ``digits`` for ``--train-steps`` steps with episodes of ``--episode-length`` steps (each episode's
   end evaluates the full train/test loss, as a real run does);
 - ``train-mnist-cnn``: the same on the MNIST CNN with the random MNIST-sized data, named as the
@@ -93,8 +93,8 @@ def child(case: str, args) -> dict:
     elif case in ("train-digits", "train-mnist-cnn"):
         import os
 
-        from experiments import training
-        from experiments.config import TrainSettings
+        from lrrl import training
+        from lrrl.config import TrainSettings
 
         task = "digits"
         if case == "train-mnist-cnn":

@@ -46,7 +46,7 @@ def _controller_costs(run_dirs: list[Path]) -> dict[str, dict]:
 def collect(eval_dir: Path, run_dirs: list[Path]) -> list[dict]:
     """One row per method of ``eval_dir/results.json``: loss, spread and cost."""
     results = json.loads((eval_dir / "results.json").read_text())
-    from experiments.report import updates_per_run
+    from lrrl.report import updates_per_run
 
     steps, n_seeds = updates_per_run(results), len(results["seeds"])
     grids = results.get("grids", {})

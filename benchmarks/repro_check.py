@@ -1,7 +1,7 @@
 """Are the README rows that moved deterministic, or at the edge of stability? (issue 13)
 
 Runs the few affected (method, parameter, seed) settings of the digits table exactly as
-``evaluate.py`` runs them (:func:`experiments.sweep.run_spec`, same env settings), under a chosen number of
+``evaluate.py`` runs them (:func:`lrrl.sweep.run_spec`, same env settings), under a chosen number of
 torch CPU threads and an optional tiny relative perturbation of the learning rate, and prints
 the final full training loss per seed and the mean per setting.
 
@@ -29,8 +29,8 @@ COMMON = {"task": "digits", "steps": 1000, "eval_every": 20, "device": "cpu", "d
 
 def specs(perturb: float, groups: list[str]) -> list[tuple[str, dict]]:
     from agents.baselines import FEATURE_CONTROLLER_GRID
-    from experiments.methods import FEATURE_FIT_SEEDS, FEATURE_LR0
-    from experiments.sweep import make_spec
+    from lrrl.methods import FEATURE_FIT_SEEDS, FEATURE_LR0
+    from lrrl.sweep import make_spec
 
     out = []
     f = 1.0 + perturb
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from experiments.sweep import run_spec
+    from lrrl.sweep import run_spec
 
     results: dict[str, list] = {}
     t0 = time.time()

@@ -106,7 +106,7 @@ def train_plain(task, seed: int, updates: int, optimizer_name: str, lr: float, m
 def summarize(name: str, runs: list[tuple[float, float]], seeds: list[int]) -> dict:
     import numpy as np
 
-    from experiments.stats import COLLAPSE_FRACTION, mean_std  # the one collapse rule and mean ± std
+    from lrrl.stats import COLLAPSE_FRACTION, mean_std  # the one collapse rule and mean ± std
 
     finals = [f for _, f in runs]
     finite = [f for f in finals if math.isfinite(f)]

@@ -11,7 +11,7 @@
         --eval-seeds 5 --train-updates 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
-:func:`experiments.training.train` (the one training entry point) for every controller-training
+:func:`lrrl.training.train` (the one training entry point) for every controller-training
 seed ``0 .. K-1``, then each controller runs one deterministic episode of ``--updates`` primary
 updates on every held-out primary seed ``1000 .. 1000+N-1`` (never used in training; checkpoint
 selection uses seed 500). Baselines run on the same held-out seeds through the same env
@@ -49,13 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from experiments.config import held_out_seeds  # noqa: E402
+from lrrl.config import held_out_seeds  # noqa: E402
 
 
 #: configuration name -> TrainSettings.from_preset arguments: a preset, and what differs from it
 #: (``agent``, ``env`` keyword arguments, ``agent_overrides``, ``train`` fields)
 CONFIGS: dict[str, dict[str, Any]] = {
-    # the paper's configuration (experiments/presets.py "paper"): same-batch reward, the actor's
+    # the paper's configuration (lrrl/presets.py "paper"): same-batch reward, the actor's
     # output is the rate, loss-only state, episode length 200, separate-sample update on
     "paper": {"preset": "paper"},
     "paper-no-separate": {"preset": "paper", "agent_overrides": {"separate_sample": False}},
@@ -70,7 +70,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # issue 12: the same search with each generation's 12 candidates in one vector env (one process)
     # instead of --workers processes; the same transitions
     "rec-vec12": {"preset": "recommended", "train": {"num_envs": 12}},
-    # the issue-8 study's configurations (experiments/presets.py "issue8", the previous recommended)
+    # the issue-8 study's configurations (lrrl/presets.py "issue8", the previous recommended)
     "issue8": {"preset": "issue8"},
     "issue8-td3": {"preset": "issue8", "agent": "td3"},
     "issue8-no-select": {"preset": "issue8", "train": {"select_best": 0}},
@@ -125,7 +125,7 @@ EXTRA_TASKS = {"classif20": "benchmarks.study_recommended:classif20"}
 # --------------------------------------------------------------------------- runs (the one sweep)
 def _run_summary(record: dict) -> dict:
     """What the study keeps of a sweep record: final losses (``inf`` when diverged) and the rates."""
-    from experiments.stats import final_train
+    from lrrl.stats import final_train
 
     lr = (record.get("curves") or {}).get("lr") or []
     return {"train_loss": final_train(record), "test_loss": (record.get("final") or {}).get("test_loss"),
@@ -135,7 +135,7 @@ def _run_summary(record: dict) -> dict:
 
 def baseline_spec(job: dict) -> dict:
     """job = {family, optimizer, kind, lr, seed} -> a run spec of the baseline."""
-    from experiments.sweep import make_spec
+    from lrrl.sweep import make_spec
 
     policy = {"kind": "constant", "lr": job["lr"]} if job["kind"] == "constant" else \
         {"kind": "cosine", "peak": job["lr"]}
@@ -145,7 +145,7 @@ def baseline_spec(job: dict) -> dict:
 def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, dict]]:
     """(job, spec) for every trained controller on every held-out seed, in the env it was trained in."""
     from agents.checkpoint import load_controller
-    from experiments.sweep import make_spec, register_controller
+    from lrrl.sweep import make_spec, register_controller
 
     out = []
     for t in trained:
@@ -163,7 +163,7 @@ def controller_specs(trained: list[dict], seeds: list[int]) -> list[tuple[dict, 
 
 def train_settings(job: dict):
     """The TrainSettings of one study job (its configuration, task, seed and budget)."""
-    from experiments.config import TrainSettings
+    from lrrl.config import TrainSettings
 
     config = CONFIGS[job["config"]]
     return TrainSettings.from_preset(config["preset"], agent=config.get("agent"), env=config.get("env"),
@@ -173,10 +173,10 @@ def train_settings(job: dict):
 
 
 def train_controller(job: dict) -> dict:
-    """Train one controller (:func:`experiments.training.train`; skipped if its run directory is complete)."""
+    """Train one controller (:func:`lrrl.training.train`; skipped if its run directory is complete)."""
     import torch
 
-    from experiments import training
+    from lrrl import training
 
     torch.set_num_threads(job.get("threads", 1))
     out = Path(job["out"])
@@ -189,7 +189,7 @@ def train_controller(job: dict) -> dict:
 
 def env_steps_for(config: dict, train_updates: int) -> int:
     """--train-updates (primary updates) -> env steps for this configuration."""
-    from experiments.presets import get_preset
+    from lrrl.presets import get_preset
 
     k = {**get_preset(config["preset"])["env"], **config.get("env", {})}.get("updates_per_step", 1)
     return max(1, math.ceil(train_updates / k))
@@ -212,9 +212,9 @@ def _map(fn, jobs: list[dict], backend, desc: str) -> list[dict]:
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
-    """Mean ± std (:func:`experiments.stats.mean_std`, ddof=0 as in every report); ``inf`` when a
+    """Mean ± std (:func:`lrrl.stats.mean_std`, ddof=0 as in every report); ``inf`` when a
     run diverged (as the grid selection counts it)."""
-    from experiments.stats import mean_std
+    from lrrl.stats import mean_std
 
     v = list(values)
     if not all(math.isfinite(x) for x in v):
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (and the 'beats' column)")
     p.add_argument("--render", action="store_true",
                    help="only print the table of the study JSON already in --out (for --task/--eval-task)")
-    from experiments.sweep import add_backend_arguments
+    from lrrl.sweep import add_backend_arguments
 
     add_backend_arguments(p)
     return p
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = json.loads(path.read_text())
         print(format_table(summarise(results), results))
         return 0
-    from experiments.sweep import backend_from_args
+    from lrrl.sweep import backend_from_args
 
     try:
         backend = backend_from_args(args)  # Ray connects here: before anything is written
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace, configs: list[str], eval_task: str, out: Path, backend,
            argv: Sequence[str] | None) -> int:
-    from experiments.training import default_threads
+    from lrrl.training import default_threads
 
     out.mkdir(parents=True, exist_ok=True)
     seeds = held_out_seeds(args.eval_seeds)
@@ -372,7 +372,7 @@ def _study(args: argparse.Namespace, configs: list[str], eval_task: str, out: Pa
                                               backend.cpus_per_task or (os.cpu_count() or 1))}
                   for name in configs for k in ctrl_seeds]
     trained = _map(train_controller, train_jobs, backend, "training controllers")
-    from experiments.sweep import Sweep, code_fingerprint
+    from lrrl.sweep import Sweep, code_fingerprint
 
     common = {"task": EXTRA_TASKS.get(eval_task, eval_task), "steps": args.updates, "eval_every": args.updates,
               "device": "cpu", "data_root": None, "validation_size": 0, "trace": False,

@@ -3,7 +3,7 @@
     python benchmarks/transfer.py                       # small defaults: a few minutes on CPU
     python benchmarks/transfer.py --train-steps 10000 --eval-updates 1000 --jobs 2   # full sizes
 
-1. Trains controllers with :func:`experiments.training.train` (the ``--preset``, default ``recommended``), one
+1. Trains controllers with :func:`lrrl.training.train` (the ``--preset``, default ``recommended``), one
    per ``--controllers`` entry ``TASKS@OPTIMIZER``: ``digits@sgd`` (the paper's setting),
    ``digits+regression2d@sgd`` (multi-task: round-robin episodes), ``digits@momentum``,
    ``digits@adam`` (the controller sets the learning rate of SGD with momentum 0.9 / of Adam).
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder holding fashion-mnist files, if any")
     p.add_argument("--out", default="results/transfer", help="output folder (runs in OUT/runs)")
     p.add_argument("--no-progress", action="store_true", help="no training progress bars")
-    from experiments.sweep import add_backend_arguments
+    from lrrl.sweep import add_backend_arguments
 
     add_backend_arguments(p)  # where the evaluation sweeps run (controllers train in this process)
     return p
@@ -117,8 +117,8 @@ def parse_controllers(text: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- steps
 def train(tasks: str, optimizer: str, args: argparse.Namespace, runs: Path) -> tuple[Path, bool]:
     """Train (or reuse) one controller; returns ``(run_dir, trained_now)``."""
-    from experiments import training
-    from experiments.config import TrainSettings
+    from lrrl import training
+    from lrrl.config import TrainSettings
 
     out = runs / f"{tasks.replace(',', '+')}-{optimizer}"
     settings = TrainSettings.from_preset(args.preset, env={"optimizer": optimizer, "episode_length": args.episode_length},
@@ -152,10 +152,10 @@ def dataset_problem(task: str, data_root: str | None) -> str | None:
 
 
 def evaluate_on(task: str, run_dirs: list[Path], args: argparse.Namespace, out: Path, backend=None):
-    """The tuning protocol (:func:`experiments.protocol.run_evaluation`, what evaluate.py runs) with
+    """The tuning protocol (:func:`lrrl.protocol.run_evaluation`, what evaluate.py runs) with
     every controller and the tuned SGD/Adam baselines on ``task``; returns its Results."""
-    from experiments.config import EvaluationSettings, held_out_seeds
-    from experiments.protocol import load_controllers, run_evaluation
+    from lrrl.config import EvaluationSettings, held_out_seeds
+    from lrrl.protocol import load_controllers, run_evaluation
 
     safe = task.replace(":", "_").replace("/", "_")
     eval_out = out / f"eval-{safe}"
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(path).is_dir():
             parser.error(f"--use: {path!r} is not a run directory")
 
-    from experiments.sweep import backend_from_args
+    from lrrl.sweep import backend_from_args
 
     try:
         backend = backend_from_args(args)  # Ray connects here: before anything is written
@@ -269,7 +269,7 @@ def _transfer(args: argparse.Namespace, specs: list[tuple[str, str]], tests: lis
             continue
         rows += table_rows(task, results, controllers, args.grid)
 
-    from experiments.presets import get_preset
+    from lrrl.presets import get_preset
 
     text = (f"# Transfer: controllers trained on one task, evaluated on another\n\n"
             f"Final full training loss after {args.eval_updates} updates, mean ± std over {args.seeds} held-out "

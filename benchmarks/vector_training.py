@@ -4,7 +4,7 @@ DDPG/TD3 with ``--num-envs N`` learn from ``envs.LearningRateVectorEnv`` (N prim
 batched step); SB3 makes N gradient steps per vector step, so the agent's updates per transition
 do not change with N and the transitions per second measure what N buys. For each N (and each
 repeat, in a rotating order so a shared machine's drift hits every N alike) one training run of
-``--steps`` transitions through :func:`experiments.training.train`; prints transitions per second
+``--steps`` transitions through :func:`lrrl.training.train`; prints transitions per second
 per repeat, the median, and the ratio to N = 1 per repeat (median and min-max).
 
 Run:  python benchmarks/vector_training.py                        (a few minutes on 2 cores)
@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 def measure(agent: str, preset: str, task: str, n: int, steps: int, learning_starts: int) -> float:
     """Transitions per second of one training run with ``num_envs=n`` (wall time of ``learn``)."""
-    from experiments import training
-    from experiments.config import TrainSettings
+    from lrrl import training
+    from lrrl.config import TrainSettings
 
     settings = TrainSettings.from_preset(preset, agent=agent, task=task, steps=steps, num_envs=n,
                                          checkpoint_every=0, select_best=0,

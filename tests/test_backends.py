@@ -1,4 +1,4 @@
-"""Where a sweep's runs execute (experiments.sweep backends), without Ray: the local pool, the
+"""Where a sweep's runs execute (lrrl.sweep backends), without Ray: the local pool, the
 flags' errors, and ``--backend ray`` when the extra is not installed (tests/test_ray_backend.py
 runs the Ray backend itself)."""
 import importlib.util
@@ -7,7 +7,7 @@ import os
 import pytest
 
 import evaluate
-from experiments.sweep import RAY_MISSING, BackendError, LocalPool, make_backend
+from lrrl.sweep import RAY_MISSING, BackendError, LocalPool, make_backend
 
 SMALL = ["--task", "regression2d", "--updates", "4", "--seeds", "1", "--eval-every", "2",
          "--baselines", "sgd", "--grid", "paper", "--episodes", "0"]

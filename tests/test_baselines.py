@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments.sweep import make_spec, run_spec
+from lrrl.sweep import make_spec, run_spec
 from agents.baselines import (ConstantLR, ControllerPolicy, FeatureController, HypergradientSGD, VSGD,
                               finite_difference_curvature, run_episode)
 from envs.learning_rate_env import LearningRateEnv

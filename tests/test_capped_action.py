@@ -139,7 +139,7 @@ def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys
     import json
 
     import evaluate
-    from experiments import methods
+    from lrrl import methods
 
     out = tmp_path / "out"
     assert evaluate.main(["--task", "regression2d", "--steps", "15", "--seeds", "2", "--eval-every", "5",
@@ -170,7 +170,7 @@ def test_evaluate_tunes_clipped_sgd_and_fits_the_grad_norm_rule(tmp_path, capsys
 
 
 def test_collapse_counts_diverged_and_chance_level_runs():
-    from experiments.stats import collapsed
+    from lrrl.stats import collapsed
 
     ok = {"status": "ok", "final": {"train_loss": 0.1}, "curves": {"train_loss": [2.3, 0.1]}}
     dead = {"status": "ok", "final": {"train_loss": 2.2}, "curves": {"train_loss": [2.3, 2.2]}}

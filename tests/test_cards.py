@@ -1,11 +1,11 @@
-"""benchmarks/cards.py: a card per registered id, rendered from recorded results only."""
+"""tools/cards.py: a card per registered id, rendered from recorded results only."""
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import cards  # noqa: E402
+from tools import cards  # noqa: E402
 import envs  # noqa: E402
 
 

@@ -1,12 +1,12 @@
-"""experiments.config: the typed settings, validated once; train_controller.py's flags map onto it."""
+"""lrrl.config: the typed settings, validated once; train_controller.py's flags map onto it."""
 import json
 
 import pytest
 
 from agents.io import CheckpointError
-from experiments.config import (HELD_OUT_SEED_START, SELECTION_SEED, EvaluationSettings, TrainSettings,
+from lrrl.config import (HELD_OUT_SEED_START, SELECTION_SEED, EvaluationSettings, TrainSettings,
                                 held_out_seeds, parse_seeds)
-from experiments.presets import get_preset
+from lrrl.presets import get_preset
 
 
 def test_from_preset_takes_the_presets_values_and_overrides():
@@ -75,7 +75,7 @@ def test_paper_preset_actor_sets_the_rate_itself():
     model is trained with (a = pi(s)), clipped to [lr_min, lr_max]; not a log-uniform map."""
     import torch
 
-    from experiments.training import _make_agent, make_training_env
+    from lrrl.training import _make_agent, make_training_env
 
     s = TrainSettings.from_preset("paper", env={"episode_length": 5}, task="regression2d", seed=0,
                                   collapse_termination=False, finite_horizon=False)

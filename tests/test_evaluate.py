@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import evaluate
-from experiments import methods, protocol
-from experiments.config import parse_seeds
-from experiments.protocol import select_best
+from lrrl import methods, protocol
+from lrrl.config import parse_seeds
+from lrrl.protocol import select_best
 
 
 def _rec(param, seed, loss, status="ok"):
@@ -65,9 +65,9 @@ def FakeController(name="fake-ctrl", task="digits", features=("lr",)):  # noqa: 
 
 def evaluate_with_library(out, controllers=(), **settings):
     """The library path evaluate.py takes: settings, the tuning protocol, figures, report."""
-    from experiments.config import EvaluationSettings
-    from experiments.plots import write_figures
-    from experiments.report import write_report
+    from lrrl.config import EvaluationSettings
+    from lrrl.plots import write_figures
+    from lrrl.report import write_report
 
     st = EvaluationSettings(**settings).validate()
     entries = [protocol.controller_entry(str(out.parent / f"{c.name}.pt"), c, st.task) for c in controllers]

@@ -1,7 +1,7 @@
 """The project's import graph: no cycles (also none hidden by imports inside functions), and
 every module of ``envs/`` and ``agents/`` imports on its own.
 
-(a) Every project module (``envs/``, ``agents/``, ``benchmarks/``, ``experiments/`` if present,
+(a) Every project module (``envs/``, ``agents/``, ``benchmarks/``, ``lrrl/`` if present,
 ``train_controller.py``, ``evaluate.py``) is parsed with ``ast``; each ``import``/``from ... import``
 anywhere in it (module level, functions, methods) that names a project module is an edge. A
 package's ``__init__`` is a node of its own: ``from agents import X`` is an edge to ``agents``
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("envs", "agents", "benchmarks", "experiments")
+PACKAGES = ("envs", "agents", "lrrl", "benchmarks", "tools")
 SCRIPTS = ("train_controller.py", "evaluate.py")
 
 
@@ -97,8 +97,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
     # train_controller.py imports its library only inside functions (fast --help): they must count
-    assert "experiments.training" in graph["train_controller"]
-    assert "agents.callbacks" in graph["experiments.training"]
+    assert "lrrl.training" in graph["train_controller"]
+    assert "agents.callbacks" in graph["lrrl.training"]
     assert "agents.io" in graph["agents.checkpoint"]
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/mutation.py: each named mutant applies exactly once to the current source (the
+"""tools/mutation.py: each named mutant applies exactly once to the current source (the
 mutation runs themselves take minutes and are not part of the suite; see docs/mutation.md)."""
 import sys
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
-from benchmarks.mutation import NAMED, TESTS, Edit, apply_edit  # noqa: E402
+sys.path.insert(0, str(ROOT))  # tools/ is not an installed package
+from tools.mutation import NAMED, TESTS, Edit, apply_edit  # noqa: E402
 
 
 @pytest.mark.parametrize("edit", NAMED, ids=[e.name for e in NAMED])
@@ -30,7 +30,7 @@ def test_an_edit_that_does_not_apply_is_an_error():
 
 
 def test_annotation_only_mutants_are_told_apart():
-    from benchmarks.mutation import annotation_only
+    from tools.mutation import annotation_only
 
     src = ("from __future__ import annotations\n\n"
            "def f(x: int | None = 1) -> int | str:\n    y: int | None = x\n    return x | 2\n")

@@ -16,9 +16,9 @@ ray = pytest.importorskip("ray", reason='Ray is not installed (the optional extr
                                         '.ci/run installs it)')
 
 import evaluate  # noqa: E402
-from experiments import protocol  # noqa: E402
-from experiments.config import EvaluationSettings  # noqa: E402
-from experiments.ray_backend import RayPool  # noqa: E402
+from lrrl import protocol  # noqa: E402
+from lrrl.config import EvaluationSettings  # noqa: E402
+from lrrl.ray_backend import RayPool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--task", "regression2d", "--updates", "10", "--seeds", "2", "--eval-every", "5",
@@ -125,7 +125,7 @@ def _count_and_maybe_raise(path: str, i: int) -> int:
 
 
 def test_a_resource_request_the_cluster_cannot_meet_is_one_line(local_ray):
-    from experiments.sweep import BackendError
+    from lrrl.sweep import BackendError
 
     with pytest.raises(BackendError, match=r"--gpus-per-run 0.5: the Ray cluster has 0 GPUs"):
         RayPool(gpus_per_run=0.5)
@@ -147,8 +147,8 @@ def test_an_unreachable_address_is_one_line_within_a_timeout_and_nothing_is_writ
 
 
 def test_controller_seeds_as_ray_tasks_are_the_local_controllers(local_ray, tmp_path):
-    from experiments import training
-    from experiments.config import TrainSettings
+    from lrrl import training
+    from lrrl.config import TrainSettings
 
     settings = TrainSettings.from_preset("issue8", task="regression2d", steps=6, checkpoint_every=0,
                                          env={"episode_length": 6})

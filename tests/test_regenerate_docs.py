@@ -1,4 +1,4 @@
-"""benchmarks/regenerate_docs.py: the results tables of the pages (README.md, docs/results.md) and
+"""tools/regenerate_docs.py: the results tables of the pages (README.md, docs/results.md) and
 docs/results-*.md come from recorded results; the generated tables must equal what the recordings give."""
 import gzip
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tools"))
 import regenerate_docs as R  # noqa: E402
 
 SMALL = ROOT / "tests" / "data" / "regen" / "digits-small"
@@ -22,11 +22,11 @@ def test_results_tables_equal_recorded_results():
     assert {"digits", "regression2d"} <= set(names)  # the evaluation tables of docs/results.md are generated
     for path, text in outputs.items():
         assert path.read_text() == text, (f"{path.relative_to(ROOT)} differs from what the recorded results "
-                                          f"give: run python benchmarks/regenerate_docs.py")
+                                          f"give: run python tools/regenerate_docs.py")
     missing = R.unrecorded(ROOT)
     if missing:
         pytest.skip(f"tables {missing} are not recorded yet (docs/recorded/NAME): record the README's "
-                    f"evaluate.py sweeps with benchmarks/regenerate_docs.py --record")
+                    f"evaluate.py sweeps with tools/regenerate_docs.py --record")
 
 
 def _small_root(tmp_path: Path) -> Path:

@@ -18,8 +18,8 @@ import evaluate
 import train_controller
 from agents.checkpoint import load_controller
 from agents.io import CheckpointError
-from experiments.config import parse_seeds
-from experiments.sweep import code_fingerprint
+from lrrl.config import parse_seeds
+from lrrl.sweep import code_fingerprint
 from agents.rundir import LOCK_NAME, DirectoryLock, RunDirError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from agents.actor_critic import ActorCritic
 from agents.wrappers import CollapseTermination
 from envs.learning_rate_env import LearningRateEnv
-from experiments.config import HELD_OUT_SEED_START
+from lrrl.config import HELD_OUT_SEED_START
 
 
 def test_study_runs_tiny(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_study_runs_tiny(tmp_path, capsys):
         assert c["beats_bar"] == int(c["per_controller_mean"][0] < bar["train_loss"])
     # the paper config trains 60 env steps, issue8 60 / updates_per_step
     steps = {t["config"]: t["env_steps"] for t in results["training"]}
-    from experiments.presets import get_preset
+    from lrrl.presets import get_preset
 
     assert steps["paper"] == 60
     assert steps["issue8"] == math.ceil(60 / get_preset("issue8")["env"].get("updates_per_step", 1))

@@ -161,7 +161,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 
 def test_threads_default_to_one_and_to_every_core_with_a_vector_env():
-    from experiments.training import default_threads
+    from lrrl.training import default_threads
     from train_controller import build_parser
 
     assert build_parser().parse_args([]).threads is None

@@ -72,8 +72,8 @@ def test_multi_task_controller_trains_round_robin(tiny_run):
     # 20 env steps of episodes of 10 updates: at least two episodes, so both tasks were trained on
     assert json.loads((run_dir / "summary.json").read_text())["episodes_this_run"] >= 2
 
-    from experiments.config import TrainSettings
-    from experiments.training import make_training_env
+    from lrrl.config import TrainSettings
+    from lrrl.training import make_training_env
 
     env = make_training_env(TrainSettings.from_json(settings))
     tasks = [env.reset(seed=i)[1]["task"] for i in range(4)]

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from experiments.stats import COLLAPSE_FRACTION
-from experiments.sweep import fmt_param, write_json
+from lrrl.stats import COLLAPSE_FRACTION
+from lrrl.sweep import fmt_param, write_json
 
 
 def updates_per_run(results: dict) -> int:
@@ -90,7 +90,7 @@ def policy_evaluation_table(rows: list[dict]) -> str:
 
 def write_report(results, figures: list[str], out: Path, command: str) -> str:
     """Write ``results.md``, ``summary.csv``, ``curves.csv`` and ``results.json`` of ``results`` (an
-    :class:`experiments.protocol.Results`) into ``out``; return the Markdown text. ``command`` is the command line that produced ``results``."""
+    :class:`lrrl.protocol.Results`) into ``out``; return the Markdown text. ``command`` is the command line that produced ``results``."""
     st, rows, records = results.settings, results.rows, results.records
     parts = [f"# Evaluation on `{st.task}`", "",
              f"{st.updates} updates per run, seeds {st.seeds} (held-out evaluation seeds), full train/test "

@@ -1,5 +1,5 @@
 """The baseline catalogue: every method evaluate.py compares controllers against, its grid and
-its env settings. The tuning protocol that uses these grids is :mod:`experiments.protocol`.
+its env settings. The tuning protocol that uses these grids is :mod:`lrrl.protocol`.
 
 * ``sgd``, ``adam``, ``adagrad``, ``rmsprop``: constant rates on the paper's decade grid
   {1e-4, ..., 1}; the best rate by mean final training loss over the seeds is reported (the

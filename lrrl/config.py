@@ -35,7 +35,7 @@ class SettingsError(ValueError):
 
 
 class BackendError(SettingsError):
-    """A sweep backend that cannot start (:func:`experiments.sweep.make_backend`: Ray not
+    """A sweep backend that cannot start (:func:`lrrl.sweep.make_backend`: Ray not
     installed, a cluster address that does not answer, a resource request the cluster cannot
     meet): one line, raised before anything is written."""
 
@@ -90,7 +90,7 @@ def parse_seeds(text: str, count_start: int = HELD_OUT_SEED_START, flag: str = "
 
 @dataclass
 class EvaluationSettings:
-    """What :func:`experiments.protocol.evaluate_methods` runs (evaluate.py's flags)."""
+    """What :func:`lrrl.protocol.evaluate_methods` runs (evaluate.py's flags)."""
 
     task: str = "digits"
     """Evaluation task: a name of :data:`envs.tasks.TASKS` or a user task ``package.module:function``."""
@@ -99,7 +99,7 @@ class EvaluationSettings:
     seeds: list[int] = field(default_factory=lambda: held_out_seeds(5))
     """Primary seeds every method runs on (default: the first five held-out seeds)."""
     baselines: list[str] = field(default_factory=lambda: ["all"])
-    """Baseline names or aliases of :mod:`experiments.methods` (expanded by :meth:`validate`)."""
+    """Baseline names or aliases of :mod:`lrrl.methods` (expanded by :meth:`validate`)."""
     grid: str = "both"
     """Report the paper's decade grid (``paper``), the fine grid around its best (``fine``), or both."""
     jobs: int = 1
@@ -115,7 +115,7 @@ class EvaluationSettings:
     episodes: int = 3
     """Episodes of the RL policy evaluation of each controller (0: skip)."""
     batch: int = DEFAULT_BATCH
-    """Runs trained side by side in one vector env (:func:`experiments.sweep.run_batch`; 1: one at a
+    """Runs trained side by side in one vector env (:func:`lrrl.sweep.run_batch`; 1: one at a
     time). The same runs to float rounding; the default is measured (README, issue 12)."""
 
     def validate(self) -> "EvaluationSettings":
@@ -123,7 +123,7 @@ class EvaluationSettings:
         resolve the device. Returns ``self``."""
         from envs.primary import resolve_device
         from envs.tasks import TASKS
-        from experiments.methods import parse_baselines
+        from lrrl.methods import parse_baselines
 
         if self.task not in TASKS and ":" not in self.task:
             raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}, "
@@ -174,7 +174,7 @@ class TrainSettings:
     agent_kwargs: dict
     """Keyword arguments of the agent class (ActorCritic, PolicySearch, or the SB3 factory)."""
     preset: str = "recommended"
-    """The named configuration of :mod:`experiments.presets` these settings started from."""
+    """The named configuration of :mod:`lrrl.presets` these settings started from."""
     task: str = "digits"
     """Task name, or a comma-separated list for round-robin multi-task episodes."""
     steps: int = DEFAULT_TRAIN_STEPS
@@ -239,7 +239,7 @@ class TrainSettings:
         ``agent_overrides`` (keys of :data:`AGENT_KEYS` for the chosen agent; another agent's key is
         a ``ValueError`` naming it) and ``train`` (the other fields). ``None`` values are ignored."""
         from agents.sb3 import SB3_HYPERPARAMS
-        from experiments.presets import get_preset
+        from lrrl.presets import get_preset
 
         p = get_preset(preset)
         agent = agent or p.get("algo", "actor-critic")

@@ -3,8 +3,8 @@
 :func:`evaluate_methods` is what ``evaluate.py`` runs. Every method goes through
 :class:`envs.LearningRateEnv` (so through the one primary-training step) on the same seeds:
 the same initial weights ``w0`` and the same batch order per seed. Seeds are held out
-(:data:`experiments.config.HELD_OUT_SEED_START` on), never the seeds controllers are trained on.
-The protocol runs in two phases of one :class:`~experiments.sweep.Sweep`:
+(:data:`lrrl.config.HELD_OUT_SEED_START` on), never the seeds controllers are trained on.
+The protocol runs in two phases of one :class:`~lrrl.sweep.Sweep`:
 
 1. everything that needs no tuning result: the decade grids of the constant-rate optimizers, vSGD,
    SGD-HD's grid, the learning-rate-free optimizers, clipped SGD's decade grid, the fits of the
@@ -29,10 +29,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from experiments import methods as M
-from experiments.config import EvaluationSettings
-from experiments.stats import final_train, summarize
-from experiments.sweep import Sweep, fmt_param, code_fingerprint, make_spec, register_controller
+from lrrl import methods as M
+from lrrl.config import EvaluationSettings
+from lrrl.stats import final_train, summarize
+from lrrl.sweep import Sweep, fmt_param, code_fingerprint, make_spec, register_controller
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Results:
 
     settings: EvaluationSettings
     rows: list[dict]
-    """Summary rows (:func:`experiments.stats.summarize`), in table order."""
+    """Summary rows (:func:`lrrl.stats.summarize`), in table order."""
     grids: dict[str, dict[Any, float]]
     """Grid name -> parameter -> mean final training loss (``inf``: a seed diverged)."""
     records: dict[str, dict]
@@ -93,7 +93,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
     """Run the tuning protocol (module docstring) for ``settings.baselines`` and ``controllers``;
     finished runs are written to (and resumed from) ``out/runs``. The caller validated
     ``settings`` and owns ``out`` (see :func:`agents.rundir.DirectoryLock`). ``backend``: where
-    runs execute (:func:`experiments.sweep.make_backend`; default a local pool of
+    runs execute (:func:`lrrl.sweep.make_backend`; default a local pool of
     ``settings.jobs`` processes)."""
     from tqdm.auto import tqdm
 
@@ -287,8 +287,8 @@ def run_evaluation(settings: EvaluationSettings, controllers: Sequence[Controlle
     the report into ``out``. Returns the results and the Markdown report. ``command`` is recorded
     as what produced them."""
     from agents.rundir import DirectoryLock, prepare_directory, remove_temp_files
-    from experiments.plots import write_figures
-    from experiments.report import write_report
+    from lrrl.plots import write_figures
+    from lrrl.report import write_report
 
     out = prepare_directory(out)
     with DirectoryLock(out, purpose="evaluate sweep"):

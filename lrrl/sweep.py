@@ -11,7 +11,7 @@ code or settings is never mistaken for a finished one. A diverged run is recorde
 failing run as an error: neither stops a sweep.
 
 Where runs execute is a *backend*: :class:`LocalPool` (the calling process, or ``jobs`` worker
-processes; the default, no extra package) or the Ray backend (:mod:`experiments.ray_backend`,
+processes; the default, no extra package) or the Ray backend (:mod:`lrrl.ray_backend`,
 imported only when asked for: :func:`make_backend`). Either one only runs tasks and hands their
 results back; the sweep's driver writes every run file, so the run directory is the same
 whichever backend filled it, and a sweep interrupted on one resumes on the other.
@@ -28,8 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from experiments.config import DEFAULT_BATCH, BackendError
-from experiments.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
+from lrrl.config import DEFAULT_BATCH, BackendError
+from lrrl.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
 
 _CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
 
@@ -183,7 +183,7 @@ def code_fingerprint() -> str:
     code it was published with)."""
     root = Path(__file__).resolve().parents[1]
     files = [*root.glob("envs/*.py"), *root.glob("agents/*.py"),
-             root / "experiments" / "sweep.py", root / "experiments" / "methods.py"]
+             root / "lrrl" / "sweep.py", root / "lrrl" / "methods.py"]
     digest = hashlib.sha1()
     for path in sorted(files):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -280,7 +280,7 @@ class LocalPool:
 def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
                  gpus_per_run: float = 0.0, max_retries: int = 3):
     """The backend a command line asked for: :class:`LocalPool` (``jobs`` processes), or
-    :class:`experiments.ray_backend.RayPool` (connected to ``address``: ``auto`` joins a running
+    :class:`lrrl.ray_backend.RayPool` (connected to ``address``: ``auto`` joins a running
     cluster, ``host:port`` a given head, ``None`` starts a local Ray with this machine's cores).
     :class:`BackendError` (one line) if Ray is missing or the cluster does not answer; call it
     before writing anything. Close the backend when done (it is a context manager)."""
@@ -301,7 +301,7 @@ def make_backend(kind: str = "local", *, jobs: int = 1, address: str | None = No
 
     if importlib.util.find_spec("ray") is None:
         raise BackendError(RAY_MISSING)
-    from experiments.ray_backend import RayPool
+    from lrrl.ray_backend import RayPool
 
     return RayPool(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, max_retries=max_retries)
 
@@ -310,7 +310,7 @@ def add_backend_arguments(parser) -> None:
     """The backend flags every command line that runs a sweep shares (``--backend``,
     ``--ray-address``, ``--cpus-per-run``, ``--gpus-per-run``, ``--max-retries``; ``--jobs`` is
     each script's own)."""
-    g = parser.add_argument_group("where runs execute (experiments.sweep backends)")
+    g = parser.add_argument_group("where runs execute (lrrl.sweep backends)")
     g.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: this machine's process pool (--jobs; no extra package); ray: every run (or "
                         "batch of runs) is a Ray task (pip install -e \".[ray]\")")

@@ -22,10 +22,10 @@ take minutes); ``tests/test_mutation_script.py`` only checks that the named edit
 
 Needs ``pip install -e .[mutation]`` (cosmic-ray) for ``tool``; ``named`` needs nothing extra.
 
-Run:  python benchmarks/mutation.py named
-      python benchmarks/mutation.py tool --sample 40 --seed 0 [--files agents/actor_critic.py]
-      python benchmarks/mutation.py tool --list            (count the mutants, run nothing)
-      python benchmarks/mutation.py tool --sample 40 --seed 0 --rerun earlier.json   (its survivors only)
+Run:  python tools/mutation.py named
+      python tools/mutation.py tool --sample 40 --seed 0 [--files agents/actor_critic.py]
+      python tools/mutation.py tool --list            (count the mutants, run nothing)
+      python tools/mutation.py tool --sample 40 --seed 0 --rerun earlier.json   (its survivors only)
 """
 from __future__ import annotations
 

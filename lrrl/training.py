@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.config import SettingsError, TrainSettings
+from lrrl.config import SettingsError, TrainSettings
 
 
 class TrainingInterrupted(Exception):
@@ -108,7 +108,7 @@ def train(settings: TrainSettings, out: str | os.PathLike, *, overwrite: bool = 
           log_every: int = 1) -> dict:
     """Train a controller with ``settings`` into the run directory ``out``; returns the summary
     (also written to ``out/summary.json``). Raises ``ValueError`` for settings the env or agent
-    refuses (:class:`experiments.config.SettingsError`, before ``out`` is touched),
+    refuses (:class:`lrrl.config.SettingsError`, before ``out`` is touched),
     :class:`agents.rundir.RunDirError` for an unusable ``out``, ``OSError`` for a failing
     disk (the last good checkpoint is kept), :class:`TrainingInterrupted` on Ctrl-C (checkpoint saved)."""
     out = Path(out)
@@ -293,7 +293,7 @@ def _train_one(settings: TrainSettings, out: str, overwrite: bool) -> dict:
 def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, backend=None,
                 overwrite: bool = False, bar=None) -> list[dict]:
     """Train one controller per seed (``settings`` with that seed) into its own run directory
-    ``outs[i]`` (written by the task: on a cluster, storage every node sees), each as one task of ``backend`` (:func:`experiments.sweep.make_backend`; default:
+    ``outs[i]`` (written by the task: on a cluster, storage every node sees), each as one task of ``backend`` (:func:`lrrl.sweep.make_backend`; default:
     one after another in this process). Every run directory is checked before any run starts
     (:class:`agents.rundir.RunDirError`). A policy search without ``workers`` uses the CPUs of its
     task (one in a local pool, ``--cpus-per-run`` on Ray) instead of every core of the machine.
@@ -301,7 +301,7 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
     run that failed (the others go on). ``bar``: a tqdm bar advanced as runs finish."""
     import dataclasses
 
-    from experiments.sweep import LocalPool
+    from lrrl.sweep import LocalPool
 
     outs = [Path(o).resolve() for o in outs]  # a worker's current directory may be another
     if len(outs) != len(seeds) or len(set(outs)) != len(outs):

@@ -1,7 +1,7 @@
 """The figures of an evaluation: the paper's Figures 2-5 and the learning rates chosen.
 
 :func:`write_figures` draws them from summary rows and run records, as evaluate.py makes them
-and as ``benchmarks/regenerate_docs.py`` redraws them from recorded results.
+and as ``tools/regenerate_docs.py`` redraws them from recorded results.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import param_text
+from lrrl.report import param_text
 
 
 def _plt():

@@ -1,6 +1,6 @@
-"""The Ray backend of :class:`experiments.sweep.Sweep` (``--backend ray``; the ``ray`` extra).
+"""The Ray backend of :class:`lrrl.sweep.Sweep` (``--backend ray``; the ``ray`` extra).
 
-Imported only when a command line asks for it (:func:`experiments.sweep.make_backend`), so
+Imported only when a command line asks for it (:func:`lrrl.sweep.make_backend`), so
 nothing else needs Ray. Every task of a sweep (one run, or one batch of runs side by side in a
 vector env) or of a controller-training fan-out is a Ray task that reserves ``cpus_per_run``
 CPUs and ``gpus_per_run`` GPUs (fractions let several small runs share one GPU) and sets its
@@ -11,7 +11,7 @@ Tasks carry names, never data: a run's spec and settings (task name, ``data_root
 controller's checkpoint path), so each worker loads its dataset from ``data_root`` itself; on a
 cluster that path (and controller checkpoints) must be on storage every node sees, and the
 project importable on every node. Results come back to the driver, which writes the run
-directory (:class:`experiments.sweep.Sweep`).
+directory (:class:`lrrl.sweep.Sweep`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from experiments.config import BackendError
+from lrrl.config import BackendError
 
 #: seconds to wait for a cluster address to answer
 CONNECT_TIMEOUT = 15.0
@@ -119,7 +119,7 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT) -> bool:
 
 
 class RayPool:
-    """A backend (:class:`experiments.sweep.LocalPool`'s interface) whose tasks are Ray tasks.
+    """A backend (:class:`lrrl.sweep.LocalPool`'s interface) whose tasks are Ray tasks.
 
     ``parallelism`` (how many tasks run at once) is the cluster's CPUs over ``cpus_per_run``
     (or its GPUs over ``gpus_per_run``), read when the pool connects."""
@@ -128,7 +128,7 @@ class RayPool:
 
     def __init__(self, address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
                  max_retries: int = 3, timeout: float = CONNECT_TIMEOUT) -> None:
-        # the values were checked by experiments.sweep.make_backend, which builds this pool
+        # the values were checked by lrrl.sweep.make_backend, which builds this pool
         self.address, self.cpus_per_run, self.gpus_per_run = address, float(cpus_per_run), float(gpus_per_run)
         self.max_retries = int(max_retries)
         self._started = connect(address, timeout)
