@@ -178,9 +178,11 @@ class ControllerScheduler(LRScheduler):
         """A scheduler driven by a controller shipped with the package, by name
         (:data:`agents.pretrained.PRETRAINED`: ``"sgd"``, ``"adam"``; each has a ``CARD.md``
         saying what it was trained on and how it measured). Other arguments as the constructor's."""
-        from agents.pretrained import pretrained_path
+        from agents.pretrained import PREFIX, pretrained_path
 
-        return cls(pretrained_path(name), optimizer, total_steps=total_steps, **kwargs)
+        pretrained_path(name)  # an unknown name: one clear error listing the shipped ones
+        name = name if name.startswith(PREFIX) else PREFIX + name
+        return cls(name, optimizer, total_steps=total_steps, **kwargs)
 
     def _warn_optimizer(self, trained_with: str | None, optimizer: torch.optim.Optimizer) -> None:
         """Warn when the optimizer differs from the one the controller was trained for (a rate

@@ -62,3 +62,68 @@ def test_lrrl_after_a_local_envs_was_imported_is_a_clear_error(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "ImportError: another module named 'envs'" in last and "import lrrl before it" in last
+
+
+# --------------------------------------------------------------------------- the wheel
+_NOT_SOURCE = (".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "runs",
+               "results", "tests", "benchmarks", "figures", "mutation")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel ``pip wheel . --no-deps --no-build-isolation`` builds from a copy of the source
+    (so the build leaves nothing in the repository)."""
+    import shutil
+
+    pytest.importorskip("setuptools", reason="setuptools is not installed, so no wheel can be built here")
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (built,) = (tmp / "dist").glob("lrrl-*.whl")
+    return built
+
+
+def test_wheel_holds_the_package_data(wheel):
+    import zipfile
+
+    from agents.pretrained import PRETRAINED
+    from lrrl.hyperparams import ALGOS
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for name in PRETRAINED:
+            for file in ("controller.pt", "settings.json", "CARD.md"):
+                assert f"agents/pretrained/{name}/{file}" in names, (name, file)
+                assert z.read(f"agents/pretrained/{name}/{file}") == (REPO / "agents" / "pretrained" / name / file).read_bytes()
+        for algo in ALGOS:  # the files themselves, not links
+            assert z.read(f"lrrl/hyperparams/{algo}.yml") == (REPO / "hyperparams" / f"{algo}.yml").read_bytes()
+            assert f"lrrl/hyperparams/{algo}.py" in names
+        cards = sorted(p.name for p in (REPO / "docs" / "cards").glob("*.md"))
+        assert cards and all(z.read(f"lrrl/cards/{c}") == (REPO / "docs" / "cards" / c).read_bytes() for c in cards)
+        assert {"lrrl/__init__.py", "envs/__init__.py", "agents/scheduler.py"} <= names
+        assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+
+
+def test_installed_wheel_loads_a_shipped_controller_by_name(wheel, tmp_path):
+    """Installed into a folder of its own and run from elsewhere: the shipped controllers, their
+    cards and the rl-zoo3 hyperparameters come from the installed package, not the repository."""
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
+                           str(target), str(wheel)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code = ("import torch, agents, lrrl\n"
+            "from agents import ControllerScheduler\n"
+            "from agents.pretrained import PRETRAINED, card\n"
+            "model = torch.nn.Linear(3, 1)\n"
+            "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+            "s = ControllerScheduler.from_pretrained('sgd', opt, total_steps=50)\n"
+            "loss = model(torch.ones(4, 3)).pow(2).mean(); loss.backward(); s.step(loss); opt.step()\n"
+            "assert all('measured' in card(n).lower() for n in PRETRAINED)\n"
+            "print(agents.__file__, lrrl.__file__, s.get_last_lr()[0] > 0)\n")
+    done = _python(code, tmp_path, [target])
+    assert done.returncode == 0, done.stderr[-3000:]
+    agents_file, lrrl_file, positive = done.stdout.split()
+    assert Path(agents_file).is_relative_to(target) and Path(lrrl_file).is_relative_to(target) and positive == "True"
