@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Baselines: " + ", ".join(BASELINES) + "; aliases: " + ", ".join(ALIASES))
     p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                    help="trained controllers: run directories of train_controller.py or the "
-                        "checkpoint file (controller.pt / controller.zip) inside them")
+                        "checkpoint file (controller.pt / controller.zip) inside them, or "
+                        "pretrained:NAME for a controller shipped with the package (sgd, adam)")
     p.add_argument("--task", default="digits",
                    help="evaluation task: digits (default, offline), regression2d (offline, adds "
                         "the paper's Figures 4 and 5), mnist, fashion-mnist, cifar10, or a user task "

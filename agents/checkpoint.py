@@ -152,12 +152,17 @@ class Controller:
 
 
 def load_controller(path: str | os.PathLike, device: str = "cpu") -> Controller:
-    """Load a controller from a run directory of ``train_controller.py`` or its checkpoint file.
+    """Load a controller from a run directory of ``train_controller.py`` or its checkpoint file,
+    or a controller shipped with the package named ``"pretrained:NAME"`` (:mod:`agents.pretrained`).
 
     Raises:
         CheckpointError: missing/corrupt/unsafe checkpoint or settings.
+        ValueError: an unknown ``pretrained:`` name (the message lists the shipped ones).
     """
-    ckpt, run_dir, settings = resolve_run(path)
+    from agents.pretrained import PREFIX, resolve
+
+    shipped = str(path) if isinstance(path, str) and path.startswith(PREFIX) else None
+    ckpt, run_dir, settings = resolve_run(resolve(path))
     agent = settings["agent"]
     if agent == "actor-critic":
         model = ActorCritic.load(ckpt, device=device)
@@ -165,4 +170,4 @@ def load_controller(path: str | os.PathLike, device: str = "cpu") -> Controller:
         model = PolicySearch.load(ckpt, device=device)
     else:
         model = load_sb3_safely(ckpt, settings, device=device)
-    return Controller(name=run_dir.resolve().name, agent=agent, model=model, settings=settings)
+    return Controller(name=shipped or run_dir.resolve().name, agent=agent, model=model, settings=settings)

@@ -5,18 +5,23 @@ Modules: :mod:`envs.tasks` (data, model, loss), :mod:`envs.primary` (primary tra
 transforms), :mod:`envs.learning_rate_env`, :mod:`envs.vector_env` (N runs batched),
 :mod:`envs.multitask` (:class:`RoundRobinEnv`, episodes cycling through several tasks).
 
-Importing this package registers the environments with gymnasium, so that
-``gymnasium.make("envs:LearningRate-v0")`` works in a fresh interpreter:
+Importing this package registers the environments with gymnasium, each under the ``lrrl/``
+namespace and, as an alias, without it:
 
-=================================  ==============
-id                                 task
-=================================  ==============
-``LearningRate-v0``                ``digits``
-``LearningRate-MNIST-v0``          ``mnist``
-``LearningRate-FashionMNIST-v0``   ``fashion-mnist``
-``LearningRate-CIFAR10-v0``        ``cifar10``
-``LearningRate-Regression2D-v0``   ``regression2d``
-=================================  ==============
+=======================================  ==============
+id                                       task
+=======================================  ==============
+``lrrl/LearningRate-v0``                 ``digits``
+``lrrl/LearningRate-MNIST-v0``           ``mnist``
+``lrrl/LearningRate-FashionMNIST-v0``    ``fashion-mnist``
+``lrrl/LearningRate-CIFAR10-v0``         ``cifar10``
+``lrrl/LearningRate-Regression2D-v0``    ``regression2d``
+=======================================  ==============
+
+In a fresh interpreter ``gymnasium.make("lrrl:lrrl/LearningRate-v0")`` imports the ``lrrl``
+package, which loads this one even where a local ``envs/`` folder comes first on ``sys.path``
+(common in RL repositories; then ``"envs:LearningRate-v0"`` would import that folder instead).
+``gymnasium.make("envs:LearningRate-v0")`` and the short ids work as before.
 
 Keyword arguments of ``gymnasium.make`` go to :class:`LearningRateEnv`;
 ``gymnasium.make_vec(id, num_envs=N, ...)`` returns :class:`LearningRateVectorEnv` (N primary
@@ -40,6 +45,9 @@ from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make
 # forked vector-env workers must not hang in torch's thread pool (see envs/fork_safety.py)
 fork_safety.install()
 
+#: the gymnasium namespace of every id (``lrrl/LearningRate-v0``): a name a local folder cannot take
+NAMESPACE = "lrrl"
+#: id without the namespace -> task (each id is registered as ``lrrl/ID`` and, an alias, as ``ID``)
 ENV_IDS = {
     "LearningRate-v0": "digits",
     "LearningRate-MNIST-v0": "mnist",
@@ -48,13 +56,20 @@ ENV_IDS = {
     "LearningRate-Regression2D-v0": "regression2d",
 }
 
-for _env_id, _task in ENV_IDS.items():
-    if _env_id not in gymnasium.registry:
-        gymnasium.register(id=_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
-                           vector_entry_point="envs.vector_env:LearningRateVectorEnv",
-                           kwargs={"task": _task})
+
+def _register(ids: dict) -> None:
+    """Register each ``id -> task`` of ``ids`` as ``lrrl/id`` and as ``id`` (once per process)."""
+    for env_id, task in ids.items():
+        for name in (f"{NAMESPACE}/{env_id}", env_id):
+            if name not in gymnasium.registry:
+                gymnasium.register(id=name, entry_point="envs.learning_rate_env:LearningRateEnv",
+                                   vector_entry_point="envs.vector_env:LearningRateVectorEnv",
+                                   kwargs={"task": task})
+
+
+_register(ENV_IDS)
 
 __all__ = ["__version__", "LearningRateEnv", "LearningRateVectorEnv", "RoundRobinEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
-           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS", "RewardPlan", "RewardTransform", "REWARD_PLANS",
+           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS", "NAMESPACE", "RewardPlan", "RewardTransform", "REWARD_PLANS",
            "TRANSFORMS"]

@@ -264,11 +264,13 @@ def load_controllers(paths: Sequence[str], task: str, device: str = "cpu") -> li
     import os
 
     from agents.checkpoint import load_controller
+    from agents.pretrained import resolve
 
     entries = []
     for path in paths:
         path = str(path)
-        if not os.path.exists(path):
+        location = str(resolve(path))  # "pretrained:NAME": a controller shipped with the package
+        if not os.path.exists(location):
             raise ValueError(f"checkpoint {path!r} does not exist")
         try:
             ctrl = load_controller(path, device=device)
@@ -276,7 +278,7 @@ def load_controllers(paths: Sequence[str], task: str, device: str = "cpu") -> li
             raise ValueError(f"cannot load checkpoint {path!r}: {exc}") from None
         except (ValueError, OSError, KeyError, RuntimeError) as exc:  # CheckpointError is a ValueError
             raise ValueError(f"cannot read checkpoint {path!r}: {exc}") from None
-        entries.append(controller_entry(os.path.abspath(path), ctrl, task))
+        entries.append(controller_entry(os.path.abspath(location), ctrl, task))
     return entries
 
 

@@ -169,23 +169,58 @@ def test_real_checkpoint_from_train_controller(tmp_path, capsys):
     assert math.isfinite(data["policy_evaluation"][0]["return_mean"])
 
 
+def regression2d_one_ulp_off():
+    """``regression2d`` with every training input moved by one float32 ulp, up or down (a fixed
+    pattern): a perturbation of the size float rounding makes (a user task for the sweep below)."""
+    import torch
+
+    from envs.tasks import make_task
+
+    task = make_task("regression2d")
+    up = torch.rand(task.x_train.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    x = task.x_train
+    task.x_train = torch.where(up, torch.nextafter(x, torch.tensor(math.inf)), torch.nextafter(x, torch.tensor(-math.inf)))
+    return task
+
+
+#: float32 rounding happens in each of an update's operations (forward, backward, update), not only
+#: in its inputs: a batched run may differ from a single one by this multiple of the change one ulp
+#: in the inputs makes
+ROUNDING_MARGIN = 30
+
+
 def test_batched_sweep_gives_the_table_of_one_run_at_a_time(tmp_path):
-    """Issue 12: runs side by side in one vector env (--batch) are the same runs: same grid picks,
+    """Runs side by side in one vector env (--batch) are the same runs: same grid picks,
     same final losses to float rounding, same statuses; vSGD (not batchable) and Adagrad (no batched
-    form) still run alone in the batched sweep."""
-    kw = dict(task="regression2d", updates=20, seeds=[1000, 1001], eval_every=5, episodes=0,
+    form) still run alone in the batched sweep.
+
+    "To float rounding": relative 1e-4, or, for a run at the edge of stability (where a CPU's
+    other rounding is amplified), ``ROUNDING_MARGIN`` times what moving the inputs by one ulp does
+    to that run, measured here by a third sweep (so the check holds on any CPU; a stable run moves
+    by about 1e-7 and keeps 1e-4)."""
+    kw = dict(updates=20, seeds=[1000, 1001], eval_every=5, episodes=0,
               baselines=["sgd,adam,adagrad,cosine,hd,clipped,gradnorm,feature,vsgd"])
-    evaluate_with_library(tmp_path / "one", batch=1, **kw)
-    evaluate_with_library(tmp_path / "side", batch=16, jobs=1, **kw)
-    one, side = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "side"))
+    evaluate_with_library(tmp_path / "one", batch=1, task="regression2d", **kw)
+    evaluate_with_library(tmp_path / "side", batch=16, jobs=1, task="regression2d", **kw)
+    evaluate_with_library(tmp_path / "ulp", batch=1, task="test_evaluate:regression2d_one_ulp_off", **kw)
+    one, side, ulp = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "side", "ulp"))
     assert set(one["runs"]) == set(side["runs"])
+    widened = []
     for key, rec in one["runs"].items():
         other = side["runs"][key]
         assert other["status"] == rec["status"], key
         for name in ("train_loss", "test_loss"):
             a, b = rec["final"][name], other["final"][name]
-            assert (a is None) == (b is None) and (a is None or b == pytest.approx(a, rel=1e-4)), (key, name)
+            assert (a is None) == (b is None), (key, name)
+            if a is None:
+                continue
+            moved = (ulp["runs"].get(key) or {}).get("final", {}).get(name)
+            sensitivity = abs(moved - a) / abs(a) if moved is not None and a else 0.0
+            rel = max(1e-4, ROUNDING_MARGIN * sensitivity)
+            widened += [key] if rel > 1e-4 else []
+            assert b == pytest.approx(a, rel=rel), (key, name, rel)
         assert other["curves"]["eval_steps"] == rec["curves"]["eval_steps"]
+    assert len(set(widened)) < len(one["runs"]) / 20  # the stable runs (nearly all) keep 1e-4
     assert [(r["method"], r["protocol"], r["param"]) for r in one["summary"]] == \
            [(r["method"], r["protocol"], r["param"]) for r in side["summary"]]
     # the batched sweep really ran runs side by side: their wall times are shared equally

@@ -295,3 +295,151 @@ def test_stateless_controller_starts_the_episode_once():
     assert [start for _, start in rec.calls] == [True, False, False]
     assert [float(obs[1]) for obs, _ in rec.calls] == [0.0, 0.25, 0.5]  # step_fraction t / total_steps
     assert scheduler.get_last_lr() == pytest.approx([1e-5 ** 0.5])  # action 0: the log-middle of [1e-5, 1]
+
+
+# --------------------------------------------------------------------------- the torch scheduler API
+def _losses(n: int) -> list[float]:
+    return [2.3 * 0.95 ** i + 0.1 * np.sin(3 * i) for i in range(n)]
+
+
+def _sgd(lr: float = 0.1, groups: int = 1) -> torch.optim.SGD:
+    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(groups)], lr=lr)
+
+
+def test_is_a_torch_scheduler_with_torch_counters():
+    from torch.optim.lr_scheduler import LRScheduler
+
+    optimizer = _sgd(0.25)
+    scheduler = ControllerScheduler(tiny_controller({}, obs_dim=1), optimizer, total_steps=10)
+    assert isinstance(scheduler, LRScheduler)
+    assert scheduler.last_epoch == 0 and scheduler.get_last_lr() == [0.25] and scheduler.base_lrs == [0.25]
+    assert optimizer.param_groups[0]["lr"] == 0.25  # construction keeps the optimizer's own rate
+    scheduler.observe(torch.tensor(2.0))
+    scheduler.step()  # no argument: decides from the observed loss
+    assert scheduler.last_epoch == 1 and scheduler.get_last_lr() != [0.25]
+    assert optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0]
+    state = scheduler.state_dict()
+    assert {"last_epoch", "_step_count", "base_lrs", "_last_lr"} <= set(state)
+    assert state["last_epoch"] == 1 and "optimizer" not in state and "controller" not in state
+
+
+def test_step_without_an_observed_loss_is_a_clear_error():
+    scheduler = ControllerScheduler(tiny_controller({}, obs_dim=1), _sgd(), total_steps=10)
+    with pytest.raises(RuntimeError, match=r"no loss observed.*observe\(loss\)"):
+        scheduler.step()
+    scheduler.step(1.0)
+    with pytest.raises(RuntimeError, match="no loss observed"):  # each decision needs its own loss
+        scheduler.step()
+
+
+def test_observe_then_step_gives_the_rates_of_step_loss():
+    ctrl = tiny_controller({"action": "relative", "features": ["step_fraction", "loss_ema"],
+                            "updates_per_step": 2}, obs_dim=4)
+    losses = _losses(15)
+    by_step = _feed(ControllerScheduler(ctrl, _sgd(), total_steps=15), losses)
+    scheduler = ControllerScheduler(ctrl, _sgd(), total_steps=15)
+    by_observe = []
+    for loss in losses:
+        scheduler.observe(loss)
+        scheduler.step()
+        by_observe.append(scheduler.get_last_lr())
+    assert by_observe == by_step and len({tuple(r) for r in by_step}) > 3
+
+
+def test_observe_and_step_take_a_loss_that_requires_grad():
+    """The graph is not kept (the loss is detached), and the rates equal those of plain floats."""
+    ctrl = tiny_controller({"features": ["val_loss"]}, obs_dim=2)
+    losses = [2.0, 1.5, 1.75, 0.875]  # exact in float32
+    as_float = ControllerScheduler(ctrl, _sgd(), total_steps=8)
+    as_graph = ControllerScheduler(ctrl, _sgd(), total_steps=8)
+    w = torch.ones((), requires_grad=True)
+    for i, value in enumerate(losses):
+        as_float.step(value, val_loss=value / 2)
+        loss = w * value
+        if i % 2:
+            as_graph.observe(loss, val_loss=loss / 2)
+            assert not as_graph._pending[0].requires_grad and not as_graph._pending[1].requires_grad
+            as_graph.step()
+        else:
+            as_graph.step(loss, val_loss=loss / 2)
+        assert as_graph.get_last_lr() == as_float.get_last_lr()
+
+
+def test_load_state_dict_of_something_else_is_a_clear_error():
+    scheduler = ControllerScheduler(tiny_controller({}, obs_dim=1), _sgd(), total_steps=10)
+    with pytest.raises(ValueError, match="not a ControllerScheduler state_dict: it lacks .*total_steps"):
+        scheduler.load_state_dict({})
+    linear = torch.optim.lr_scheduler.LinearLR(_sgd(), total_iters=3)
+    with pytest.raises(ValueError, match="not a ControllerScheduler state_dict"):
+        scheduler.load_state_dict(linear.state_dict())
+    with pytest.raises(TypeError, match="takes the dict"):
+        scheduler.load_state_dict(None)
+
+
+def test_state_dict_of_the_format_without_torch_counters_still_loads():
+    ctrl = tiny_controller({}, obs_dim=1)
+    scheduler = ControllerScheduler(ctrl, _sgd(), total_steps=10)
+    _feed(scheduler, [2.0, 1.5, 1.2])
+    old = {k: v for k, v in scheduler.state_dict().items() if k not in ("last_epoch", "_step_count", "base_lrs")}
+    old["last_lr"] = old.pop("_last_lr")
+    resumed = ControllerScheduler(ctrl, _sgd(), total_steps=10)
+    resumed.load_state_dict(old)
+    assert resumed.last_epoch == 3 and resumed.get_last_lr() == scheduler.get_last_lr()
+    assert _feed(resumed, [1.0, 0.9]) == _feed(scheduler, [1.0, 0.9])
+
+
+def test_grad_norm_controller_without_a_gradient_is_a_clear_error():
+    ctrl = tiny_controller({"features": ["grad_norm"]}, obs_dim=2)
+    param = torch.nn.Parameter(torch.ones(2))
+    scheduler = ControllerScheduler(ctrl, torch.optim.SGD([param], lr=0.1), total_steps=5)
+    with pytest.raises(RuntimeError, match=r"before optimizer.zero_grad\(\)"):
+        scheduler.step(1.0)
+    (param ** 2).sum().backward()
+    scheduler.step(1.0)
+
+
+def test_warm_up_in_sequential_lr_then_the_controller():
+    """LinearLR for 4 updates, then the controller, which decides from the loss observed at the
+    milestone on, exactly as a scheduler of its own fed the same losses."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    ctrl = tiny_controller({"features": ["step_fraction", "loss_ema"]}, obs_dim=3)
+    losses = _losses(12)
+    optimizer = _sgd(0.2)
+    warm = LinearLR(optimizer, start_factor=0.1, total_iters=4)
+    controller = ControllerScheduler(ctrl, optimizer, total_steps=9)
+    seq = SequentialLR(optimizer, [warm, controller], milestones=[4])
+    used = []
+    for loss in losses:
+        used.append(optimizer.param_groups[0]["lr"])  # the rate this update uses
+        controller.observe(loss)  # every batch (the warm-up batches' losses are simply replaced)
+        optimizer.step()
+        seq.step()
+    assert used[:4] == pytest.approx([0.02, 0.065, 0.11, 0.155])  # the warm-up
+    alone = _feed(ControllerScheduler(ctrl, _sgd(0.2), total_steps=9), losses[3:11])
+    assert used[4:] == [r[0] for r in alone]  # decided from losses 3, 4, ...: the lag of one batch
+    assert len(set(used[4:])) > 3 and seq.get_last_lr() == controller.get_last_lr()
+    # the sequence's state_dict holds the controller's and round-trips
+    buffer = io.BytesIO()
+    torch.save(seq.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["_schedulers"][1]["calls"] == 9  # decisions from losses 3..11
+
+
+def test_chained_scheduler_scales_the_controllers_rate():
+    from torch.optim.lr_scheduler import ChainedScheduler, MultiplicativeLR
+
+    ctrl = tiny_controller({"action": "relative", "features": ["loss_ema"]}, obs_dim=3)
+    losses = _losses(10)
+    optimizer = _sgd(0.2)
+    controller = ControllerScheduler(ctrl, optimizer, total_steps=10)
+    chain = ChainedScheduler([controller, MultiplicativeLR(optimizer, lambda epoch: 0.5)])
+    got = []
+    for loss in losses:
+        controller.observe(loss)
+        optimizer.step()
+        chain.step()
+        got.append(optimizer.param_groups[0]["lr"])
+    alone = _feed(ControllerScheduler(ctrl, _sgd(0.2), total_steps=10), losses)
+    assert got == [0.5 * r[0] for r in alone]  # (the controller's own state is not the group's rate)

@@ -1,0 +1,85 @@
+"""Controllers shipped with the package (agents/pretrained/NAME/), loadable by name:
+``ControllerScheduler.from_pretrained``, ``load_controller("pretrained:NAME")`` and
+``evaluate.py pretrained:NAME``."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from agents import ControllerScheduler
+from agents.checkpoint import load_controller
+from agents.pretrained import PRETRAINED, card, pretrained_path
+
+TRAINED_FOR = {"sgd": ("sgd", torch.optim.SGD), "adam": ("adam", torch.optim.Adam)}
+
+
+def test_the_names_are_listed_once_and_each_has_its_files():
+    assert set(PRETRAINED) == set(TRAINED_FOR)
+    for name in PRETRAINED:
+        folder = pretrained_path(name)
+        assert {"controller.pt", "settings.json", "CARD.md"} <= {p.name for p in folder.iterdir()}
+        ctrl = load_controller(f"pretrained:{name}")
+        assert ctrl.name == f"pretrained:{name}" and ctrl.trained_task == "digits"
+        assert ctrl.env_kwargs()["optimizer"] == TRAINED_FOR[name][0]
+        text = card(name)  # the card says how it was trained and how it measured, with the commands
+        assert "python train_controller.py" in text and f"python evaluate.py pretrained:{name}" in text
+        assert "Measured" in text
+
+
+@pytest.mark.parametrize("name", sorted(TRAINED_FOR))
+def test_from_pretrained_trains_digits_in_a_plain_loop(name):
+    """The task it was trained on, in a loop of one's own (200 updates, batch 50): it trains at
+    first (what happens later is the card's business: the SGD controller runs at the edge of
+    stability and can collapse late in a run)."""
+    from envs.tasks import make_task
+
+    task = make_task("digits")
+    torch.manual_seed(0)
+    model = task.model_factory()
+    optimizer = TRAINED_FOR[name][1](model.parameters(), lr=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the optimizer it was trained for: no warning
+        scheduler = ControllerScheduler.from_pretrained(name, optimizer, total_steps=200)
+    assert repr(scheduler).startswith(f"ControllerScheduler(controller='pretrained:{name}'")
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(200):
+        idx = torch.randint(0, len(task.x_train), (50,), generator=g)
+        optimizer.zero_grad()
+        loss = task.loss_fn(model(task.x_train[idx]), task.y_train[idx])
+        loss.backward()
+        scheduler.step(loss)
+        optimizer.step()
+        losses.append(loss.item())
+    assert scheduler.last_epoch == 200 and 0 < scheduler.get_last_lr()[0] <= scheduler.control.lr_max
+    early = sum(losses[90:100]) / 10
+    assert early < 0.5, f"{name}: mean batch loss {early:.3f} at updates 90-99 (chance: 2.3)"
+
+
+def test_unknown_name_is_one_clear_error_listing_the_names(tmp_path, capsys):
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="no pretrained controller 'sgdd'; the shipped ones are: sgd, adam"):
+        ControllerScheduler.from_pretrained("sgdd", optimizer)
+    with pytest.raises(ValueError, match="no pretrained controller 'nope'; the shipped ones are: sgd, adam"):
+        load_controller("pretrained:nope")
+    import evaluate
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["pretrained:nope", "--task", "regression2d", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no pretrained controller 'nope'; the shipped ones are: sgd, adam" in err and "Traceback" not in err
+
+
+def test_evaluate_takes_a_pretrained_name(tmp_path):
+    import evaluate
+
+    out = tmp_path / "ev"
+    assert evaluate.main(["pretrained:sgd", "--task", "regression2d", "--updates", "20", "--seeds", "1",
+                          "--baselines", "sgd", "--grid", "paper", "--episodes", "0", "--jobs", "1",
+                          "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["summary"]}
+    assert "pretrained:sgd (trained on digits)" in rows
