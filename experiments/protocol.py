@@ -286,12 +286,13 @@ def run_evaluation(settings: EvaluationSettings, controllers: Sequence[Controlle
     :func:`evaluate_methods` (on ``backend``, default the local pool), draw the figures and write
     the report into ``out``. Returns the results and the Markdown report. ``command`` is recorded
     as what produced them."""
-    from agents.rundir import DirectoryLock, prepare_directory, remove_temp_files
+    from agents.rundir import DirectoryLock, check_entries, prepare_directory, remove_temp_files
     from experiments.plots import write_figures
     from experiments.report import write_report
 
     out = prepare_directory(out)
     with DirectoryLock(out, purpose="evaluate sweep"):
+        check_entries(out, dirs=("runs",))  # a planted runs -> /elsewhere is refused, never followed
         remove_temp_files(out, recursive_into=("runs",))  # left by a sweep killed mid-write
         results = evaluate_methods(settings, controllers, out, progress=progress, backend=backend)
         figures = write_figures(results.rows, results.records, results.common, settings.seeds, out, settings.task)

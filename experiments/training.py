@@ -160,10 +160,10 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
          progress: bool, log_every: int) -> dict:
     from agents.checkpoint import CHECKPOINT_NAMES
     from agents.io import CheckpointError, atomic_write_json, box_to_json, remove_stale_temp_files
-    from agents.rundir import DirectoryLock, clear_run_files, prepare_directory, remove_temp_files
+    from agents.rundir import RUN_FILES, DirectoryLock, check_entries, clear_run_files, prepare_directory, remove_temp_files
     from envs.tasks import DatasetUnavailableError
 
-    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
+    ckpt_name = CHECKPOINT_NAMES[settings.agent]
     try:  # everything refused here is refused before the run directory is touched
         env = make_training_env(settings)
         if resume_ckpt is None or settings.spaces is None:
@@ -181,27 +181,35 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
         raise SettingsError(f"bad agent settings: {exc}") from None
     record = settings.to_json()
 
-    prepare_directory(out)
+    real = prepare_directory(out)  # the directory's real path: every write below goes there
+    ckpt_path = real / ckpt_name
     try:
-        with DirectoryLock(out, purpose="training"):
+        with DirectoryLock(real, purpose="training"):
             if previous:  # overwrite: nothing of the old run may mix with the new one
-                clear_run_files(out)
-            remove_stale_temp_files(out, (ckpt_path.name, "settings.json", "summary.json"))
-            atomic_write_json(out / "settings.json", record)  # first, so a killed run can be resumed
-            return _learn(settings, model, lambda m: save_to(ckpt_path), out, ckpt_path, resume_ckpt,
+                clear_run_files(real)
+            # a symlink planted in a shared run directory is refused, never followed
+            check_entries(real, files=[n for n in RUN_FILES if n != "tb"], dirs=("tb",))
+            remove_stale_temp_files(real, (ckpt_name, "settings.json", "summary.json"))
+            atomic_write_json(real / "settings.json", record)  # first, so a killed run can be resumed
+            return _learn(settings, model, lambda m: save_to(ckpt_path), out, real, resume_ckpt,
                           progress, log_every)
     finally:
-        remove_temp_files(out)
+        remove_temp_files(real)
 
 
-def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, resume_ckpt: Path | None,
+def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_ckpt: Path | None,
            progress: bool, log_every: int) -> dict:
+    """The training loop of a run directory ``out`` (as the user named it; ``real``: its real path,
+    where files are written)."""
     from stable_baselines3.common.logger import configure
 
     from agents.callbacks import EnvInfoCallback, PeriodicCheckpoint, SelectBestCallback, TqdmCallback
     from agents.io import atomic_write_json
 
-    model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+    from agents.checkpoint import CHECKPOINT_NAMES
+
+    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
+    model.set_logger(configure(str(real / "tb"), ["tensorboard"]))
     done_before = int(model.num_timesteps)
     remaining = max(0, settings.steps - done_before)
     if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
@@ -254,7 +262,7 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(real / "summary.json", summary)
     return summary
 
 
