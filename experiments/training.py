@@ -121,7 +121,8 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
            checkpoint_every: int | None = None, overwrite: bool = False, progress: bool = True,
            log_every: int = 1) -> dict:
     """Continue a run (its directory or checkpoint file) up to ``steps`` total env steps; the other
-    settings come from the run (``device``, ``data_root``, ``checkpoint_every`` may change).
+    settings come from the run (``device`` and ``checkpoint_every`` may change). The data root is
+    ``data_root`` (else ``$LRRL_DATA`` or the default), never the one recorded in the run.
 
     A run directory is data, never code: a user task (``module:function``) recorded in its
     settings.json is imported only when the caller names the same task again (``task``)."""
@@ -147,8 +148,10 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
         raise SettingsError(f"--resume: {exc}") from None
     if data_root is not None and not Path(data_root).is_dir():
         raise SettingsError(f"--data-root: {data_root!r} is not a directory")
-    for name, value in (("steps", steps), ("device", device), ("data_root", data_root),
-                        ("checkpoint_every", checkpoint_every)):
+    # datasets are read (and their folders created) only under a data root the caller names
+    # (or $LRRL_DATA), never under one a run directory names: it is a file anyone could edit
+    settings.data_root = data_root
+    for name, value in (("steps", steps), ("device", device), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             setattr(settings, name, value)
     out = Path(out) if out is not None else run_dir
