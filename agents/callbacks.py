@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
@@ -129,12 +130,21 @@ class PeriodicCheckpoint(BaseCallback):
     very step ends is counted (agents count it only after the callbacks ran), and the number of
     steps into an unfinished episode is recorded as ``model.interrupted_episode_steps``, so
     ``train_controller.py --resume`` counts the episode a kill cut short (a resumed run starts a
-    fresh one) and its episode counter matches an uninterrupted run's."""
+    fresh one) and its episode counter matches an uninterrupted run's.
+
+    An agent whose ``selection_unit`` is ``"generation"`` (a policy search) is saved at the end
+    of the generation in which a checkpoint falls due (``on_rollout_end``), so every checkpoint is
+    a generation boundary; run this callback after :class:`SelectBestCallback`, so the saved
+    selection state includes that generation's evaluation."""
 
     def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
         super().__init__()
         self.every, self.save_fn = int(every), save_fn
         self.episode_step = 0
+        self._due = False
+
+    def _by_generation(self) -> bool:
+        return getattr(self.model, "selection_unit", "episode") == "generation"
 
     def _on_step(self) -> bool:
         ended = int(np.sum(self.locals.get("dones", [])))
@@ -142,8 +152,18 @@ class PeriodicCheckpoint(BaseCallback):
         # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
         n_envs = int(getattr(self.model, "n_envs", 1) or 1)
         if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
-            self.save(self.model, pending_episodes=ended)
+            if self._by_generation():
+                # a policy search's state changes once per generation: save at its end (a save
+                # mid-generation would only repeat the previous boundary's state)
+                self._due = True
+            else:
+                self.save(self.model, pending_episodes=ended)
         return True
+
+    def _on_rollout_end(self) -> None:
+        if self._due:
+            self._due = False
+            self.save(self.model)
 
     def save(self, model: Any, pending_episodes: int = 0) -> None:
         """Save ``model`` now (also for the final and the interrupted save)."""
@@ -212,6 +232,10 @@ class SelectBestCallback(BaseCallback):
         self.best_return = self.best_timestep = self.best_parameters = None
         self._checked_at = None
         self.episodes = int(getattr(self.model, "_episode_num", 0) or 0)
+        saved = getattr(self.model, "selection_state", None)
+        if saved is not None:  # a resumed run: its selection so far came back with its checkpoint
+            self.best_return, self.best_timestep = saved["best_return"], saved["best_timestep"]
+            self.best_parameters = {"search": {"mean": torch.as_tensor(saved["best_mean"])}}
 
     def select(self) -> None:
         """Evaluate the current policy now; keep a copy of it if it is the best so far."""
@@ -223,6 +247,10 @@ class SelectBestCallback(BaseCallback):
             self.best_return, self.best_timestep = value, timestep
             self.best_parameters = copy.deepcopy(
                 {name: state for name, state in self.model.get_parameters().items() if "optimizer" not in name})
+            if hasattr(self.model, "selection_state"):  # the agent checkpoints its selection (policy search)
+                self.model.selection_state = {
+                    "best_return": float(value), "best_timestep": timestep,
+                    "best_mean": self.best_parameters["search"]["mean"].double().numpy().copy()}
 
     def _on_step(self) -> bool:
         if self._by_generation():

@@ -214,6 +214,25 @@ def unpickling_refusal(exc: BaseException, path: str | os.PathLike) -> Checkpoin
                            f"(not a readable torch checkpoint: {reason})")
 
 
+def checkpoint_json(payload: dict, key: str, path: str | os.PathLike) -> Any:
+    """``json.loads(payload[key])`` for a JSON string stored in a checkpoint, with one
+    :class:`CheckpointError` naming ``path`` and ``key`` for anything but a modest JSON string
+    (not a string, invalid, larger than 1 MB, or nested so deep that the decoder would recurse
+    out of the stack)."""
+    text = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(text, str):
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is missing or not a JSON string")
+    if len(text) > 1_000_000:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is {len(text)} characters, far larger "
+                              f"than a checkpoint's settings")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is nested too deep to be settings") from None
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is not valid JSON ({exc})") from None
+
+
 # --------------------------------------------------------------------------- spaces <-> JSON
 def box_to_json(box: spaces.Box) -> dict:
     """A ``Box`` as plain JSON (``low``, ``high``, ``dtype``): how settings.json and the

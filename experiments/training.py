@@ -221,10 +221,7 @@ def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_c
         model._episode_num += 1
         model.interrupted_episode_steps = 0
     info_cb = EnvInfoCallback(log_every=log_every)
-    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
-    callbacks = [info_cb, checkpointer]
-    if progress:
-        callbacks.append(TqdmCallback(total=settings.steps, desc=f"{settings.agent} on {settings.task}"))
+    callbacks = [info_cb]
 
     # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
     selector = None
@@ -235,6 +232,11 @@ def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_c
                                    **{**settings.env_kwargs, "fresh_w0": False})
         selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
         callbacks.append(selector)
+    # after the selector: a checkpoint at a generation's end then holds that generation's selection
+    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
+    callbacks.append(checkpointer)
+    if progress:
+        callbacks.append(TqdmCallback(total=settings.steps, desc=f"{settings.agent} on {settings.task}"))
 
     start = time.time()
     try:
