@@ -213,6 +213,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what a ``--resume`` accepts: where and how long the run goes on; everything else is the run's own
+#: (``--agent``, ``--num-envs`` and ``--task`` only when they name the run's own values)
+RESUME_FLAGS = ("resume", "steps", "out", "task", "device", "data_root", "checkpoint_every", "overwrite",
+                "log_every", "no_progress", "threads", "agent", "num_envs")
+#: backend flags that only matter when several seeds train as tasks of a backend (``--seeds``)
+SEEDS_ONLY_FLAGS = ("backend", "jobs", "ray_address", "cpus_per_run", "gpus_per_run", "max_retries")
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, str]:
+    """The flags given on the command line ``argv`` (not left at their default): dest -> the
+    flag as written in ``--help``."""
+    import copy
+
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    names = vars(probe.parse_args(list(argv)))
+    return {a.dest: a.option_strings[0] if a.option_strings else a.dest
+            for a in parser._actions if a.dest in names}
+
+
+def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse flags that would be silently ignored: a ``--resume`` takes only :data:`RESUME_FLAGS`
+    (the rest are the run's own settings), backend flags need ``--seeds``. ``parser.error``."""
+    given = given_flags(parser, argv)
+    if "resume" in given:
+        refused = [flag for dest, flag in given.items() if dest not in RESUME_FLAGS]
+        if refused:
+            accepted = ", ".join(f for d, f in ((a.dest, a.option_strings[0]) for a in parser._actions
+                                                if a.option_strings) if d in RESUME_FLAGS and d != "resume")
+            parser.error(f"--resume continues a run with the settings it was trained with, so "
+                         f"{', '.join(refused)} cannot change; a resume accepts {accepted} "
+                         f"(start a fresh run with --out to change the others)")
+    if "seeds" not in given:
+        ignored = [flag for dest, flag in given.items() if dest in SEEDS_ONLY_FLAGS and dest not in ("backend", "jobs")]
+        if ignored:
+            parser.error(f"{', '.join(ignored)} only apply to several seeds trained as tasks of a backend "
+                         f"(--seeds); one run trains in this process")
+
+
 # --------------------------------------------------------------------------- configuration
 ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
@@ -232,7 +272,7 @@ def settings_from_args(args: argparse.Namespace):
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,
-        task=args.task or "digits", steps=args.steps, seed=args.seed,
+        task="digits" if args.task is None else args.task, steps=args.steps, seed=args.seed,
         num_envs=args.num_envs, device=args.device, data_root=args.data_root,
         checkpoint_every=args.checkpoint_every, workers=args.workers, select_best=args.select_best,
         eval_seeds=args.eval_seed, collapse_termination=args.collapse_termination,
@@ -241,7 +281,9 @@ def settings_from_args(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
+    check_flag_combinations(parser, argv)
     import torch
 
     from agents.rundir import RunDirError, describe_os_error
