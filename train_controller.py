@@ -382,8 +382,11 @@ def _fail(parser: argparse.ArgumentParser, message: str, out) -> int:
 
     from agents.checkpoint import CHECKPOINT_NAMES
 
-    kept = [Path(out) / name for name in set(CHECKPOINT_NAMES.values())] if out else []
-    kept = [p for p in kept if p.is_file()]
+    kept = [Path(out) / name for name in sorted(set(CHECKPOINT_NAMES.values()))] if out else []
+    try:
+        kept = [p for p in kept if p.is_file()]
+    except OSError:  # an --out the file system cannot even look up
+        kept = []
     if kept:
         message += f"; the last good checkpoint {kept[0]} is kept"
     parser.exit(1, f"{parser.prog}: error: {message}\n")

@@ -88,6 +88,22 @@ def remove_temp_files(directory: str | os.PathLike, recursive_into: Iterable[str
 
 
 # --------------------------------------------------------------------------- paths
+def check_path(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` as a ``Path`` if every component fits the file system's name limit (255 bytes on
+    most), else a :class:`RunDirError` saying which component is too long (instead of an
+    ``OSError`` from the first ``exists()``)."""
+    path = Path(path)
+    try:
+        limit = os.pathconf(next((p for p in [path, *path.parents] if p.exists()), Path(".")), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    long = next((part for part in path.parts if len(os.fsencode(part)) > limit), None)
+    if long is not None:
+        raise RunDirError(f"{flag} {str(path)[:80]}...: the name {long[:40]}... is {len(os.fsencode(long))} "
+                          f"bytes long, more than the file system allows ({limit}); choose a shorter {flag}")
+    return path
+
+
 def prepare_directory(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create ``path`` (with parents) and check that files can be written in it. Returns the
     directory's real path (a symlink the user named as ``path`` is resolved once, here; every link
@@ -97,7 +113,7 @@ def prepare_directory(path: str | os.PathLike, flag: str = "--out") -> Path:
         RunDirError: ``path`` is an existing non-directory, lies below a file, is on a read-only
             file system, is not writable, or the disk is full.
     """
-    path = Path(path)
+    path = check_path(path, flag)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path}: is an existing file, not a directory; choose another {flag}")
     for parent in path.parents:

@@ -90,8 +90,9 @@ def _make_agent(settings: TrainSettings, env, resume_ckpt: Path | None):
 def _check_out(out: Path, replacing: bool, overwrite: bool) -> list[str]:
     """``out`` must be a directory (or not exist, with no file above it); a run in it is replaced
     only with ``overwrite``. Returns the files of the run that ``overwrite`` will remove."""
-    from agents.rundir import RunDirError, existing_run_files
+    from agents.rundir import RunDirError, check_path, existing_run_files
 
+    out = check_path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
     below = next((p for p in out.parents if p.exists()), None)
