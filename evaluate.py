@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from agents.rundir import RunDirError, check_path, describe_os_error, remove_temp_files
     from envs.tasks import DatasetUnavailableError, make_task
-    from experiments.protocol import load_controllers, run_evaluation
+    from experiments.protocol import check_controllers, load_controllers, run_evaluation
     from experiments.sweep import backend_from_args
 
     try:
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch=args.batch).validate()
         make_task(settings.task, data_root=settings.data_root)  # its files exist (no work before this)
         controllers = load_controllers(args.checkpoints, settings.task, settings.device)
+        check_controllers(settings, controllers)  # each controller's env, built once before any run
         if not settings.baselines and not controllers:
             raise ValueError("nothing to evaluate: give checkpoints and/or --baselines")
         backend = backend_from_args(args)  # Ray connects here: before anything is written
