@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an atomic checkpoint every N env steps (0: only at the end)")
     g.add_argument("--resume", default=None,
                    help="continue a run: its directory or checkpoint file (settings come from it; "
-                        "a user task 'module:function' must be named again with --task)")
+                        "a user task 'module:function' must be named again with --task). A resume accepts "
+                        + ", ".join("--" + d.replace("_", "-") for d in RESUME_FLAGS if d != "resume")
+                        + "; any other flag is refused")
     g.add_argument("--overwrite", action="store_true",
                    help="start a fresh run in an --out directory that already holds one, deleting its "
                         "checkpoint, settings, summary and TensorBoard logs")
@@ -241,11 +243,12 @@ def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]
     if "resume" in given:
         refused = [flag for dest, flag in given.items() if dest not in RESUME_FLAGS]
         if refused:
-            accepted = ", ".join(f for d, f in ((a.dest, a.option_strings[0]) for a in parser._actions
-                                                if a.option_strings) if d in RESUME_FLAGS and d != "resume")
+            flag_of = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+            accepted = ", ".join(flag_of[d] for d in RESUME_FLAGS if d != "resume")
             parser.error(f"--resume continues a run with the settings it was trained with, so "
                          f"{', '.join(refused)} cannot change; a resume accepts {accepted} "
-                         f"(start a fresh run with --out to change the others)")
+                         f"(--task, --agent and --num-envs only with the run's own values; start a "
+                         f"fresh run with --out to change the others)")
     if "seeds" not in given:
         ignored = [flag for dest, flag in given.items() if dest in SEEDS_ONLY_FLAGS and dest not in ("backend", "jobs")]
         if ignored:
