@@ -22,7 +22,7 @@ import sys
 from typing import Sequence
 
 
-from experiments.config import AGENT_KEYS, AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
+from experiments.config import AGENT_KEYS, AGENTS, SELECTION_SEED
 
 
 # --------------------------------------------------------------------------- arguments
@@ -52,8 +52,36 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
 def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "off") else _finite_float(text)
+
+
+def preset_budget(name: str) -> str:
+    """A preset's default training budget in words, derived from the preset itself (so ``--help``
+    cannot drift from it): ``"5760 steps of 25 updates each (12 generations of 480 steps)"``."""
+    from experiments.config import TrainSettings
+
+    settings = TrainSettings.from_preset(name)
+    updates = int(settings.env_kwargs.get("updates_per_step", 1))
+    text = f"{settings.steps} steps" + (f" of {updates} updates each" if updates > 1 else "")
+    generation = settings.generation_steps
+    if generation is not None:
+        text += f" ({settings.steps // generation} generations of {generation} steps)"
+    return text
+
+
+def preset_budgets() -> str:
+    """Every preset's :func:`preset_budget`, ``name: budget`` joined by ``"; "``."""
+    from experiments.presets import PRESETS
+
+    return "; ".join(f"{name}: {preset_budget(name)}" for name in sorted(PRESETS))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -81,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task name, or a comma-separated list (e.g. digits,regression2d) for "
                         "round-robin episodes across tasks (default digits)")
     g.add_argument("--steps", type=_positive_int, default=None,
-                   help=f"total env steps to train for (default: the preset's, else {DEFAULT_TRAIN_STEPS}; "
-                        f"recommended: 800 steps of 25 updates each); with --resume, "
+                   help=f"total env steps to train for (default: the preset's: {preset_budgets()}); "
+                        f"a policy search needs at least one generation; with --resume, "
                         f"the total including the steps already done")
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
     g.add_argument("--seeds", default=None,
@@ -118,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint, settings, summary and TensorBoard logs")
     g.add_argument("--log-every", type=_positive_int, default=1,
                    help="log env/lr and env/batch_loss to TensorBoard every N steps")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar and no progress lines")
+    g.add_argument("--progress-every", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="when stdout is not a terminal (a log file, CI, a cluster job): print one progress "
+                        "line (steps done/total, elapsed time, best episode return so far) every SECONDS")
     from experiments.sweep import add_backend_arguments
 
     add_backend_arguments(p)
@@ -218,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: what a ``--resume`` accepts: where and how long the run goes on; everything else is the run's own
 #: (``--agent``, ``--num-envs`` and ``--task`` only when they name the run's own values)
 RESUME_FLAGS = ("resume", "steps", "out", "task", "device", "data_root", "checkpoint_every", "overwrite",
-                "log_every", "no_progress", "threads", "agent", "num_envs")
+                "log_every", "no_progress", "progress_every", "threads", "agent", "num_envs")
 #: backend flags that only matter when several seeds train as tasks of a backend (``--seeds``)
 SEEDS_ONLY_FLAGS = ("backend", "jobs", "ray_address", "cpus_per_run", "gpus_per_run", "max_retries")
 
@@ -326,10 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings_from_args(args)
             out = args.out or str(training.default_run_dir(settings))
             run = functools.partial(training.train, settings, out)
+            generation = settings.generation_steps
+            if generation is not None and settings.steps % generation:
+                print(f"note: the policy search runs whole generations of {generation} steps: --steps "
+                      f"{settings.steps} trains {settings.steps // generation * generation} steps "
+                      f"({settings.steps // generation} generations)", file=sys.stderr)
     except ValueError as exc:  # bad flags or settings: one line, exit status 2, nothing written
         parser.error(str(exc))
     try:
-        summary = run(overwrite=args.overwrite, progress=not args.no_progress, log_every=args.log_every)
+        summary = run(overwrite=args.overwrite, progress=not args.no_progress, log_every=args.log_every,
+                      progress_every=args.progress_every)
     except SettingsError as exc:
         parser.error(str(exc))
     except training.TrainingInterrupted as exc:
@@ -397,16 +434,35 @@ def _fail(parser: argparse.ArgumentParser, message: str, out) -> int:
 
 
 def _print_summary(summary: dict) -> None:
+    """The run in a few lines; the last two are the saved controller's own result on the
+    validation seed and constant SGD's on the same seed (the last training episode is an
+    exploration episode, labelled as such)."""
     fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     out = summary["out"]
+
+    def result(r: dict) -> str:
+        if r.get("error"):
+            return f"could not be measured ({r['error']})"
+        if r.get("diverged"):
+            return "diverged"
+        return (f"final train loss {fmt(r.get('final_train_loss'))}, test loss {fmt(r.get('final_test_loss'))}, "
+                f"test accuracy {fmt(r.get('final_test_accuracy'))}")
+
+    last = summary.get("last_training_episode") or {}
+    sgd = summary.get("sgd_reference") or {}
+    mine = {k: summary.get(k) for k in ("final_train_loss", "final_test_loss", "final_test_accuracy", "diverged")}
+    if summary.get("controller_error"):
+        mine["error"] = summary["controller_error"]
     print(f"\n{summary['agent']} on {summary['task']} (seed {summary['seed']}): {summary['steps_total']} steps "
           f"({summary['steps_this_run']} this run, {summary['episodes_this_run']} episodes) "
           f"in {summary['wall_time_s']:.1f} s\n"
-          f"  last episode: final train loss {fmt(summary['final_train_loss'])}, "
-          f"test loss {fmt(summary['final_test_loss'])}, final batch loss {fmt(summary['final_batch_loss'])}, "
-          f"mean lr {fmt(summary['last_episode_mean_lr'])}, diverged {fmt(summary['last_episode_diverged'])}\n"
+          f"  last training episode (exploration, not the saved controller): final train loss "
+          f"{fmt(last.get('final_train_loss'))}, mean lr {fmt(last.get('mean_lr'))}, diverged {fmt(last.get('diverged'))}\n"
           f"  mean lr over training {fmt(summary['mean_lr'])}\n"
-          f"  saved {summary['checkpoint']}, {out}/settings.json, {out}/summary.json, TensorBoard: {out}/tb")
+          f"  saved {summary['checkpoint']}, {out}/settings.json, {out}/summary.json, TensorBoard: {out}/tb\n"
+          f"  saved controller on validation seed {summary.get('validation_seed')}: {result(mine)}, "
+          f"mean lr {fmt(summary.get('controller_mean_lr'))}\n"
+          f"  constant SGD at lr {fmt(sgd.get('lr'))}, same seed: {result(sgd)}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 :class:`~agents.actor_critic.ActorCritic` and :class:`~agents.policy_search.PolicySearch` alike):
 
 - :class:`TqdmCallback`: a progress bar over env steps;
+- :class:`ProgressLineCallback`: a periodic one-line progress report (output that is not a terminal);
 - :class:`EnvInfoCallback`: logs what the env reports (rate, losses, divergence);
 - :class:`PeriodicCheckpoint`: atomic checkpoints every N env steps;
 - :class:`SelectBestCallback`: checkpoint selection: evaluates the deterministic policy on
@@ -51,6 +52,51 @@ class TqdmCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class ProgressLineCallback(BaseCallback):
+    """One plain line of progress every ``every_s`` seconds (and when training ends), for output
+    that is not a terminal (a log file, CI, a cluster job), where a tqdm bar shows nothing useful:
+    ``progress: 960/5760 steps (17%), 1m02s elapsed, best episode return so far -1.23``.
+    ``write``: where the line goes (default: ``print`` to stdout, flushed)."""
+
+    def __init__(self, total: int, every_s: float = 30.0, desc: str = "training",
+                 write: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        import time
+
+        self.total, self.every_s, self.desc = int(total), float(every_s), desc
+        self.write = write or (lambda text: print(text, flush=True))
+        self.clock = clock or time.monotonic
+        self.best: float | None = None
+        self._start = self._last = 0.0
+
+    def _on_training_start(self) -> None:
+        self._start = self._last = self.clock()
+
+    def _note_returns(self) -> None:
+        for episode in getattr(self.model, "ep_info_buffer", None) or ():
+            r = float(episode.get("r", float("nan")))
+            if math.isfinite(r) and (self.best is None or r > self.best):
+                self.best = r
+
+    def line(self) -> str:
+        self._note_returns()
+        done, elapsed = int(self.model.num_timesteps), self.clock() - self._start
+        minutes, seconds = divmod(int(elapsed), 60)
+        best = "n/a" if self.best is None else f"{self.best:.4g}"
+        return (f"progress ({self.desc}): {done}/{self.total} steps ({100 * done / max(self.total, 1):.0f}%), "
+                f"{minutes}m{seconds:02d}s elapsed, best episode return so far {best}")
+
+    def _on_step(self) -> bool:
+        now = self.clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.write(self.line())
+        return True
+
+    def _on_training_end(self) -> None:
+        self.write(self.line())
 
 
 class EnvInfoCallback(BaseCallback):
