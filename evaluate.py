@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from agents.rundir import RunDirError, describe_os_error, remove_temp_files
+    from agents.rundir import RunDirError, check_path, describe_os_error, remove_temp_files
     from envs.tasks import DatasetUnavailableError, make_task
-    from lrrl.protocol import load_controllers, run_evaluation
+    from lrrl.protocol import check_controllers, load_controllers, run_evaluation
     from lrrl.sweep import backend_from_args
 
     try:
@@ -96,12 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch=args.batch).validate()
         make_task(settings.task, data_root=settings.data_root)  # its files exist (no work before this)
         controllers = load_controllers(args.checkpoints, settings.task, settings.device)
+        check_controllers(settings, controllers)  # each controller's env, built once before any run
         if not settings.baselines and not controllers:
             raise ValueError("nothing to evaluate: give checkpoints and/or --baselines")
         backend = backend_from_args(args)  # Ray connects here: before anything is written
     except (ValueError, DatasetUnavailableError) as exc:  # bad input: one line, exit status 2
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    out = Path(args.out or f"results/evaluate-{settings.task}")
+    try:  # a name the file system cannot hold: one line, before any run
+        out = check_path(args.out or f"results/evaluate-{settings.task}")
+    except RunDirError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     words = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         torch.set_num_threads(1)

@@ -22,7 +22,7 @@ import sys
 from typing import Sequence
 
 
-from lrrl.config import AGENT_KEYS, AGENTS, DEFAULT_TRAIN_STEPS, SELECTION_SEED
+from lrrl.config import AGENT_KEYS, AGENTS, SELECTION_SEED
 
 
 # --------------------------------------------------------------------------- arguments
@@ -52,8 +52,36 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
 def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "off") else _finite_float(text)
+
+
+def preset_budget(name: str) -> str:
+    """A preset's default training budget in words, derived from the preset itself (so ``--help``
+    cannot drift from it): ``"5760 steps of 25 updates each (12 generations of 480 steps)"``."""
+    from lrrl.config import TrainSettings
+
+    settings = TrainSettings.from_preset(name)
+    updates = int(settings.env_kwargs.get("updates_per_step", 1))
+    text = f"{settings.steps} steps" + (f" of {updates} updates each" if updates > 1 else "")
+    generation = settings.generation_steps
+    if generation is not None:
+        text += f" ({settings.steps // generation} generations of {generation} steps)"
+    return text
+
+
+def preset_budgets() -> str:
+    """Every preset's :func:`preset_budget`, ``name: budget`` joined by ``"; "``."""
+    from lrrl.presets import PRESETS
+
+    return "; ".join(f"{name}: {preset_budget(name)}" for name in sorted(PRESETS))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -81,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task name, or a comma-separated list (e.g. digits,regression2d) for "
                         "round-robin episodes across tasks (default digits)")
     g.add_argument("--steps", type=_positive_int, default=None,
-                   help=f"total env steps to train for (default: the preset's, else {DEFAULT_TRAIN_STEPS}; "
-                        f"recommended: 800 steps of 25 updates each); with --resume, "
+                   help=f"total env steps to train for (default: the preset's: {preset_budgets()}); "
+                        f"a policy search needs at least one generation; with --resume, "
                         f"the total including the steps already done")
     g.add_argument("--seed", type=_nonneg_int, default=None, help="seed of the agent and the env (default 0)")
     g.add_argument("--seeds", default=None,
@@ -110,13 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an atomic checkpoint every N env steps (0: only at the end)")
     g.add_argument("--resume", default=None,
                    help="continue a run: its directory or checkpoint file (settings come from it; "
-                        "a user task 'module:function' must be named again with --task)")
+                        "a user task 'module:function' must be named again with --task). A resume accepts "
+                        + ", ".join("--" + d.replace("_", "-") for d in RESUME_FLAGS if d != "resume")
+                        + "; any other flag is refused")
     g.add_argument("--overwrite", action="store_true",
                    help="start a fresh run in an --out directory that already holds one, deleting its "
                         "checkpoint, settings, summary and TensorBoard logs")
     g.add_argument("--log-every", type=_positive_int, default=1,
                    help="log env/lr and env/batch_loss to TensorBoard every N steps")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar and no progress lines")
+    g.add_argument("--progress-every", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="when stdout is not a terminal (a log file, CI, a cluster job): print one progress "
+                        "line (steps done/total, elapsed time, best episode return so far) every SECONDS")
     from lrrl.sweep import add_backend_arguments
 
     add_backend_arguments(p)
@@ -213,6 +246,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what a ``--resume`` accepts: where and how long the run goes on; everything else is the run's own
+#: (``--agent``, ``--num-envs`` and ``--task`` only when they name the run's own values)
+RESUME_FLAGS = ("resume", "steps", "out", "task", "device", "data_root", "checkpoint_every", "overwrite",
+                "log_every", "no_progress", "progress_every", "threads", "agent", "num_envs")
+#: backend flags that only matter when several seeds train as tasks of a backend (``--seeds``)
+SEEDS_ONLY_FLAGS = ("backend", "jobs", "ray_address", "cpus_per_run", "gpus_per_run", "max_retries")
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, str]:
+    """The flags given on the command line ``argv`` (not left at their default): dest -> the
+    flag as written in ``--help``."""
+    import copy
+
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    names = vars(probe.parse_args(list(argv)))
+    return {a.dest: a.option_strings[0] if a.option_strings else a.dest
+            for a in parser._actions if a.dest in names}
+
+
+def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse flags that would be silently ignored: a ``--resume`` takes only :data:`RESUME_FLAGS`
+    (the rest are the run's own settings), backend flags need ``--seeds``. ``parser.error``."""
+    given = given_flags(parser, argv)
+    if "resume" in given:
+        refused = [flag for dest, flag in given.items() if dest not in RESUME_FLAGS]
+        if refused:
+            flag_of = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+            accepted = ", ".join(flag_of[d] for d in RESUME_FLAGS if d != "resume")
+            parser.error(f"--resume continues a run with the settings it was trained with, so "
+                         f"{', '.join(refused)} cannot change; a resume accepts {accepted} "
+                         f"(--task, --agent and --num-envs only with the run's own values; start a "
+                         f"fresh run with --out to change the others)")
+    if "seeds" not in given:
+        ignored = [flag for dest, flag in given.items() if dest in SEEDS_ONLY_FLAGS and dest not in ("backend", "jobs")]
+        if ignored:
+            parser.error(f"{', '.join(ignored)} only apply to several seeds trained as tasks of a backend "
+                         f"(--seeds); one run trains in this process")
+
+
 # --------------------------------------------------------------------------- configuration
 ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
@@ -232,7 +306,7 @@ def settings_from_args(args: argparse.Namespace):
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,
-        task=args.task or "digits", steps=args.steps, seed=args.seed,
+        task="digits" if args.task is None else args.task, steps=args.steps, seed=args.seed,
         num_envs=args.num_envs, device=args.device, data_root=args.data_root,
         checkpoint_every=args.checkpoint_every, workers=args.workers, select_best=args.select_best,
         eval_seeds=args.eval_seed, collapse_termination=args.collapse_termination,
@@ -241,7 +315,9 @@ def settings_from_args(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
+    check_flag_combinations(parser, argv)
     import torch
 
     from agents.rundir import RunDirError, describe_os_error
@@ -281,10 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings_from_args(args)
             out = args.out or str(training.default_run_dir(settings))
             run = functools.partial(training.train, settings, out)
+            generation = settings.generation_steps
+            if generation is not None and settings.steps % generation:
+                print(f"note: the policy search runs whole generations of {generation} steps: --steps "
+                      f"{settings.steps} trains {settings.steps // generation * generation} steps "
+                      f"({settings.steps // generation} generations)", file=sys.stderr)
     except ValueError as exc:  # bad flags or settings: one line, exit status 2, nothing written
         parser.error(str(exc))
     try:
-        summary = run(overwrite=args.overwrite, progress=not args.no_progress, log_every=args.log_every)
+        summary = run(overwrite=args.overwrite, progress=not args.no_progress, log_every=args.log_every,
+                      progress_every=args.progress_every)
     except SettingsError as exc:
         parser.error(str(exc))
     except training.TrainingInterrupted as exc:
@@ -340,8 +422,11 @@ def _fail(parser: argparse.ArgumentParser, message: str, out) -> int:
 
     from agents.checkpoint import CHECKPOINT_NAMES
 
-    kept = [Path(out) / name for name in set(CHECKPOINT_NAMES.values())] if out else []
-    kept = [p for p in kept if p.is_file()]
+    kept = [Path(out) / name for name in sorted(set(CHECKPOINT_NAMES.values()))] if out else []
+    try:
+        kept = [p for p in kept if p.is_file()]
+    except OSError:  # an --out the file system cannot even look up
+        kept = []
     if kept:
         message += f"; the last good checkpoint {kept[0]} is kept"
     parser.exit(1, f"{parser.prog}: error: {message}\n")
@@ -349,16 +434,35 @@ def _fail(parser: argparse.ArgumentParser, message: str, out) -> int:
 
 
 def _print_summary(summary: dict) -> None:
+    """The run in a few lines; the last two are the saved controller's own result on the
+    validation seed and constant SGD's on the same seed (the last training episode is an
+    exploration episode, labelled as such)."""
     fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     out = summary["out"]
+
+    def result(r: dict) -> str:
+        if r.get("error"):
+            return f"could not be measured ({r['error']})"
+        if r.get("diverged"):
+            return "diverged"
+        return (f"final train loss {fmt(r.get('final_train_loss'))}, test loss {fmt(r.get('final_test_loss'))}, "
+                f"test accuracy {fmt(r.get('final_test_accuracy'))}")
+
+    last = summary.get("last_training_episode") or {}
+    sgd = summary.get("sgd_reference") or {}
+    mine = {k: summary.get(k) for k in ("final_train_loss", "final_test_loss", "final_test_accuracy", "diverged")}
+    if summary.get("controller_error"):
+        mine["error"] = summary["controller_error"]
     print(f"\n{summary['agent']} on {summary['task']} (seed {summary['seed']}): {summary['steps_total']} steps "
           f"({summary['steps_this_run']} this run, {summary['episodes_this_run']} episodes) "
           f"in {summary['wall_time_s']:.1f} s\n"
-          f"  last episode: final train loss {fmt(summary['final_train_loss'])}, "
-          f"test loss {fmt(summary['final_test_loss'])}, final batch loss {fmt(summary['final_batch_loss'])}, "
-          f"mean lr {fmt(summary['last_episode_mean_lr'])}, diverged {fmt(summary['last_episode_diverged'])}\n"
+          f"  last training episode (exploration, not the saved controller): final train loss "
+          f"{fmt(last.get('final_train_loss'))}, mean lr {fmt(last.get('mean_lr'))}, diverged {fmt(last.get('diverged'))}\n"
           f"  mean lr over training {fmt(summary['mean_lr'])}\n"
-          f"  saved {summary['checkpoint']}, {out}/settings.json, {out}/summary.json, TensorBoard: {out}/tb")
+          f"  saved {summary['checkpoint']}, {out}/settings.json, {out}/summary.json, TensorBoard: {out}/tb\n"
+          f"  saved controller on validation seed {summary.get('validation_seed')}: {result(mine)}, "
+          f"mean lr {fmt(summary.get('controller_mean_lr'))}\n"
+          f"  constant SGD at lr {fmt(sgd.get('lr'))}, same seed: {result(sgd)}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor, nn
 
-from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
+from agents.io import (CheckpointError, atomic_torch_save, box_from_json, box_to_json, checkpoint_json,
+                       safe_torch_load)
 from agents.sb3_shape import SB3Shaped
 
 FORMAT = "lrrl-actor-critic/1"
@@ -657,7 +658,7 @@ class ActorCritic(SB3Shaped):
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError(f"{str(path)!r} is not an actor-critic checkpoint (format {FORMAT!r})")
         try:
-            settings = json.loads(payload["settings_json"])
+            settings = checkpoint_json(payload, "settings_json", path)
             agent = cls(env=env, **{**settings["hyperparameters"], **overrides}, seed=settings["seed"],
                         device=device, observation_space=box_from_json(settings["observation_space"]),
                         action_space=box_from_json(settings["action_space"]))

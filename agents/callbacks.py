@@ -2,6 +2,7 @@
 :class:`~agents.actor_critic.ActorCritic` and :class:`~agents.policy_search.PolicySearch` alike):
 
 - :class:`TqdmCallback`: a progress bar over env steps;
+- :class:`ProgressLineCallback`: a periodic one-line progress report (output that is not a terminal);
 - :class:`EnvInfoCallback`: logs what the env reports (rate, losses, divergence);
 - :class:`PeriodicCheckpoint`: atomic checkpoints every N env steps;
 - :class:`SelectBestCallback`: checkpoint selection: evaluates the deterministic policy on
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 
@@ -50,6 +52,51 @@ class TqdmCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class ProgressLineCallback(BaseCallback):
+    """One plain line of progress every ``every_s`` seconds (and when training ends), for output
+    that is not a terminal (a log file, CI, a cluster job), where a tqdm bar shows nothing useful:
+    ``progress: 960/5760 steps (17%), 1m02s elapsed, best episode return so far -1.23``.
+    ``write``: where the line goes (default: ``print`` to stdout, flushed)."""
+
+    def __init__(self, total: int, every_s: float = 30.0, desc: str = "training",
+                 write: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        import time
+
+        self.total, self.every_s, self.desc = int(total), float(every_s), desc
+        self.write = write or (lambda text: print(text, flush=True))
+        self.clock = clock or time.monotonic
+        self.best: float | None = None
+        self._start = self._last = 0.0
+
+    def _on_training_start(self) -> None:
+        self._start = self._last = self.clock()
+
+    def _note_returns(self) -> None:
+        for episode in getattr(self.model, "ep_info_buffer", None) or ():
+            r = float(episode.get("r", float("nan")))
+            if math.isfinite(r) and (self.best is None or r > self.best):
+                self.best = r
+
+    def line(self) -> str:
+        self._note_returns()
+        done, elapsed = int(self.model.num_timesteps), self.clock() - self._start
+        minutes, seconds = divmod(int(elapsed), 60)
+        best = "n/a" if self.best is None else f"{self.best:.4g}"
+        return (f"progress ({self.desc}): {done}/{self.total} steps ({100 * done / max(self.total, 1):.0f}%), "
+                f"{minutes}m{seconds:02d}s elapsed, best episode return so far {best}")
+
+    def _on_step(self) -> bool:
+        now = self.clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.write(self.line())
+        return True
+
+    def _on_training_end(self) -> None:
+        self.write(self.line())
 
 
 class EnvInfoCallback(BaseCallback):
@@ -129,12 +176,21 @@ class PeriodicCheckpoint(BaseCallback):
     very step ends is counted (agents count it only after the callbacks ran), and the number of
     steps into an unfinished episode is recorded as ``model.interrupted_episode_steps``, so
     ``train_controller.py --resume`` counts the episode a kill cut short (a resumed run starts a
-    fresh one) and its episode counter matches an uninterrupted run's."""
+    fresh one) and its episode counter matches an uninterrupted run's.
+
+    An agent whose ``selection_unit`` is ``"generation"`` (a policy search) is saved at the end
+    of the generation in which a checkpoint falls due (``on_rollout_end``), so every checkpoint is
+    a generation boundary; run this callback after :class:`SelectBestCallback`, so the saved
+    selection state includes that generation's evaluation."""
 
     def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
         super().__init__()
         self.every, self.save_fn = int(every), save_fn
         self.episode_step = 0
+        self._due = False
+
+    def _by_generation(self) -> bool:
+        return getattr(self.model, "selection_unit", "episode") == "generation"
 
     def _on_step(self) -> bool:
         ended = int(np.sum(self.locals.get("dones", [])))
@@ -142,8 +198,18 @@ class PeriodicCheckpoint(BaseCallback):
         # num_timesteps grows by num_envs per call with a vector env: save on crossing a multiple
         n_envs = int(getattr(self.model, "n_envs", 1) or 1)
         if self.every > 0 and self.num_timesteps // self.every > (self.num_timesteps - n_envs) // self.every:
-            self.save(self.model, pending_episodes=ended)
+            if self._by_generation():
+                # a policy search's state changes once per generation: save at its end (a save
+                # mid-generation would only repeat the previous boundary's state)
+                self._due = True
+            else:
+                self.save(self.model, pending_episodes=ended)
         return True
+
+    def _on_rollout_end(self) -> None:
+        if self._due:
+            self._due = False
+            self.save(self.model)
 
     def save(self, model: Any, pending_episodes: int = 0) -> None:
         """Save ``model`` now (also for the final and the interrupted save)."""
@@ -212,6 +278,10 @@ class SelectBestCallback(BaseCallback):
         self.best_return = self.best_timestep = self.best_parameters = None
         self._checked_at = None
         self.episodes = int(getattr(self.model, "_episode_num", 0) or 0)
+        saved = getattr(self.model, "selection_state", None)
+        if saved is not None:  # a resumed run: its selection so far came back with its checkpoint
+            self.best_return, self.best_timestep = saved["best_return"], saved["best_timestep"]
+            self.best_parameters = {"search": {"mean": torch.as_tensor(saved["best_mean"])}}
 
     def select(self) -> None:
         """Evaluate the current policy now; keep a copy of it if it is the best so far."""
@@ -223,6 +293,10 @@ class SelectBestCallback(BaseCallback):
             self.best_return, self.best_timestep = value, timestep
             self.best_parameters = copy.deepcopy(
                 {name: state for name, state in self.model.get_parameters().items() if "optimizer" not in name})
+            if hasattr(self.model, "selection_state"):  # the agent checkpoints its selection (policy search)
+                self.model.selection_state = {
+                    "best_return": float(value), "best_timestep": timestep,
+                    "best_mean": self.best_parameters["search"]["mean"].double().numpy().copy()}
 
     def _on_step(self) -> bool:
         if self._by_generation():

@@ -7,17 +7,22 @@ with ``weights_only=False``.
 
 Writes go to a temporary file in the target's directory, are flushed to disk, then renamed
 over the target with :func:`os.replace`, so a crash (even SIGKILL) leaves either the old
-file or the new one, never half a file.
+file or the new one, never half a file. A target (or its directory) that is a symbolic link
+or another non-regular file is refused (:class:`UnsafePathError`): run directories are shared,
+and a planted link must not make us overwrite a file outside them. Written files get mode
+``0o666`` less the umask, as a plain ``open`` would give them.
 
 This module imports nothing from ``agents`` or ``envs``: every other module may use it.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import pickle
-import tempfile
+import secrets
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -33,11 +38,66 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- atomic writes
+class UnsafePathError(OSError):
+    """A file we are about to write (or the directory it goes in) is a symbolic link or another
+    non-regular file: following it could overwrite a file outside the run directory, so it is
+    refused. The message is one line for the user."""
+
+
+def _is_link_or_special(path: Path, want_dir: bool) -> str | None:
+    """``None`` if ``path`` is absent or a real file (``want_dir``: a real directory); else what it is."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if want_dir and not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if not want_dir and not stat.S_ISREG(st.st_mode):
+        return "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+    return None
+
+
+def check_writable_target(path: str | os.PathLike) -> None:
+    """Refuse to write ``path`` if it, or the directory it goes in, is a symbolic link or not a
+    regular file / directory (:class:`UnsafePathError`). A symlink planted in a shared run
+    directory would otherwise make us overwrite whatever it points to."""
+    path = Path(path)
+    what = _is_link_or_special(path.parent, want_dir=True)
+    if what is not None:
+        raise UnsafePathError(errno.ELOOP, f"refusing to write into {path.parent}: it is {what}, "
+                                           f"which could point outside the directory; remove it and retry",
+                              str(path.parent))
+    what = _is_link_or_special(path, want_dir=False)
+    if what is not None:
+        raise UnsafePathError(errno.ELOOP, f"refusing to write {path}: it is {what}, which could point "
+                                           f"outside the directory; remove it and retry", str(path))
+
+
+def _open_temp(directory: Path, name: str) -> tuple[int, Path]:
+    """A new temp file ``.<name>.<random>.tmp`` in ``directory``, created exclusively and never
+    through a symlink (``O_EXCL | O_NOFOLLOW``), with mode ``0o666`` less the umask (what a plain
+    ``open`` would give, so colleagues can read a run if the umask allows)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(directory))
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, rename it to ``path``."""
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, rename it to ``path``.
+    ``path`` and its directory must not be symlinks (:func:`check_writable_target`); the rename
+    replaces a directory entry, so even a symlink planted between the check and the rename is
+    replaced, never followed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_writable_target(path)
+    fd, tmp = _open_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -152,6 +212,25 @@ def unpickling_refusal(exc: BaseException, path: str | os.PathLike) -> Checkpoin
             f"by train_controller.py")
     return CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt "
                            f"(not a readable torch checkpoint: {reason})")
+
+
+def checkpoint_json(payload: dict, key: str, path: str | os.PathLike) -> Any:
+    """``json.loads(payload[key])`` for a JSON string stored in a checkpoint, with one
+    :class:`CheckpointError` naming ``path`` and ``key`` for anything but a modest JSON string
+    (not a string, invalid, larger than 1 MB, or nested so deep that the decoder would recurse
+    out of the stack)."""
+    text = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(text, str):
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is missing or not a JSON string")
+    if len(text) > 1_000_000:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is {len(text)} characters, far larger "
+                              f"than a checkpoint's settings")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is nested too deep to be settings") from None
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {key} is not valid JSON ({exc})") from None
 
 
 # --------------------------------------------------------------------------- spaces <-> JSON

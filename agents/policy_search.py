@@ -53,7 +53,8 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.io import CheckpointError, atomic_torch_save, box_from_json, box_to_json, safe_torch_load
+from agents.io import (CheckpointError, atomic_torch_save, box_from_json, box_to_json, checkpoint_json,
+                       safe_torch_load)
 from agents.sb3_shape import SB3Shaped
 
 FORMAT = "lrrl-policy-search-v1"
@@ -210,6 +211,13 @@ class PolicySearch(SB3Shaped):
         self.num_timesteps = 0
         self.generation = 0
         self._episode_num = 0
+        #: the counters and sampling state at the start of the generation under way (``None``
+        #: between generations): what :meth:`save` writes mid-generation, so a checkpoint is
+        #: always a generation boundary and a resumed search repeats that generation exactly
+        self._generation_start: dict | None = None
+        #: checkpoint selection's best so far (:class:`agents.callbacks.SelectBestCallback` keeps
+        #: it here, so that it is saved and a resumed run selects as an uninterrupted one would)
+        self.selection_state: dict | None = None
         self.ep_info_buffer: deque = deque(maxlen=100)
         self._logger: Logger | None = None
         self._custom_logger = False
@@ -255,6 +263,8 @@ class PolicySearch(SB3Shaped):
                 break
             if episode_steps is None and self.num_timesteps >= total:
                 break
+            self._generation_start = {"num_timesteps": self.num_timesteps, "episode_num": self._episode_num,
+                                      "rng": json.dumps(self.rng.bit_generator.state)}
             callback.on_rollout_start()
             half = self.rng.standard_normal((self.population // 2, self.mean.size))
             candidates = self.mean + self.std * np.concatenate([half, -half])
@@ -280,6 +290,7 @@ class PolicySearch(SB3Shaped):
                 break
             self._update(candidates, np.asarray(returns))
             self.generation += 1
+            self._generation_start = None
             callback.on_rollout_end()  # a generation is done: checkpoint selection looks here
             if log_interval and self.generation % log_interval == 0:
                 self._dump_logs(returns, start_time, start_steps)
@@ -370,12 +381,23 @@ class PolicySearch(SB3Shaped):
                 "action_space": box_to_json(self.action_space)}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Atomic checkpoint of tensors and plain numbers (loaded with ``weights_only=True``)."""
+        """Atomic checkpoint of tensors and plain numbers (loaded with ``weights_only=True``).
+
+        A checkpoint is always a generation boundary: saved mid-generation (a periodic checkpoint,
+        Ctrl-C), it holds the state at the start of the generation under way (its steps are not
+        counted, its candidates not yet drawn), so a search resumed from it runs that generation
+        again, exactly, and ends where an uninterrupted search ends."""
+        start = self._generation_start
         payload = {"format": FORMAT, "settings_json": json.dumps(self.settings()),
                    "mean": torch.as_tensor(self.mean), "std": torch.as_tensor(self.std),
-                   "rng_json": json.dumps(self.rng.bit_generator.state),
-                   "num_timesteps": self.num_timesteps, "generation": self.generation,
-                   "episode_num": self._episode_num}
+                   "rng_json": start["rng"] if start else json.dumps(self.rng.bit_generator.state),
+                   "num_timesteps": start["num_timesteps"] if start else self.num_timesteps,
+                   "generation": self.generation,
+                   "episode_num": start["episode_num"] if start else self._episode_num}
+        if self.selection_state is not None:
+            payload["selection_json"] = json.dumps({k: self.selection_state[k]
+                                                    for k in ("best_return", "best_timestep")})
+            payload["selection_mean"] = torch.as_tensor(self.selection_state["best_mean"])
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -386,7 +408,7 @@ class PolicySearch(SB3Shaped):
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError(f"{str(path)!r} is not a policy-search checkpoint (format {FORMAT!r})")
         try:
-            settings = json.loads(payload["settings_json"])
+            settings = checkpoint_json(payload, "settings_json", path)
             agent = cls(env=env, **{**settings["hyperparameters"], **overrides}, seed=settings["seed"],
                         device=device, observation_space=box_from_json(settings["observation_space"]),
                         action_space=box_from_json(settings["action_space"]))
@@ -395,11 +417,19 @@ class PolicySearch(SB3Shaped):
             if mean.shape != agent.mean.shape or std.shape != agent.std.shape:
                 raise ValueError(f"parameters of shape {mean.shape}, expected {agent.mean.shape}")
             agent.mean, agent.std = mean, std
-            agent.rng.bit_generator.state = json.loads(payload["rng_json"])
+            agent.rng.bit_generator.state = checkpoint_json(payload, "rng_json", path)
             agent.num_timesteps = int(payload["num_timesteps"])
             agent.generation = int(payload["generation"])
             agent._episode_num = int(payload["episode_num"])
-        except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+            if "selection_json" in payload:
+                selection = checkpoint_json(payload, "selection_json", path)
+                best_mean = payload["selection_mean"].double().numpy().copy()
+                if best_mean.shape != agent.mean.shape:
+                    raise ValueError(f"selected mean of shape {best_mean.shape}, expected {agent.mean.shape}")
+                agent.selection_state = {"best_return": float(selection["best_return"]),
+                                         "best_timestep": int(selection["best_timestep"]),
+                                         "best_mean": best_mean}
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError, json.JSONDecodeError) as exc:
             if isinstance(exc, CheckpointError):
                 raise
             raise CheckpointError(f"{str(path)!r} is an inconsistent policy-search checkpoint "

@@ -12,6 +12,10 @@ Used by ``train_controller.py`` (a run directory) and ``evaluate.py`` (a results
   process is taken over with a note.
 - :func:`existing_run_files` / :func:`clear_run_files`: what a fresh run would replace
   (``train_controller.py`` refuses unless ``--overwrite``).
+- :func:`check_entries`: the files and subdirectories we write in a directory must not be symlinks
+  (a planted ``tb -> /elsewhere`` or ``summary.json -> ~/file`` is refused, never followed); the
+  lock file likewise. Writes themselves go through :mod:`agents.io`'s atomic writes, which refuse
+  the same.
 - :func:`describe_os_error`: ``OSError`` -> one line (``no space left on DIR``, read-only file
   system, permission denied, ...); :func:`remove_temp_files` deletes ``*.tmp`` files that a failed
   atomic write left behind.
@@ -22,9 +26,12 @@ import errno
 import os
 import shutil
 import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
+
+from agents.io import UnsafePathError, check_writable_target
 
 try:
     import fcntl
@@ -43,6 +50,8 @@ class RunDirError(RuntimeError):
 # --------------------------------------------------------------------------- errors
 def describe_os_error(exc: OSError, directory: str | os.PathLike) -> str:
     """One line for an ``OSError`` met while writing in ``directory``."""
+    if isinstance(exc, UnsafePathError):
+        return exc.strerror
     directory = str(directory)
     target = exc.filename if getattr(exc, "filename", None) else directory
     code = exc.errno
@@ -67,8 +76,8 @@ def remove_temp_files(directory: str | os.PathLike, recursive_into: Iterable[str
     removed = []
     directory = Path(directory)
     for folder in [directory, *(directory / sub for sub in recursive_into)]:
-        if not folder.is_dir():
-            continue
+        if not folder.is_dir() or (folder != directory and folder.is_symlink()):
+            continue  # (a symlinked subdirectory points outside: nothing of ours is there)
         for stale in folder.glob(".*.tmp"):
             try:
                 stale.unlink()
@@ -79,14 +88,32 @@ def remove_temp_files(directory: str | os.PathLike, recursive_into: Iterable[str
 
 
 # --------------------------------------------------------------------------- paths
+def check_path(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` as a ``Path`` if every component fits the file system's name limit (255 bytes on
+    most), else a :class:`RunDirError` saying which component is too long (instead of an
+    ``OSError`` from the first ``exists()``)."""
+    path = Path(path)
+    try:
+        limit = os.pathconf(next((p for p in [path, *path.parents] if p.exists()), Path(".")), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    long = next((part for part in path.parts if len(os.fsencode(part)) > limit), None)
+    if long is not None:
+        raise RunDirError(f"{flag} {str(path)[:80]}...: the name {long[:40]}... is {len(os.fsencode(long))} "
+                          f"bytes long, more than the file system allows ({limit}); choose a shorter {flag}")
+    return path
+
+
 def prepare_directory(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create ``path`` (with parents) and check that files can be written in it.
+    """Create ``path`` (with parents) and check that files can be written in it. Returns the
+    directory's real path (a symlink the user named as ``path`` is resolved once, here; every link
+    met below it afterwards is refused, see :func:`check_entries`).
 
     Raises:
         RunDirError: ``path`` is an existing non-directory, lies below a file, is on a read-only
             file system, is not writable, or the disk is full.
     """
-    path = Path(path)
+    path = check_path(path, flag)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path}: is an existing file, not a directory; choose another {flag}")
     for parent in path.parents:
@@ -94,15 +121,40 @@ def prepare_directory(path: str | os.PathLike, flag: str = "--out") -> Path:
             if not parent.is_dir():
                 raise RunDirError(f"{flag} {path}: lies below {parent}, which is a file, not a directory")
             break
+    probe = None
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test.{os.getpid()}.tmp"
-        with open(probe, "wb") as f:
-            f.write(b"x")
-        probe.unlink()
+        real = path.resolve()
+        probe = real / f".write-test.{os.getpid()}.tmp"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.write(fd, b"x")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise RunDirError(f"{flag} {path}: {describe_os_error(exc, path)}") from None
-    return path
+    finally:
+        if probe is not None:  # also when the write failed (a full disk): no probe is left behind
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+    return real
+
+
+def check_entries(directory: str | os.PathLike, files: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
+    """Refuse (:class:`RunDirError`) if one of ``files`` in ``directory`` is a symlink or not a
+    regular file, or one of ``dirs`` is a symlink or not a directory (absent ones are fine): what
+    we write there (checkpoints, TensorBoard logs, run records) must stay inside ``directory``."""
+    directory = Path(directory)
+    try:
+        for name in files:
+            check_writable_target(directory / name)
+        for name in dirs:
+            check_writable_target(directory / name / "x")
+    except UnsafePathError as exc:
+        raise RunDirError(exc.strerror) from None
 
 
 def existing_run_files(directory: str | os.PathLike) -> list[str]:
@@ -183,9 +235,19 @@ class DirectoryLock:
             raise RunDirError(f"{self.path} is already held by this object")
         for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # never through a symlink (a planted .lock -> ~/file would be truncated), and only
+                # a regular file: a FIFO or device in its place is refused too
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                             | getattr(os, "O_NONBLOCK", 0), 0o644)
             except OSError as exc:
+                if exc.errno == errno.ELOOP or self.path.is_symlink():
+                    raise RunDirError(f"refusing to use the lock file {self.path}: it is a symbolic link, "
+                                      f"which could point outside the directory; remove it and retry") from None
                 raise RunDirError(describe_os_error(exc, self.directory)) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise RunDirError(f"refusing to use the lock file {self.path}: it is not a regular file; "
+                                  f"remove it and retry")
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -242,6 +242,20 @@ class BatchedPrimaryTrainer:
         self._grad_and_loss, self._grad_and_loss_and_other = grad_and_loss, grad_and_loss_and_other
         self._loss, self._output = loss, output
 
+    # the batched functions are closures (not picklable): a pickled trainer carries its state and
+    # rebuilds them, so a vector env can be pickled, deep-copied and sent to a worker
+    _FUNCTIONS = ("_grad_and_loss", "_grad_and_loss_and_other", "_loss", "_output")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._FUNCTIONS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.layer_stack is not None:
+            self._use_functions(*_layer_stack_functions(self.layer_stack, self.loss_fn))
+        else:
+            self._use_functions(*_vmap_functions(self.base, self.loss_fn))
+
     # ------------------------------------------------------------------ set-up
     def _check(self, models: list[nn.Module]) -> None:
         """One batched forward/backward on a training batch against each model's own: any

@@ -42,6 +42,39 @@ LOG_FLOOR = -8.0
 ACTIONS = ("absolute", "relative", "raw", "capped")
 
 
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, integer: bool = False, optional: bool = False) -> None:
+    """One check of a numeric argument at the boundary: a finite number (``integer``: a whole
+    one, not a bool) in ``[low, high]`` (``low_open``: ``low`` excluded); ``optional``: ``None``
+    is accepted too. Raises ``ValueError`` naming ``name``, the accepted range and the value."""
+    if value is None and optional:
+        return
+    if integer:
+        ok_type = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        kind = "an integer"
+    else:
+        ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        kind = "a finite number"
+    ok = ok_type and math.isfinite(float(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"<= {high:g}")
+        text = kind + (" " + " and ".join(bounds) if bounds else "") + (" (or None)" if optional else "")
+        raise ValueError(f"{name} must be {text}, got {value!r}")
+
+
+def check_seed(name: str, seed: Any) -> None:
+    """A seed is ``None`` or an integer >= 0 (numpy's and torch's seeding refuse negative ones)."""
+    check_number(name, seed, low=0, integer=True, optional=True)
+
+
 def grad_norm(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     """L2 norm of all gradients in ``.grad`` (parameters without one count as zero), a 0-d
     tensor on their device (no synchronisation)."""
@@ -88,8 +121,10 @@ class ControlState:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
         if updates_per_step < 1:
             raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
-        if relative_factor <= 1 or relative_every < 1:
-            raise ValueError("need relative_factor > 1 and relative_every >= 1")
+        check_number("relative_factor", relative_factor, low=1, low_open=True)
+        check_number("relative_every", relative_every, low=1, integer=True)
+        check_number("initial_lr", initial_lr, low=0, low_open=True, optional=True)
+        check_number("obs_max", obs_max, low=0, low_open=True)
         if n_groups < 1:
             raise ValueError(f"n_groups must be >= 1, got {n_groups}")
         if not 0 < step_cap_min < step_cap_max or not math.isfinite(step_cap_max):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 # observations and the action -> rate mapping live in envs.control (shared with the scheduler)
-from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, grad_norm  # noqa: F401
+from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, check_number, check_seed, grad_norm  # noqa: F401
 from envs.primary import PrimaryTrainer
 from envs.rewards import REWARDS, TRANSFORMS, Pending, RewardTransform, reward_plan  # noqa: F401
 from envs.tasks import Task
@@ -219,6 +219,19 @@ class LearningRateEnv(gym.Env):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
         self.render_mode = render_mode
+        # every number is checked here, once, with a message naming it (the controller-facing
+        # ones in ControlState below): a NaN or a nonsensical value would otherwise run silently
+        check_number("reward_scale", reward_scale, low=0, low_open=True)
+        check_number("divergence_penalty", divergence_penalty, low=0)
+        check_number("divergence_factor", divergence_factor, low=1, low_open=True)
+        check_number("eval_every", eval_every, low=0, integer=True)
+        check_number("episode_length", episode_length, low=1, integer=True)
+        check_number("updates_per_step", updates_per_step, low=1, integer=True)
+        check_number("lr_min", lr_min, low=0, low_open=True)
+        check_number("lr_max", lr_max, low=0, low_open=True)
+        check_number("step_cap_min", step_cap_min, low=0, low_open=True)
+        check_number("step_cap_max", step_cap_max, low=0, low_open=True)
+        check_seed("seed", seed)
         # the reward's bookkeeping (which batch, which transform, divergence): envs.rewards,
         # shared with LearningRateVectorEnv
         self.reward_plan = reward_plan(reward)
@@ -341,6 +354,7 @@ class LearningRateEnv(gym.Env):
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        check_seed("reset(seed=...)", seed)
         if seed is None and not self._seeded:
             # the first reset without a seed: the constructor's seed, or a fresh random one
             # (Gymnasium's convention; the envs of a vector env must differ), recorded in info

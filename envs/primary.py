@@ -57,7 +57,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda (or cuda:N) or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu, cuda (or cuda:N) or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA device is available; "
                          "use --device cpu (or auto)")
@@ -85,6 +90,9 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, **kwargs) ->
     except ImportError as exc:
         raise ValueError(f"optimizer {name!r} needs the package {module_name!r}: "
                          f"pip install -e '.[lrfree]'") from exc
+    if getattr(cls, "__name__", "") == "SparseAdam":
+        raise ValueError(f"optimizer {name!r} (SparseAdam) needs sparse gradients (nn.Embedding(sparse=True)); "
+                         f"the tasks' models have dense ones: use adam, adamw, sgd, ...")
     if needs_closure(cls):
         raise ValueError(f"optimizer {name!r} ({cls.__name__}) needs a closure that re-evaluates the loss "
                          f"in step(closure); the environment makes one plain step per mini-batch, so "

@@ -408,6 +408,10 @@ def user_task(spec: str) -> Task:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"task {spec!r}: expected 'package.module:function'")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
+        # a path or a relative import ("../x", ".x") is not a module name
+        raise ValueError(f"task {spec!r}: expected 'package.module:function' (dotted Python names, "
+                         f"no paths or relative imports)")
     try:
         builder = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

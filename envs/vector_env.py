@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.batched import BatchedPrimaryTrainer, UnbatchableError
+from envs.control import check_seed
 from envs.learning_rate_env import LearningRateEnv
 from envs.rewards import Pending
 
@@ -110,8 +111,9 @@ class LearningRateVectorEnv(VectorEnv):
         if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer))
                                               or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be None or an integer >= 1, got {max_episode_steps!r}")
+        check_seed("seed", seed)
         self.num_envs = n = int(num_envs)
-        self.default_seed = int(seed)
+        self.default_seed = 0 if seed is None else int(seed)
         self.max_episode_steps = max_episode_steps
         # sub-env 0 as a single env: validates the arguments, resolves the task and holds the data
         template = LearningRateEnv(task, seed=self.default_seed, **kwargs)
@@ -243,6 +245,8 @@ class LearningRateVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != n:
                 raise ValueError(f"reset(seed=...) takes an int or {n} seeds, got {len(seeds)}")
+        for s in seeds:
+            check_seed("reset(seed=...)", s)
         mask = np.ones(n, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool)

@@ -284,9 +284,27 @@ class TrainSettings:
         settings.validate()
         return settings
 
+    @property
+    def generation_steps(self) -> int | None:
+        """Env steps of one policy-search generation (``population`` episodes of
+        ``ceil(episode_length / updates_per_step)`` steps); ``None`` for the other agents."""
+        if self.agent != "policy-search":
+            return None
+        per_episode = -(-int(self.env_kwargs.get("episode_length", 200)) // int(self.env_kwargs.get("updates_per_step", 1)))
+        return int(self.agent_kwargs.get("population", 12)) * per_episode
+
     def validate(self) -> "TrainSettings":
-        """Check the tasks exist (names or ``module:function``) and the record is well-formed."""
+        """Check the tasks exist (names or ``module:function``), a policy search's budget holds at
+        least one generation (it runs whole generations only: a smaller one would train nothing
+        and save an untrained controller), and the record is well-formed."""
         from envs.tasks import TASKS
+
+        generation = self.generation_steps
+        if generation is not None and self.steps < generation:
+            raise ValueError(f"--steps {self.steps} is less than one generation of the policy search "
+                             f"({self.agent_kwargs.get('population', 12)} candidates x "
+                             f"{generation // int(self.agent_kwargs.get('population', 12))} steps = {generation} "
+                             f"steps), so nothing would be trained; give --steps {generation} or more")
 
         if not self.tasks:
             raise ValueError("--task: give a task name")

@@ -42,6 +42,18 @@ def _aggregate(records: list[dict], key: str, x_key: str = "eval_steps"):
     return x, np.nanmean(y, axis=0), np.nanmin(y, axis=0), np.nanmax(y, axis=0)
 
 
+def _save(fig, path: Path, **kwargs) -> None:
+    """``fig.savefig(path)`` as an atomic write (:func:`agents.io.atomic_write_bytes`): a symlink
+    planted at ``path`` is refused, not followed, and a failed write leaves no half figure."""
+    import io
+
+    from agents.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def plot_losses(rows: list[dict], records: dict[str, dict], path: Path, title: str) -> None:
     """Paper Figures 2/3: training and test loss vs mini-batches, mean over seeds, min-max band."""
     plt = _plt()
@@ -67,7 +79,7 @@ def plot_losses(rows: list[dict], records: dict[str, dict], path: Path, title: s
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -93,7 +105,7 @@ def plot_learning_rates(rows: list[dict], records: dict[str, dict], path: Path, 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -152,7 +164,7 @@ def plot_trajectories(rows: list[dict], records: dict[str, dict], common: dict, 
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.suptitle("Optimisation trajectories over the training-loss contours (paper Fig. 4)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _save(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -182,7 +194,7 @@ def plot_disagreement(rows: list[dict], records: dict[str, dict], seed: int, pat
     axes[-1].set_xlabel("mini-batches")
     fig.suptitle(f"Gradient disagreement and losses, seed {seed} (paper Fig. 5)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, dpi=110)
     plt.close(fig)
 
 

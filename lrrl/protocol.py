@@ -258,6 +258,41 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
                    classification=task.classification, wall_time=wall, resumed=resumed)
 
 
+def check_controllers(settings: EvaluationSettings, controllers: Sequence[ControllerEntry]) -> None:
+    """Build each controller's env once, as its runs will (task, optimizer, features, action,
+    validation split), reset it and take one step with the controller's action, before any run
+    starts: a ``settings.json`` that passes the schema but cannot run (an unknown feature, action,
+    reward or optimizer, optimizer arguments the optimizer refuses, an observation shape other
+    than the checkpoint's) is one ``ValueError`` naming the controller, not a table of error rows."""
+    from envs.learning_rate_env import LearningRateEnv
+
+    validation_size = max([c.controller.validation_size for c in controllers] + [0])
+    for entry in controllers:
+        env = None
+        try:
+            env_kw = entry.controller.env_kwargs()
+            optimizer = env_kw.pop("optimizer", "sgd")
+            env = LearningRateEnv(task=settings.task, optimizer=optimizer, episode_length=settings.updates,
+                                  eval_every=0, validation_size=validation_size, device=settings.device,
+                                  divergence_factor=settings.divergence_factor, data_root=settings.data_root,
+                                  seed=settings.seeds[0], **env_kw)
+            model = entry.controller.model
+            for what, ours, theirs in (("observation", env.observation_space, model.observation_space),
+                                       ("action", env.action_space, model.action_space)):
+                if ours.shape != theirs.shape:
+                    raise ValueError(f"its env gives {what}s of shape {ours.shape}, the checkpoint's "
+                                     f"controller expects {theirs.shape}")
+            obs, _ = env.reset(seed=settings.seeds[0])
+            action, _ = entry.controller.predict(obs, deterministic=True)
+            env.step(action)
+        except Exception as exc:  # whatever it is, the controller's runs would all fail with it
+            raise ValueError(f"controller {entry.path}: its settings cannot run on --task {settings.task}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if env is not None:
+                env.close()
+
+
 def load_controllers(paths: Sequence[str], task: str, device: str = "cpu") -> list[ControllerEntry]:
     """Load trained controllers (run directories or checkpoint files); ``ValueError`` with a clear
     message for a missing or unreadable one, before any work starts."""
@@ -288,12 +323,13 @@ def run_evaluation(settings: EvaluationSettings, controllers: Sequence[Controlle
     :func:`evaluate_methods` (on ``backend``, default the local pool), draw the figures and write
     the report into ``out``. Returns the results and the Markdown report. ``command`` is recorded
     as what produced them."""
-    from agents.rundir import DirectoryLock, prepare_directory, remove_temp_files
+    from agents.rundir import DirectoryLock, check_entries, prepare_directory, remove_temp_files
     from lrrl.plots import write_figures
     from lrrl.report import write_report
 
     out = prepare_directory(out)
     with DirectoryLock(out, purpose="evaluate sweep"):
+        check_entries(out, dirs=("runs",))  # a planted runs -> /elsewhere is refused, never followed
         remove_temp_files(out, recursive_into=("runs",))  # left by a sweep killed mid-write
         results = evaluate_methods(settings, controllers, out, progress=progress, backend=backend)
         figures = write_figures(results.rows, results.records, results.common, settings.seeds, out, settings.task)

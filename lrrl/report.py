@@ -4,12 +4,14 @@ and ``results.json`` (everything, including every run's curves).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from lrrl.stats import COLLAPSE_FRACTION
+from agents.io import atomic_write_bytes
 from lrrl.sweep import fmt_param, write_json
 
 
@@ -115,26 +117,28 @@ def write_report(results, figures: list[str], out: Path, command: str) -> str:
     if figures:
         parts += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     text = "\n".join(parts)
-    (out / "results.md").write_text(text)
+    atomic_write_bytes(out / "results.md", text.encode())  # atomic, and never through a symlink
 
     cols = ["method", "protocol", "param_name", "param", "seeds", "diverged", "errors",
             "train_loss_mean", "train_loss_std", "test_loss_mean", "test_loss_std",
             "test_accuracy_mean", "test_accuracy_std", "wall_time"]
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "param": json.dumps(r["param"])})
-    with open(out / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "family", "label", "param", "seed", "status", "step", "train_loss", "test_loss",
-                    "test_accuracy"])
-        for key, rec in sorted(records.items()):
-            c, sp = rec.get("curves") or {}, rec["spec"]
-            for i, step in enumerate(c.get("eval_steps", [])):
-                acc = c["test_accuracy"][i] if i < len(c.get("test_accuracy", [])) else ""
-                w.writerow([key, sp["family"], sp["label"], json.dumps(sp["param"]), sp["seed"], rec["status"],
-                            step, c["train_loss"][i], c["test_loss"][i], acc])
+    f = io.StringIO(newline="")  # CSV text, written atomically below
+    w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "param": json.dumps(r["param"])})
+    atomic_write_bytes(out / "summary.csv", f.getvalue().encode())
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["run", "family", "label", "param", "seed", "status", "step", "train_loss", "test_loss",
+                "test_accuracy"])
+    for key, rec in sorted(records.items()):
+        c, sp = rec.get("curves") or {}, rec["spec"]
+        for i, step in enumerate(c.get("eval_steps", [])):
+            acc = c["test_accuracy"][i] if i < len(c.get("test_accuracy", [])) else ""
+            w.writerow([key, sp["family"], sp["label"], json.dumps(sp["param"]), sp["seed"], rec["status"],
+                        step, c["train_loss"][i], c["test_loss"][i], acc])
+    atomic_write_bytes(out / "curves.csv", f.getvalue().encode())
     write_json(out / "results.json", {
         "task": st.task, "updates": st.updates, "seeds": st.seeds, "command": command,
         "classification": results.classification, "notes": results.notes, "summary": rows,

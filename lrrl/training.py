@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,9 @@ def _make_agent(settings: TrainSettings, env, resume_ckpt: Path | None):
 def _check_out(out: Path, replacing: bool, overwrite: bool) -> list[str]:
     """``out`` must be a directory (or not exist, with no file above it); a run in it is replaced
     only with ``overwrite``. Returns the files of the run that ``overwrite`` will remove."""
-    from agents.rundir import RunDirError, existing_run_files
+    from agents.rundir import RunDirError, check_path, existing_run_files
 
+    out = check_path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
     below = next((p for p in out.parents if p.exists()), None)
@@ -105,23 +107,26 @@ def _check_out(out: Path, replacing: bool, overwrite: bool) -> list[str]:
 
 
 def train(settings: TrainSettings, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True,
-          log_every: int = 1) -> dict:
+          log_every: int = 1, progress_every: float = 30.0) -> dict:
     """Train a controller with ``settings`` into the run directory ``out``; returns the summary
     (also written to ``out/summary.json``). Raises ``ValueError`` for settings the env or agent
     refuses (:class:`lrrl.config.SettingsError`, before ``out`` is touched),
     :class:`agents.rundir.RunDirError` for an unusable ``out``, ``OSError`` for a failing
-    disk (the last good checkpoint is kept), :class:`TrainingInterrupted` on Ctrl-C (checkpoint saved)."""
+    disk (the last good checkpoint is kept), :class:`TrainingInterrupted` on Ctrl-C (checkpoint saved).
+    ``progress``: a tqdm bar when stderr is a terminal, and one line on stdout every
+    ``progress_every`` seconds when stdout is not (a log file, CI, a cluster job)."""
     out = Path(out)
     previous = _check_out(out, replacing=True, overwrite=overwrite)
-    return _run(settings, out, None, previous, progress, log_every)
+    return _run(settings, out, None, previous, progress, log_every, progress_every)
 
 
 def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.PathLike | None = None,
            task: str | None = None, device: str | None = None, data_root: str | None = None,
            checkpoint_every: int | None = None, overwrite: bool = False, progress: bool = True,
-           log_every: int = 1) -> dict:
+           log_every: int = 1, progress_every: float = 30.0) -> dict:
     """Continue a run (its directory or checkpoint file) up to ``steps`` total env steps; the other
-    settings come from the run (``device``, ``data_root``, ``checkpoint_every`` may change).
+    settings come from the run (``device`` and ``checkpoint_every`` may change). The data root is
+    ``data_root`` (else ``$LRRL_DATA`` or the default), never the one recorded in the run.
 
     A run directory is data, never code: a user task (``module:function``) recorded in its
     settings.json is imported only when the caller names the same task again (``task``)."""
@@ -147,23 +152,25 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
         raise SettingsError(f"--resume: {exc}") from None
     if data_root is not None and not Path(data_root).is_dir():
         raise SettingsError(f"--data-root: {data_root!r} is not a directory")
-    for name, value in (("steps", steps), ("device", device), ("data_root", data_root),
-                        ("checkpoint_every", checkpoint_every)):
+    # datasets are read (and their folders created) only under a data root the caller names
+    # (or $LRRL_DATA), never under one a run directory names: it is a file anyone could edit
+    settings.data_root = data_root
+    for name, value in (("steps", steps), ("device", device), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             setattr(settings, name, value)
     out = Path(out) if out is not None else run_dir
     previous = _check_out(out, replacing=out.resolve() != run_dir.resolve(), overwrite=overwrite)
-    return _run(settings, out, resume_ckpt, previous, progress, log_every)
+    return _run(settings, out, resume_ckpt, previous, progress, log_every, progress_every)
 
 
 def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous: list[str],
-         progress: bool, log_every: int) -> dict:
+         progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
     from agents.checkpoint import CHECKPOINT_NAMES
     from agents.io import CheckpointError, atomic_write_json, box_to_json, remove_stale_temp_files
-    from agents.rundir import DirectoryLock, clear_run_files, prepare_directory, remove_temp_files
+    from agents.rundir import RUN_FILES, DirectoryLock, check_entries, clear_run_files, prepare_directory, remove_temp_files
     from envs.tasks import DatasetUnavailableError
 
-    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
+    ckpt_name = CHECKPOINT_NAMES[settings.agent]
     try:  # everything refused here is refused before the run directory is touched
         env = make_training_env(settings)
         if resume_ckpt is None or settings.spaces is None:
@@ -181,27 +188,36 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
         raise SettingsError(f"bad agent settings: {exc}") from None
     record = settings.to_json()
 
-    prepare_directory(out)
+    real = prepare_directory(out)  # the directory's real path: every write below goes there
+    ckpt_path = real / ckpt_name
     try:
-        with DirectoryLock(out, purpose="training"):
+        with DirectoryLock(real, purpose="training"):
             if previous:  # overwrite: nothing of the old run may mix with the new one
-                clear_run_files(out)
-            remove_stale_temp_files(out, (ckpt_path.name, "settings.json", "summary.json"))
-            atomic_write_json(out / "settings.json", record)  # first, so a killed run can be resumed
-            return _learn(settings, model, lambda m: save_to(ckpt_path), out, ckpt_path, resume_ckpt,
-                          progress, log_every)
+                clear_run_files(real)
+            # a symlink planted in a shared run directory is refused, never followed
+            check_entries(real, files=[n for n in RUN_FILES if n != "tb"], dirs=("tb",))
+            remove_stale_temp_files(real, (ckpt_name, "settings.json", "summary.json"))
+            atomic_write_json(real / "settings.json", record)  # first, so a killed run can be resumed
+            return _learn(settings, model, lambda m: save_to(ckpt_path), out, real, resume_ckpt,
+                          progress, log_every, progress_every)
     finally:
-        remove_temp_files(out)
+        remove_temp_files(real)
 
 
-def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, resume_ckpt: Path | None,
-           progress: bool, log_every: int) -> dict:
+def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_ckpt: Path | None,
+           progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
+    """The training loop of a run directory ``out`` (as the user named it; ``real``: its real path,
+    where files are written)."""
     from stable_baselines3.common.logger import configure
 
-    from agents.callbacks import EnvInfoCallback, PeriodicCheckpoint, SelectBestCallback, TqdmCallback
+    from agents.callbacks import (EnvInfoCallback, PeriodicCheckpoint, ProgressLineCallback, SelectBestCallback,
+                                  TqdmCallback)
     from agents.io import atomic_write_json
 
-    model.set_logger(configure(str(out / "tb"), ["tensorboard"]))
+    from agents.checkpoint import CHECKPOINT_NAMES
+
+    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
+    model.set_logger(configure(str(real / "tb"), ["tensorboard"]))
     done_before = int(model.num_timesteps)
     remaining = max(0, settings.steps - done_before)
     if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
@@ -210,10 +226,7 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
         model._episode_num += 1
         model.interrupted_episode_steps = 0
     info_cb = EnvInfoCallback(log_every=log_every)
-    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
-    callbacks = [info_cb, checkpointer]
-    if progress:
-        callbacks.append(TqdmCallback(total=settings.steps, desc=f"{settings.agent} on {settings.task}"))
+    callbacks = [info_cb]
 
     # ---- checkpoint selection: a deterministic episode on validation seed(s) of the first task
     selector = None
@@ -224,6 +237,15 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
                                    **{**settings.env_kwargs, "fresh_w0": False})
         selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
         callbacks.append(selector)
+    # after the selector: a checkpoint at a generation's end then holds that generation's selection
+    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
+    callbacks.append(checkpointer)
+    if progress:
+        desc = f"{settings.agent} on {settings.task}"
+        if sys.stderr.isatty():
+            callbacks.append(TqdmCallback(total=settings.steps, desc=desc))
+        if not sys.stdout.isatty():  # a log file, CI, a cluster job: a plain line now and then
+            callbacks.append(ProgressLineCallback(settings.steps, every_s=progress_every, desc=desc))
 
     start = time.time()
     try:
@@ -237,15 +259,29 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
     checkpointer.save(model)
 
     last = info_cb.last_episode or {}
+    result = validation_result(settings, model)
     summary = {
         "agent": settings.agent, "task": settings.task, "seed": settings.seed, "out": str(out),
         "steps_total": int(model.num_timesteps), "steps_this_run": int(model.num_timesteps) - done_before,
         "resumed_from_step": done_before if resume_ckpt is not None else None,
         "episodes_this_run": info_cb.episodes,
-        "final_train_loss": last.get("final_train_loss"),
-        "final_test_loss": last.get("final_test_loss"),
-        "final_test_accuracy": last.get("final_test_accuracy"),
-        "final_batch_loss": last.get("final_batch_loss"),
+        # the saved controller's own result (one deterministic episode on the validation seed) and
+        # constant SGD's on the same seed: what the run produced
+        "validation_seed": result["seed"],
+        "final_train_loss": result["controller"].get("final_train_loss"),
+        "final_test_loss": result["controller"].get("final_test_loss"),
+        "final_test_accuracy": result["controller"].get("final_test_accuracy"),
+        "diverged": result["controller"].get("diverged"),
+        "controller_mean_lr": result["controller"].get("mean_lr"),
+        "controller_error": result["controller"].get("error"),
+        "sgd_reference": result["sgd"],
+        # the last training episode: an exploration episode (a candidate, or the policy with its
+        # exploration noise), not the saved controller
+        "last_training_episode": {"final_train_loss": last.get("final_train_loss"),
+                                  "final_test_loss": last.get("final_test_loss"),
+                                  "final_test_accuracy": last.get("final_test_accuracy"),
+                                  "final_batch_loss": last.get("final_batch_loss"),
+                                  "diverged": last.get("diverged"), "mean_lr": last.get("mean_lr")},
         "last_episode_diverged": last.get("diverged"),
         "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
@@ -254,8 +290,55 @@ def _learn(settings: TrainSettings, model, save, out: Path, ckpt_path: Path, res
         "wall_time_s": round(wall, 2),
         "checkpoint": str(ckpt_path),
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(real / "summary.json", summary)
     return summary
+
+
+#: the constant SGD rate the summary compares a controller with (a task's ``meta["sgd_lr"]``
+#: replaces it): the customary default, not a tuned rate (evaluate.py tunes baselines)
+REFERENCE_SGD_LR = 0.1
+
+
+def validation_result(settings: TrainSettings, model) -> dict:
+    """The saved controller's own result: one deterministic episode of ``model`` on the first
+    validation seed (``settings.eval_seeds[0]``, the seed checkpoint selection uses; first task),
+    and constant SGD at :data:`REFERENCE_SGD_LR` on the same seed (same ``w0``, batches and
+    training set). Returns ``{"seed", "controller": {...}, "sgd": {...}}``, each with
+    ``final_train_loss``, ``final_test_loss``, ``final_test_accuracy``, ``diverged``, ``mean_lr``
+    (an ``error`` entry instead if the episode could not run: the run itself is kept)."""
+    from agents.baselines import ConstantLR, ControllerPolicy, run_episode
+    from envs.learning_rate_env import LearningRateEnv
+
+    seed = int(settings.eval_seeds[0]) if settings.eval_seeds else 0
+    kwargs = {**settings.env_kwargs, "fresh_w0": False}
+    length = int(kwargs["episode_length"])
+    common = {"task": settings.tasks[0], "device": settings.device, "data_root": settings.data_root,
+              "eval_every": length}
+
+    def outcome(make_env, policy) -> dict:
+        try:
+            env = make_env()
+            res = run_episode(env, policy, seed)
+        except Exception as exc:  # report it; never lose the trained run over its summary
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        finished = res.steps >= length and not res.diverged
+        last = lambda values: values[-1] if finished and values else None  # noqa: E731
+        return {"final_train_loss": last(res.train_loss), "final_test_loss": last(res.test_loss),
+                "final_test_accuracy": last(res.test_accuracy), "diverged": bool(res.diverged),
+                "mean_lr": float(sum(res.lr) / len(res.lr)) if res.lr else None,
+                "_env": env}
+
+    controller = outcome(lambda: LearningRateEnv(**common, **kwargs), ControllerPolicy(model))
+    env = controller.pop("_env", None)
+    validation_size = int(env.trainer.x_val.shape[0]) if env is not None else 0
+    task = env.trainer.task if env is not None else settings.tasks[0]
+    lr = float((getattr(task, "meta", None) or {}).get("sgd_lr", REFERENCE_SGD_LR))
+    sgd = outcome(lambda: LearningRateEnv(task=task, device=settings.device, data_root=settings.data_root,
+                                          eval_every=length, episode_length=length, optimizer="sgd",
+                                          action="raw", lr_min=1e-8, lr_max=10.0,
+                                          validation_size=validation_size), ConstantLR(lr))
+    sgd.pop("_env", None)
+    return {"seed": seed, "controller": controller, "sgd": {"lr": lr, **sgd}}
 
 
 def default_threads(threads: int | None, num_envs: int | None, cpus: int = 0) -> int:

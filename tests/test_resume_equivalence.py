@@ -1,0 +1,73 @@
+"""kill -9 + resume equals an uninterrupted run, for every agent: the step and episode counters
+(and, for the policy search, whose state changes only at generation boundaries, the controller
+itself: search mean, std, generation and checkpoint selection). The kill is a real SIGKILL of a
+training process, sent from inside it right after a chosen env step."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train_controller
+from agents.checkpoint import load_controller
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# a policy search of 4 candidates x 4 env steps (16 steps a generation), checkpoint selection on
+PS = ["--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25", "--population", "4",
+      "--workers", "1", "--no-progress", "--log-every", "50"]
+AC = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--log-every", "50"]
+TD3 = ["--preset", "paper", "--agent", "td3", "--episode-length", "20", "--learning-starts", "10",
+       "--batch-size", "8", "--buffer-size", "500", "--no-progress", "--log-every", "50"]
+
+KILLER = """
+import os, signal, sys
+import agents.callbacks as cb
+import train_controller
+kill_at = int(sys.argv[1])
+real = cb.EnvInfoCallback._on_step
+def on_step(self):
+    if self.num_timesteps >= kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self)
+cb.EnvInfoCallback._on_step = on_step
+train_controller.main(sys.argv[2:])
+"""
+
+
+def killed_run(argv, kill_at: int) -> None:
+    """Run ``train_controller.py argv`` in a process that SIGKILLs itself at env step ``kill_at``."""
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), *map(str, argv)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def counters(model) -> tuple[int, int]:
+    return int(model.num_timesteps), int(model._episode_num)
+
+
+@pytest.mark.parametrize("flags,steps,every,kill_at", [
+    pytest.param(PS, 64, 10, 40, id="policy-search"),  # due at 10, 20, 30: mid-generation every time
+    pytest.param(AC, 120, 30, 70, id="actor-critic"),  # killed mid-episode, after a mid-episode checkpoint
+    pytest.param(TD3, 60, 15, 50, id="td3"),
+])
+def test_kill_9_and_resume_equals_an_uninterrupted_run(flags, steps, every, kill_at, tmp_path):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert train_controller.main([*map(str, flags), "--steps", str(steps), "--out", str(whole),
+                                  "--checkpoint-every", "0"]) == 0
+    killed_run([*flags, "--steps", steps, "--out", cut, "--checkpoint-every", every], kill_at)
+    saved = load_controller(cut).model
+    assert 0 < saved.num_timesteps < kill_at
+    assert train_controller.main(["--resume", str(cut), "--steps", str(steps), "--no-progress"]) == 0
+    a, b = load_controller(whole).model, load_controller(cut).model
+    assert counters(b) == counters(a)
+    if "policy-search" in flags:
+        assert saved.num_timesteps % 16 == 0  # a generation boundary
+        assert b.generation == a.generation
+        np.testing.assert_array_equal(b.mean, a.mean)
+        np.testing.assert_array_equal(b.std, a.std)
+        assert b.selection_state["best_timestep"] == a.selection_state["best_timestep"]
+        assert b.selection_state["best_return"] == a.selection_state["best_return"]
