@@ -706,7 +706,10 @@ class SuiteEnv(gym.Env):
         self._seeded = True
         options = dict(options or {})
         fam = options.pop("family", None)
-        fam = self.families[int(self._rng.integers(len(self.families)))] if fam is None else family(fam).name
+        if fam is None:
+            fam = self.families[int(self._rng.integers(len(self.families)))]
+        elif fam not in self.families:
+            raise SuiteError(f"options['family'] {fam!r} is not one of this env's families: {', '.join(self.families)}")
         given = options.pop("instance", None)
         instance = int(self.seeds[int(self._rng.integers(len(self.seeds)))]) if given is None else int(given)
         primary = options.pop("primary_seed", None)
