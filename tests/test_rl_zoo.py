@@ -17,17 +17,19 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None,
 
 
 def test_hyperparameter_files_cover_every_registered_id():
-    from envs import ENV_IDS
+    from envs import ENV_IDS, SUITE_ENV_IDS
     for algo in ("td3", "ddpg", "sac", "ppo"):
         config = yaml.safe_load((HYPERPARAMS / f"{algo}.yml").read_text())
-        assert set(config) == set(ENV_IDS), algo
+        # every task id, and nothing but registered ids (the suite's training id has a TD3 entry)
+        assert set(ENV_IDS) <= set(config) <= set(ENV_IDS) | set(SUITE_ENV_IDS), algo
         assert all(c["policy"] == "MlpPolicy" and c["n_timesteps"] > 0 for c in config.values())
+    assert "LearningRate-Suite-v0" in yaml.safe_load((HYPERPARAMS / "td3.yml").read_text())
 
 
-def _zoo(module: str, *args: str, cwd: Path) -> str:
+def _zoo(module: str, *args: str, cwd: Path, env_id: str = "LearningRate-v0") -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", f"rl_zoo3.{module}", "--algo", "td3",
-                           "--env", "LearningRate-v0", "--gym-packages", "envs", "--device", "cpu", *args],
+                           "--env", env_id, "--gym-packages", "envs", "--device", "cpu", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
@@ -46,3 +48,11 @@ def test_rl_zoo_train_and_enjoy_td3(tmp_path):
     out = _zoo("enjoy", "-f", str(logs), "--exp-id", "1", "-n", "20", cwd=tmp_path)
     steps = [line for line in out.splitlines() if line.startswith("update ") and "reward" in line]
     assert len(steps) == 20 and steps[0].split()[1] == "1/200"
+
+
+def test_rl_zoo_trains_td3_on_the_suite(tmp_path):
+    """rl-zoo3 trains TD3 on the suite's training id (a new training instance every episode)."""
+    logs = tmp_path / "logs"
+    _zoo("train", "--conf-file", str(HYPERPARAMS / "td3.yml"), "-n", "60", "-f", str(logs), "--seed", "0",
+         "--eval-freq", "-1", cwd=tmp_path, env_id="LearningRate-Suite-v0")
+    assert (logs / "td3" / "LearningRate-Suite-v0_1" / "LearningRate-Suite-v0.zip").is_file()
