@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("stage", nargs="?", choices=("all", "measure", "render"), default="all")
     p.add_argument("--instances", type=int, default=3, help="scoring instances per family")
+    p.add_argument("--train-instances", type=int, default=None,
+                   help="scoring instances per train family (default: --instances)")
     p.add_argument("--splits", default="test,train", help="splits to measure, in this order")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", default="results/suite-reference", help="where runs go (OUT/<split>/instances/...)")
@@ -56,7 +58,8 @@ def measure(args, command: str) -> dict[str, float]:
     walls = {}
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         t0 = time.perf_counter()
-        settings = SuiteSettings(split=split, instances=args.instances, jobs=args.jobs).validate()
+        n = args.train_instances if split == "train" and args.train_instances else args.instances
+        settings = SuiteSettings(split=split, instances=n, jobs=args.jobs).validate()
         run_suite(settings, [], Path(args.out) / split, command=command, progress=not args.no_progress)
         walls[split] = time.perf_counter() - t0
         print(f"{split}: {walls[split]:.0f} s", flush=True)
