@@ -112,6 +112,56 @@ class SuiteSettings:
         return self
 
 
+def sample_instances(split: str, n: int, seed: int, seeds: str = "train", replace: bool = True,
+                     families: Sequence[str] | None = None) -> list[tuple[str, int]]:
+    """``n`` instances ``(family, instance seed)`` of a split for training or selecting a
+    controller: families uniformly (cycling through them in a shuffled order when
+    ``replace=False``, so every family appears equally often), instance seeds uniformly from the
+    seed range ``seeds`` (:data:`envs.suite.INSTANCE_SEEDS`: ``train`` for training, ``selection``
+    for checkpoint selection; never ``scoring`` for anything but scores), with or without
+    replacement of the ``(family, seed)`` pairs. Deterministic in ``seed``. Run an instance with
+    ``LearningRateEnv(task=make_instance(family, s), episode_length=task.meta["horizon"], ...)``,
+    or :func:`with_batch_size` first to change its batch size."""
+    from envs.suite import SuiteError, family, seed_range, split_families
+
+    names = list(families or split_families(split))
+    for name in names:
+        if family(name).split != split:
+            raise SuiteError(f"family {name!r} belongs to the {family(name).split} split, not {split}")
+    pool = seed_range(seeds)
+    if not replace and n > len(pool) * len(names):
+        raise SuiteError(f"cannot draw {n} distinct instances from {len(names)} families x {len(pool)} seeds")
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, int]] = []
+    taken: set[tuple[str, int]] = set()
+    order: list[str] = []
+    while len(out) < n:
+        if replace:
+            name = names[int(rng.integers(len(names)))]
+        else:
+            if not order:
+                order = [names[i] for i in rng.permutation(len(names))]
+            name = order.pop()
+        pick = (name, int(pool[int(rng.integers(len(pool)))]))
+        if not replace and pick in taken:
+            order.append(name)
+            continue
+        taken.add(pick)
+        out.append(pick)
+    return out
+
+
+def with_batch_size(task, batch_size: int):
+    """A copy of a suite instance with another batch size (the same data and model), named
+    ``FAMILY@SEED/bBATCH``: batch size is one of the things a controller must be robust to."""
+    import dataclasses
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return dataclasses.replace(task, name=f"{task.name}/b{batch_size}", batch_size=batch_size,
+                               meta={**task.meta, "batch_size": min(batch_size, len(task.x_train))})
+
+
 def instance_settings(settings: SuiteSettings, family_name: str, seed: int) -> EvaluationSettings:
     """The tuning protocol's settings for one instance: its task name, its horizon, its seed,
     the fine grid (the decade grid is inside it), no RL policy evaluation."""

@@ -244,3 +244,17 @@ def test_evaluate_suite_bad_input_is_one_line(tmp_path):
                           (["--suite", "test", "--task", "digits-x"], "--task does not apply with --suite")):
         done = _evaluate(*args, "--out", str(tmp_path / "x"), cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_sample_instances_for_training():
+    draws = S.sample_instances("train", 60, seed=0, replace=False)
+    assert len(set(draws)) == 60 and {f for f, _ in draws} == set(TRAIN_FAMILIES)
+    counts = [sum(f == name for f, _ in draws) for name in TRAIN_FAMILIES]
+    assert max(counts) - min(counts) <= 1  # without replacement: families equally often
+    assert all(s in seed_range("train") for _, s in draws)
+    assert S.sample_instances("train", 5, seed=1) == S.sample_instances("train", 5, seed=1)
+    assert all(s in seed_range("selection") for _, s in S.sample_instances("test", 5, 0, seeds="selection"))
+    with pytest.raises(SuiteError, match="belongs to the test split"):
+        S.sample_instances("train", 1, 0, families=["gru-text"])
+    task = S.with_batch_size(make_instance("digits-cnn", 3), 16)
+    assert task.batch_size == 16 and task.meta["batch_size"] == 16 and task.name == "digits-cnn@3/b16"
