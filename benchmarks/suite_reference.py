@@ -10,13 +10,15 @@
    ``OUT/<split>/instances/FAMILY@SEED/runs`` (default ``OUT=results/suite-reference``), so an
    interrupted measurement resumes; a rerun on unchanged code only reloads the runs.
 2. ``render``: from ``OUT/<split>/suite.json`` alone, writes ``docs/suite/reference-<split>.md``
-   (the aggregate tables), ``docs/suite/reference.json`` (per family, instance and method: final
-   losses, ratios, tuned parameters) and one card per family, ``docs/suite/cards/<family>.md``
-   (what the family draws, the scored instances, and its reference table with the command).
+   (the split's report, ``suite.md``), ``docs/suite/reference.json`` (per family, instance and
+   method: final losses, ratios, tuned parameters) and one card per family,
+   ``docs/suite/cards/<family>.md`` (what the family draws, the scored instances, and its
+   reference table with the command that measured it: the ``evaluate.py --suite`` line that
+   :func:`experiments.suite.run_suite` recorded in ``suite.json``).
 
-``all`` (the default) does both. ``--rec`` adds a controller run directory to the test split's
-evaluation (the README row "today's recommended controller"), written to
-``docs/suite/recommended-test.md``.
+``all`` (the default) does both. A controller is scored on the same instances with
+``python evaluate.py RUN_DIR --suite test --out DIR``; copying ``OUT/test/instances`` into
+``DIR/instances`` first lets it resume every baseline run instead of repeating it.
 """
 from __future__ import annotations
 
@@ -121,8 +123,9 @@ def card(family_name: str, split_record: dict, command: str) -> str:
         cells.append(_r(sum(tests) / len(tests)) if tests else "—")
         cells.append(f"{sum(bool(r and r.get('collapsed')) for r in rows)}/{len(rows)}")
         parts.append("| " + " | ".join(cells) + " |")
-    parts += ["", "Tuned parameters follow 'at' (SGD/Adam: the rate; clipped SGD: rate, max_norm). Wall time "
-              "of the whole split's measurement: see docs/suite/README.md.", ""]
+    parts += ["", "After 'at': the tuned rate (SGD, Adam), the tuned rate and max_norm (clipped SGD), or the "
+              "published default lr (the learning-rate-free optimizers). 'diverged': the run ended early on "
+              "divergence. Wall time of the split's measurement: docs/suite/README.md.", ""]
     return "\n".join(parts)
 
 
@@ -137,14 +140,14 @@ def render(args, command: str) -> None:
             continue
         record = json.loads(path.read_text())
         text = (Path(args.out) / split / "suite.md").read_text()
-        (docs / f"reference-{split}.md").write_text(text.replace(record["command"], command))
+        (docs / f"reference-{split}.md").write_text(text)
         for fam in record["families"]:
-            (docs / "cards" / f"{fam}.md").write_text(card(fam, record, command))
-        compact[split] = {k: record[k] for k in ("families", "instances", "methods", "aggregate_train",
+            (docs / "cards" / f"{fam}.md").write_text(card(fam, record, record["command"]))
+        compact[split] = {k: record[k] for k in ("command", "families", "instances", "methods", "aggregate_train",
                                                  "aggregate_test", "per_family", "wall_time", "runs")}
         compact[split]["per_instance"] = [{"family": i["family"], "seed": i["seed"], "meta": i["meta"],
                                            "methods": i["methods"]} for i in record["per_instance"]]
-    compact["command"] = command
+    compact["rendered_by"] = command
     (docs / "reference.json").write_text(json.dumps(compact, indent=1, default=str))
     print(f"wrote {docs}")
 
