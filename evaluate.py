@@ -16,6 +16,15 @@ their own observation/action settings; their RL return is also measured with SB3
 Outputs in ``--out``: ``results.md`` (tables, also printed), ``summary.csv``, ``curves.csv``,
 ``results.json`` (everything), PNG figures, and ``runs/*.json``.
 
+``--suite test`` (or ``train``) scores controllers and baselines on every family of that split
+of the task suite (:mod:`envs.suite`, :mod:`experiments.suite`): per instance the ratio of the final
+training (and test) loss to SGD tuned on that instance, aggregated as the geometric mean (a
+collapse scores 100), the IQM with bootstrap confidence intervals and performance profiles
+(rliable); ``OUT/suite.md`` and ``suite.json``, each instance's own report under
+``OUT/instances/FAMILY@SEED/``:
+
+    python evaluate.py [CHECKPOINT ...] --suite test --instances 3 --out results/suite-test --jobs 2
+
 Runs execute in this process, in ``--jobs`` local worker processes, or as Ray tasks on a cluster
 (``--backend ray --ray-address auto``; the ``ray`` extra); the run directory is the same either
 way, so a sweep interrupted on one resumes on the other.
@@ -74,13 +83,72 @@ def build_parser() -> argparse.ArgumentParser:
                         "noisy batches such as regression2d's vary tenfold")
     p.add_argument("--episodes", type=int, default=3,
                    help="episodes for the RL policy evaluation of each checkpoint (0: skip)")
+    g = p.add_argument_group("the task suite (envs.suite; experiments.suite)")
+    g.add_argument("--suite", choices=("train", "test"), default=None,
+                   help="score on every family of this split of the task suite instead of one --task: "
+                        "each instance on its own horizon, every ratio relative to SGD tuned on that "
+                        "instance; writes OUT/suite.md and suite.json (--task, --updates, --seeds, --grid "
+                        "and --eval-every do not apply; default --baselines: "
+                        "random,sgd,adam,clipped,lrfree)")
+    g.add_argument("--instances", type=int, default=3,
+                   help="--suite: scoring instances per family (instance seeds 1000, 1001, ...)")
+    g.add_argument("--families", default=None,
+                   help="--suite: comma-separated subset of the split's families (default: all)")
     add_backend_arguments(p)
     return p
+
+
+def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """``--suite``: :func:`experiments.suite.run_suite` over a split; prints the aggregate report."""
+    import torch
+
+    from agents.rundir import RunDirError, describe_os_error
+    from envs.tasks import DatasetUnavailableError
+    from experiments.protocol import load_controllers
+    from experiments.suite import SUITE_BASELINES, SuiteSettings, run_suite
+    from experiments.sweep import backend_from_args
+
+    try:
+        given = [flag for flag, value, default in (("--task", args.task, "digits"), ("--updates", args.updates, 1000),
+                                                   ("--seeds", args.seeds, "5"), ("--grid", args.grid, "both"))
+                 if value != default]
+        if given:
+            raise ValueError(f"{given[0]} does not apply with --suite (each instance has its own task, horizon "
+                             f"and seed; use --families and --instances)")
+        families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+        baselines = ",".join(SUITE_BASELINES) if args.baselines == "all" else args.baselines
+        settings = SuiteSettings(split=args.suite, families=families, instances=args.instances, baselines=baselines,
+                                 jobs=args.jobs, batch=args.batch,
+                                 device="cpu" if args.device == "auto" else args.device).validate()
+        controllers = load_controllers(args.checkpoints, "suite", settings.device)
+        backend = backend_from_args(args)
+    except (ValueError, DatasetUnavailableError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    out = Path(args.out or f"results/suite-{settings.split}")
+    words = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        torch.set_num_threads(1)
+        _, text = run_suite(settings, controllers, out,
+                            command="python evaluate.py " + " ".join(shlex.quote(a) for a in words), backend=backend)
+        print(text)
+        return 0
+    except RunDirError as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = describe_os_error(exc, out)
+    finally:
+        backend.close()
+    if out.is_dir():
+        message += f"; finished runs are kept in {out / 'instances'}, rerun the command to resume"
+    parser.exit(1, f"{parser.prog}: error: {message}\n")
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.suite is not None:
+        return suite_main(args, parser, argv)
     import torch
 
     from agents.rundir import RunDirError, check_path, describe_os_error, remove_temp_files

@@ -24,6 +24,7 @@ Policies (learning rates in the optimizer's units, ``t`` counts updates from 0):
   grid search on *training* seeds (done by ``evaluate.py``).
 - :class:`ClippedSGD`: SGD with gradient-norm clipping, ``lr_t = lr * min(1, max_norm / ||g_t||)``.
 - :class:`GradNormRule`: ``lr_t = min(geometric ramp, step_cap / ||g_t||)``, fitted on training seeds.
+- :class:`RandomRate`: a log-uniformly random rate every step (the random policy of the default env).
 - :class:`ControllerPolicy`: a trained controller (anything with SB3's ``predict``); its
   action is the env action of the env it was trained with, not a learning rate.
 """
@@ -342,6 +343,25 @@ class GradNormRule:
 GRAD_NORM_RULE_GRID: list[tuple[float, float, float]] = [
     (a, b, c) for a in (1.0, 10.0, 100.0) for b in (1.0, 10.0, 100.0, 1000.0) for c in (0.25, 0.5, 1.0)
     if b >= a]
+
+
+class RandomRate:
+    """A uniformly random policy of the default env: ``lr_t`` log-uniform on ``[lr_min, lr_max]``
+    (what a uniformly random action of ``action="absolute"`` gives, default range 1e-5 .. 1),
+    drawn anew every step from a generator seeded by ``seed`` at every ``reset``."""
+
+    batchable = True
+
+    def __init__(self, seed: int, lr_min: float = 1e-5, lr_max: float = 1.0) -> None:
+        self.seed, self.lr_min, self.lr_max = int(seed), float(lr_min), float(lr_max)
+        self.name = f"random({lr_min:g}..{lr_max:g})"
+        self.reset(None)
+
+    def reset(self, env) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, obs, info, env) -> float:
+        return float(np.exp(self.rng.uniform(math.log(self.lr_min), math.log(self.lr_max))))
 
 
 # --------------------------------------------------------------------------- trained controllers

@@ -23,6 +23,11 @@ package, which loads this one even where a local ``envs/`` folder comes first on
 (common in RL repositories; then ``"envs:LearningRate-v0"`` would import that folder instead).
 ``gymnasium.make("envs:LearningRate-v0")`` and the short ids work as before.
 
+The task suite (:mod:`envs.suite`, :data:`SUITE_ENV_IDS`) registers, also under ``lrrl/``,
+``LearningRate-Suite-v0`` (a training-family instance per episode), ``LearningRate-Suite-Test-v0``
+(scoring instances of the test families) and one id per family, ``LearningRate-Suite-<Family>-v0``
+(e.g. ``LearningRate-Suite-GruText-v0``); their keyword arguments go to :class:`envs.suite.SuiteEnv`.
+
 Keyword arguments of ``gymnasium.make`` go to :class:`LearningRateEnv`;
 ``gymnasium.make_vec(id, num_envs=N, ...)`` returns :class:`LearningRateVectorEnv` (N primary
 runs in one batched step; ``vectorization_mode="sync"``/``"async"`` give gymnasium's wrappers
@@ -41,6 +46,7 @@ from envs.primary import OPTIMIZERS, PrimaryTrainer, build_optimizer, resolve_de
 from envs.rewards import REWARD_PLANS, TRANSFORMS, RewardPlan, RewardTransform
 from envs.vector_env import LearningRateVectorEnv
 from envs.tasks import OFFLINE_TASKS, TASKS, DatasetUnavailableError, Task, make_task
+from envs.suite import FAMILIES, SUITE_ENV_IDS, SuiteEnv
 
 # forked vector-env workers must not hang in torch's thread pool (see envs/fork_safety.py)
 fork_safety.install()
@@ -57,19 +63,24 @@ ENV_IDS = {
 }
 
 
-def _register(ids: dict) -> None:
-    """Register each ``id -> task`` of ``ids`` as ``lrrl/id`` and as ``id`` (once per process)."""
-    for env_id, task in ids.items():
-        for name in (f"{NAMESPACE}/{env_id}", env_id):
-            if name not in gymnasium.registry:
-                gymnasium.register(id=name, entry_point="envs.learning_rate_env:LearningRateEnv",
-                                   vector_entry_point="envs.vector_env:LearningRateVectorEnv",
-                                   kwargs={"task": task})
+def _register(env_id: str, **spec) -> None:
+    """Register ``env_id`` as ``lrrl/env_id`` and, an alias, as ``env_id`` (once per process)."""
+    for name in (f"{NAMESPACE}/{env_id}", env_id):
+        if name not in gymnasium.registry:
+            gymnasium.register(id=name, **spec)
 
 
-_register(ENV_IDS)
+for _env_id, _task in ENV_IDS.items():
+    _register(_env_id, entry_point="envs.learning_rate_env:LearningRateEnv",
+              vector_entry_point="envs.vector_env:LearningRateVectorEnv", kwargs={"task": _task})
+
+# the task suite: the train split, the test split, one id per family (envs.suite). Its envs draw a
+# new task per episode, so make_vec gives gymnasium's sync/async wrappers (no batched entry point).
+for _env_id, _kwargs in SUITE_ENV_IDS.items():
+    _register(_env_id, entry_point="envs.suite:SuiteEnv", kwargs=_kwargs)
 
 __all__ = ["__version__", "LearningRateEnv", "LearningRateVectorEnv", "RoundRobinEnv", "ControlState", "PrimaryTrainer", "Task", "make_task", "build_optimizer",
            "resolve_device", "DatasetUnavailableError", "TASKS", "OFFLINE_TASKS", "OPTIMIZERS",
-           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS", "NAMESPACE", "RewardPlan", "RewardTransform", "REWARD_PLANS",
+           "FEATURES", "REWARDS", "ACTIONS", "ENV_IDS", "NAMESPACE", "SUITE_ENV_IDS", "SuiteEnv", "FAMILIES",
+           "RewardPlan", "RewardTransform", "REWARD_PLANS",
            "TRANSFORMS"]

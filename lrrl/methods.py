@@ -91,7 +91,7 @@ def missing_packages(names: list[str]) -> list[str]:
 #: a run spec's policy kind -> the :mod:`agents.baselines` class that drives the env
 POLICY_CLASSES = {"constant": "ConstantLR", "cosine": "CosineLR", "vsgd": "VSGD", "hd": "HypergradientSGD",
                   "feature": "FeatureController", "clipped": "ClippedSGD", "gradnorm": "GradNormRule",
-                  "controller": "ControllerPolicy"}
+                  "controller": "ControllerPolicy", "random": "RandomRate"}
 
 
 def policy_batchable(policy: dict) -> bool:
@@ -125,4 +125,6 @@ def make_policy(policy: dict, controller_loader: Callable[[str], Any]):
         return cls(policy["lr"], policy["max_norm"])
     if kind == "gradnorm":
         return cls(*policy["constants"])
+    if kind == "random":
+        return cls(policy["seed"], policy["lr_min"], policy["lr_max"])
     return cls(controller_loader(policy["path"]))

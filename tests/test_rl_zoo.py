@@ -19,11 +19,13 @@ HYPERPARAMS = REPO / "hyperparams"
 
 
 def test_hyperparameter_files_cover_every_registered_id():
-    from envs import ENV_IDS
+    from envs import ENV_IDS, SUITE_ENV_IDS
     for algo in ("td3", "ddpg", "sac", "ppo"):
         config = yaml.safe_load((HYPERPARAMS / f"{algo}.yml").read_text())
-        assert set(config) == set(ENV_IDS), algo
+        # every task id, and nothing but registered ids (the suite's training id has a TD3 entry)
+        assert set(ENV_IDS) <= set(config) <= set(ENV_IDS) | set(SUITE_ENV_IDS), algo
         assert all(c["policy"] == "MlpPolicy" and c["n_timesteps"] > 0 for c in config.values())
+    assert "LearningRate-Suite-v0" in yaml.safe_load((HYPERPARAMS / "td3.yml").read_text())
 
 
 def test_shipped_modules_give_the_files():
@@ -36,10 +38,10 @@ def test_shipped_modules_give_the_files():
         hyperparams.load("a2c")
 
 
-def _zoo(module: str, *args: str, cwd: Path, package: str = "envs") -> str:
+def _zoo(module: str, *args: str, cwd: Path, package: str = "envs", env_id: str = "LearningRate-v0") -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", f"rl_zoo3.{module}", "--algo", "td3",
-                           "--env", "LearningRate-v0", "--gym-packages", package, "--device", "cpu", *args],
+                           "--env", env_id, "--gym-packages", package, "--device", "cpu", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
@@ -68,3 +70,11 @@ def test_rl_zoo_train_with_the_shipped_module(tmp_path):
     model = logs / "td3" / "LearningRate-v0_1" / "LearningRate-v0.zip"
     config = yaml.unsafe_load((model.parent / "LearningRate-v0" / "config.yml").read_text())
     assert model.is_file() and dict(config)["gamma"] == 0.9 and dict(config)["batch_size"] == 128
+
+
+def test_rl_zoo_trains_td3_on_the_suite(tmp_path):
+    """rl-zoo3 trains TD3 on the suite's training id (a new training instance every episode)."""
+    logs = tmp_path / "logs"
+    _zoo("train", "--conf-file", str(HYPERPARAMS / "td3.yml"), "-n", "60", "-f", str(logs), "--seed", "0",
+         "--eval-freq", "-1", cwd=tmp_path, env_id="LearningRate-Suite-v0")
+    assert (logs / "td3" / "LearningRate-Suite-v0_1" / "LearningRate-Suite-v0.zip").is_file()
