@@ -17,7 +17,7 @@ Outputs in ``--out``: ``results.md`` (tables, also printed), ``summary.csv``, ``
 ``results.json`` (everything), PNG figures, and ``runs/*.json``.
 
 ``--suite test`` (or ``train``) scores controllers and baselines on every family of that split
-of the task suite (:mod:`envs.suite`, :mod:`experiments.suite`): per instance the ratio of the final
+of the task suite (:mod:`envs.suite`, :mod:`lrrl.suite`): per instance the ratio of the final
 training (and test) loss to SGD tuned on that instance, aggregated as the geometric mean (a
 collapse scores 100), the IQM with bootstrap confidence intervals and performance profiles
 (rliable); ``OUT/suite.md`` and ``suite.json``, each instance's own report under
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "noisy batches such as regression2d's vary tenfold")
     p.add_argument("--episodes", type=int, default=3,
                    help="episodes for the RL policy evaluation of each checkpoint (0: skip)")
-    g = p.add_argument_group("the task suite (envs.suite; experiments.suite)")
+    g = p.add_argument_group("the task suite (envs.suite; lrrl.suite)")
     g.add_argument("--suite", choices=("train", "test"), default=None,
                    help="score on every family of this split of the task suite instead of one --task: "
                         "each instance on its own horizon, every ratio relative to SGD tuned on that "
@@ -99,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """``--suite``: :func:`experiments.suite.run_suite` over a split; prints the aggregate report."""
+    """``--suite``: :func:`lrrl.suite.run_suite` over a split; prints the aggregate report."""
     import torch
 
     from agents.rundir import RunDirError, describe_os_error
     from envs.tasks import DatasetUnavailableError
-    from experiments.protocol import load_controllers
-    from experiments.suite import SUITE_BASELINES, SuiteSettings, run_suite
-    from experiments.sweep import backend_from_args
+    from lrrl.protocol import load_controllers
+    from lrrl.suite import SUITE_BASELINES, SuiteSettings, run_suite
+    from lrrl.sweep import backend_from_args
 
     try:
         given = [flag for flag, value, default in (("--task", args.task, "digits"), ("--updates", args.updates, 1000),

@@ -3,7 +3,7 @@
     python benchmarks/suite_reference.py --jobs 2                  # measure (resumable) and render
     python benchmarks/suite_reference.py render                    # re-render docs/suite from OUT
 
-1. ``measure``: :func:`experiments.suite.run_suite` (what ``evaluate.py --suite`` runs) on the
+1. ``measure``: :func:`lrrl.suite.run_suite` (what ``evaluate.py --suite`` runs) on the
    ``test`` split, then the ``train`` split, ``--instances`` scoring instances per family, with the
    suite's reference methods (random policy, constant default rates, SGD / Adam / clipped SGD tuned
    per instance, schedule-free SGD and AdamW, Prodigy, D-Adaptation). Runs go to
@@ -14,7 +14,7 @@
    method: final losses, ratios, tuned parameters) and one card per family,
    ``docs/suite/cards/<family>.md`` (what the family draws, the scored instances, and its
    reference table with the command that measured it: the ``evaluate.py --suite`` line that
-   :func:`experiments.suite.run_suite` recorded in ``suite.json``).
+   :func:`lrrl.suite.run_suite` recorded in ``suite.json``).
 
 ``all`` (the default) does both. A controller is scored on the same instances with
 ``python evaluate.py RUN_DIR --suite test --out DIR``; copying ``OUT/test/instances`` into
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def measure(args, command: str) -> dict[str, float]:
     import torch
 
-    from experiments.suite import SuiteSettings, run_suite
+    from lrrl.suite import SuiteSettings, run_suite
 
     torch.set_num_threads(1)
     walls = {}

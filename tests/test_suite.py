@@ -15,7 +15,7 @@ import envs
 from envs.suite import (FAMILIES, INSTANCE_SEEDS, SUITE_ENV_IDS, TEST_FAMILIES, TRAIN_FAMILIES, SuiteEnv,
                         SuiteError, make_instance, scoring_seeds, seed_range, split_families, task_spec)
 from envs.tasks import make_task
-from experiments import suite as S
+from lrrl import suite as S
 
 REPO = Path(__file__).resolve().parents[1]
 
