@@ -81,7 +81,9 @@ class ControllerScheduler(LRScheduler):
     ``zero_grad``, ``backward``, ``on_before_optimizer_step`` (and gradient clipping, in place),
     the parameter update, then ``scheduler.step()``, before the next batch's ``zero_grad``. So at
     ``step()`` ``.grad`` holds the gradient of the update just made (clipped, if clipping is on):
-    this is the torch placement, with its lag of one batch.
+    this is the torch placement, with its lag of one batch. The env's own order in Lightning:
+    call ``self.lr_schedulers().step()`` in ``on_before_optimizer_step`` (after backward, before
+    the update) and override ``lr_scheduler_step`` to do nothing (``tests/test_lightning.py``).
 
     **The gradient** (``grad_norm`` feature, ``action="capped"``) is read from the parameters'
     ``.grad`` when ``step`` decides, so ``step`` must come after ``backward`` and before the next
