@@ -425,6 +425,21 @@ def test_warm_up_in_sequential_lr_then_the_controller():
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     assert state["_schedulers"][1]["calls"] == 9  # decisions from losses 3..11
+    # a fresh sequence resumed from it continues with the rates the first one goes on to give
+    resumed_opt = _sgd(0.2)
+    resumed_ctrl = ControllerScheduler(ctrl, resumed_opt, total_steps=9)
+    resumed = SequentialLR(resumed_opt, [LinearLR(resumed_opt, start_factor=0.1, total_iters=4), resumed_ctrl],
+                           milestones=[4])
+    resumed.load_state_dict(state)
+    more = _losses(15)[12:]
+    for loss in more:
+        controller.observe(loss)
+        resumed_ctrl.observe(loss)
+        optimizer.step()
+        resumed_opt.step()
+        seq.step()
+        resumed.step()
+        assert resumed.get_last_lr() == seq.get_last_lr() and resumed.last_epoch == seq.last_epoch
 
 
 def test_chained_scheduler_scales_the_controllers_rate():
