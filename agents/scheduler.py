@@ -220,13 +220,19 @@ class ControllerScheduler(LRScheduler):
         """Set the optimizer's rate(s) for the next ``optimizer.step()``: ``last_epoch += 1``.
 
         ``step(loss)`` (optionally ``val_loss=``) is :meth:`observe` then ``step()``; ``step()``
-        decides from the loss last given to :meth:`observe`."""
+        decides from the loss last given to :meth:`observe`. An ``int`` argument is torch's
+        deprecated ``step(epoch)`` (``SequentialLR`` of torch before 2.9 calls ``step(0)`` at its
+        milestone): ``last_epoch`` becomes it and the controller decides from the observed loss;
+        so give a loss as a float or a tensor."""
+        epoch = None
+        if type(loss) is int:  # (not a bool, not a float: torch's epoch)
+            epoch, loss = loss, None
         if loss is not None:
             self.observe(loss, val_loss)
         elif val_loss is not None:
             raise ValueError("step(val_loss=...) needs the loss too: step(loss, val_loss=...)")
         self._step_count += 1
-        self.last_epoch += 1
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         self._get_lr_called_within_step = True
         try:
             values = self.get_lr()

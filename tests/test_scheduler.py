@@ -458,3 +458,17 @@ def test_chained_scheduler_scales_the_controllers_rate():
         got.append(optimizer.param_groups[0]["lr"])
     alone = _feed(ControllerScheduler(ctrl, _sgd(0.2), total_steps=10), losses)
     assert got == [0.5 * r[0] for r in alone]  # (the controller's own state is not the group's rate)
+
+
+def test_an_int_is_torchs_deprecated_epoch_as_older_sequential_lr_passes_it():
+    """SequentialLR before torch 2.9 calls step(0) at its milestone; newer ones _update_lr(0)."""
+    ctrl = tiny_controller({"features": ["loss_ema"]}, obs_dim=2)
+    old, new = (ControllerScheduler(ctrl, _sgd(), total_steps=10) for _ in range(2))
+    for s in (old, new):
+        s.observe(1.7)
+    if not hasattr(new, "_update_lr"):
+        pytest.skip("this torch's SequentialLR calls step(0) itself (no _update_lr)")
+    old.step(0)
+    new._update_lr(0)
+    assert old.last_epoch == new.last_epoch == 0 and old.get_last_lr() == new.get_last_lr() != [0.1]
+    assert _feed(old, [1.5, 1.2]) == _feed(new, [1.5, 1.2])
