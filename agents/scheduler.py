@@ -81,7 +81,9 @@ class ControllerScheduler(LRScheduler):
     ``zero_grad``, ``backward``, ``on_before_optimizer_step`` (and gradient clipping, in place),
     the parameter update, then ``scheduler.step()``, before the next batch's ``zero_grad``. So at
     ``step()`` ``.grad`` holds the gradient of the update just made (clipped, if clipping is on):
-    this is the torch placement, with its lag of one batch.
+    this is the torch placement, with its lag of one batch. The env's own order in Lightning:
+    call ``self.lr_schedulers().step()`` in ``on_before_optimizer_step`` (after backward, before
+    the update) and override ``lr_scheduler_step`` to do nothing (``tests/test_lightning.py``).
 
     **The gradient** (``grad_norm`` feature, ``action="capped"``) is read from the parameters'
     ``.grad`` when ``step`` decides, so ``step`` must come after ``backward`` and before the next
@@ -218,13 +220,19 @@ class ControllerScheduler(LRScheduler):
         """Set the optimizer's rate(s) for the next ``optimizer.step()``: ``last_epoch += 1``.
 
         ``step(loss)`` (optionally ``val_loss=``) is :meth:`observe` then ``step()``; ``step()``
-        decides from the loss last given to :meth:`observe`."""
+        decides from the loss last given to :meth:`observe`. An ``int`` argument is torch's
+        deprecated ``step(epoch)`` (``SequentialLR`` of torch before 2.9 calls ``step(0)`` at its
+        milestone): ``last_epoch`` becomes it and the controller decides from the observed loss;
+        so give a loss as a float or a tensor."""
+        epoch = None
+        if type(loss) is int:  # (not a bool, not a float: torch's epoch)
+            epoch, loss = loss, None
         if loss is not None:
             self.observe(loss, val_loss)
         elif val_loss is not None:
             raise ValueError("step(val_loss=...) needs the loss too: step(loss, val_loss=...)")
         self._step_count += 1
-        self.last_epoch += 1
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         self._get_lr_called_within_step = True
         try:
             values = self.get_lr()

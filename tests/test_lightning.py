@@ -134,3 +134,49 @@ def test_lightning_with_a_capped_controller_caps_with_the_previous_gradient():
     limits = [cap / norm for cap, norm in zip(caps, norms)]  # step t's cap over ||g_t||
     assert all(rate <= limit for rate, limit in zip(module.rates[1:], limits))
     assert sum(rate == limit for rate, limit in zip(module.rates[1:], limits)) >= 3  # and it binds
+
+
+class ExactModule(Module):
+    """The env's order in Lightning: the scheduler steps in ``on_before_optimizer_step`` (after
+    backward, with this batch's gradient, before the update), and Lightning's own call is off."""
+
+    def on_before_optimizer_step(self, optimizer):
+        self.lr_schedulers().step()
+        super().on_before_optimizer_step(optimizer)
+
+    def lr_scheduler_step(self, scheduler, metric):
+        pass  # stepped above
+
+
+def _plain_loop_exact(env_kwargs: dict) -> list[float]:
+    """The env's order: backward, scheduler.step(loss), optimizer.step()."""
+    x, y = _data()
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = ControllerScheduler(tiny_controller(env_kwargs, obs_dim=3), optimizer, total_steps=N_BATCHES)
+    rates = []
+    for i in range(N_BATCHES):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x[i * BATCH:(i + 1) * BATCH]), y[i * BATCH:(i + 1) * BATCH])
+        loss.backward()
+        scheduler.step(loss)
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+    return rates
+
+
+def test_lightning_in_the_envs_order_caps_with_each_updates_own_gradient():
+    capped = {"action": "capped", "features": ["loss_ema", "grad_norm"], "lr_min": 1e-2, "lr_max": 1.0,
+              "step_cap_min": 1e-3, "step_cap_max": 0.05}
+    x, y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH)
+    module = ExactModule(capped)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|GPU available).*")
+        trainer.fit(module, loader)
+    assert module.events == ["training_step", "zero_grad", "backward", "scheduler.step", "optimizer.step"] * N_BATCHES
+    assert module.rates == _plain_loop_exact(capped) and len(set(module.rates)) > 5
+    caps, norms = module.lr_schedulers().caps, module.update_norms
+    assert all(rate <= cap / norm for rate, cap, norm in zip(module.rates, caps, norms))  # its own gradient

@@ -29,6 +29,8 @@ def test_every_id_is_registered_in_the_namespace_and_as_an_alias():
     env = gymnasium.make("lrrl/LearningRate-v0", episode_length=5)
     obs, _ = env.reset(seed=0)
     assert env.unwrapped.trainer.task.name == "digits" and obs.shape == env.observation_space.shape
+    vec = gymnasium.make_vec("lrrl/LearningRate-Regression2D-v0", num_envs=2, episode_length=5)
+    assert type(vec).__name__ == "LearningRateVectorEnv" and vec.reset(seed=0)[0].shape[0] == 2
 
 
 def _local_envs_folder(tmp_path: Path) -> Path:

@@ -425,6 +425,21 @@ def test_warm_up_in_sequential_lr_then_the_controller():
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     assert state["_schedulers"][1]["calls"] == 9  # decisions from losses 3..11
+    # a fresh sequence resumed from it continues with the rates the first one goes on to give
+    resumed_opt = _sgd(0.2)
+    resumed_ctrl = ControllerScheduler(ctrl, resumed_opt, total_steps=9)
+    resumed = SequentialLR(resumed_opt, [LinearLR(resumed_opt, start_factor=0.1, total_iters=4), resumed_ctrl],
+                           milestones=[4])
+    resumed.load_state_dict(state)
+    more = _losses(15)[12:]
+    for loss in more:
+        controller.observe(loss)
+        resumed_ctrl.observe(loss)
+        optimizer.step()
+        resumed_opt.step()
+        seq.step()
+        resumed.step()
+        assert resumed.get_last_lr() == seq.get_last_lr() and resumed.last_epoch == seq.last_epoch
 
 
 def test_chained_scheduler_scales_the_controllers_rate():
@@ -443,3 +458,17 @@ def test_chained_scheduler_scales_the_controllers_rate():
         got.append(optimizer.param_groups[0]["lr"])
     alone = _feed(ControllerScheduler(ctrl, _sgd(0.2), total_steps=10), losses)
     assert got == [0.5 * r[0] for r in alone]  # (the controller's own state is not the group's rate)
+
+
+def test_an_int_is_torchs_deprecated_epoch_as_older_sequential_lr_passes_it():
+    """SequentialLR before torch 2.9 calls step(0) at its milestone; newer ones _update_lr(0)."""
+    ctrl = tiny_controller({"features": ["loss_ema"]}, obs_dim=2)
+    old, new = (ControllerScheduler(ctrl, _sgd(), total_steps=10) for _ in range(2))
+    for s in (old, new):
+        s.observe(1.7)
+    if not hasattr(new, "_update_lr"):
+        pytest.skip("this torch's SequentialLR calls step(0) itself (no _update_lr)")
+    old.step(0)
+    new._update_lr(0)
+    assert old.last_epoch == new.last_epoch == 0 and old.get_last_lr() == new.get_last_lr() != [0.1]
+    assert _feed(old, [1.5, 1.2]) == _feed(new, [1.5, 1.2])
