@@ -386,6 +386,12 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
 
     from experiments.sweep import LocalPool
 
+    from agents.rundir import RunDirError
+
+    linked = next((o for o in outs if Path(o).is_symlink()), None)
+    if linked is not None:  # OUT/seed-K is ours to create: a link planted there would lead outside
+        raise RunDirError(f"refusing to train into {linked}: it is a symbolic link, which could point "
+                          f"outside the directory; remove it and retry")
     outs = [Path(o).resolve() for o in outs]  # a worker's current directory may be another
     if len(outs) != len(seeds) or len(set(outs)) != len(outs):
         raise ValueError("train_seeds: one distinct run directory per seed")
