@@ -11,6 +11,8 @@ updates.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -299,6 +301,9 @@ class TrainSettings:
         and save an untrained controller), and the record is well-formed."""
         from envs.tasks import TASKS
 
+        scale = self.agent_kwargs.get("reward_scale")
+        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"--reward-scale must be a finite number > 0 (it multiplies every reward), got {scale!r}")
         generation = self.generation_steps
         if generation is not None and self.steps < generation:
             raise ValueError(f"--steps {self.steps} is less than one generation of the policy search "

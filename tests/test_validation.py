@@ -193,3 +193,9 @@ def test_evaluate_refuses_a_controller_whose_settings_cannot_run(change, words, 
     line = error_line(err)
     assert str(run_dir) in line and words in line
     assert not out.exists()  # refused before any run
+
+
+def test_a_zero_agent_reward_scale_is_refused(tmp_path, capsys):
+    code, err = cli(train_controller.main, ["--reward-scale", 0, "--steps", 40, "--out", tmp_path / "r", *TINY],
+                    capsys)
+    assert code == 2 and "--reward-scale must be a finite number > 0" in error_line(err)
