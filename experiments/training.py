@@ -254,7 +254,7 @@ def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_c
                         reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
-        raise TrainingInterrupted(out, int(model.num_timesteps)) from None
+        raise TrainingInterrupted(out, int(getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
     wall = time.time() - start
     checkpointer.save(model)
 
