@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from experiments.config import DEFAULT_BATCH, HELD_OUT_SEED_START, EvaluationSettings, parse_seeds

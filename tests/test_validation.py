@@ -2,10 +2,8 @@
 command lines (train_controller.py, evaluate.py) and checkpoints. Each case was a traceback or
 was silently accepted; each is now one clear error naming the value."""
 import json
-import math
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
