@@ -380,6 +380,12 @@ class PolicySearch(SB3Shaped):
                 "observation_space": box_to_json(self.observation_space),
                 "action_space": box_to_json(self.action_space)}
 
+    @property
+    def checkpoint_timesteps(self) -> int:
+        """The env steps a checkpoint written now records: those of the last generation boundary."""
+        start = self._generation_start
+        return int(start["num_timesteps"]) if start else int(self.num_timesteps)
+
     def save(self, path: str | os.PathLike) -> None:
         """Atomic checkpoint of tensors and plain numbers (loaded with ``weights_only=True``).
 

@@ -11,6 +11,8 @@ updates.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -299,13 +301,9 @@ class TrainSettings:
         and save an untrained controller), and the record is well-formed."""
         from envs.tasks import TASKS
 
-        generation = self.generation_steps
-        if generation is not None and self.steps < generation:
-            raise ValueError(f"--steps {self.steps} is less than one generation of the policy search "
-                             f"({self.agent_kwargs.get('population', 12)} candidates x "
-                             f"{generation // int(self.agent_kwargs.get('population', 12))} steps = {generation} "
-                             f"steps), so nothing would be trained; give --steps {generation} or more")
-
+        scale = self.agent_kwargs.get("reward_scale")
+        if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"--reward-scale must be a finite number > 0 (it multiplies every reward), got {scale!r}")
         if not self.tasks:
             raise ValueError("--task: give a task name")
         unknown = [t for t in self.tasks if t not in TASKS and ":" not in t]
@@ -321,4 +319,10 @@ class TrainSettings:
             self.to_json()
         except ValueError as exc:  # CheckpointError: name the field, not a file
             raise ValueError(str(exc).replace("'settings.json': ", "")) from None
+        generation = self.generation_steps
+        if generation is not None and self.steps < generation:
+            raise ValueError(f"--steps {self.steps} is less than one generation of the policy search "
+                             f"({self.agent_kwargs.get('population', 12)} candidates x "
+                             f"{generation // int(self.agent_kwargs.get('population', 12))} steps = {generation} "
+                             f"steps), so nothing would be trained; give --steps {generation} or more")
         return self

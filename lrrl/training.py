@@ -254,7 +254,7 @@ def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_c
                         reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
-        raise TrainingInterrupted(out, int(model.num_timesteps)) from None
+        raise TrainingInterrupted(out, int(getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
     wall = time.time() - start
     checkpointer.save(model)
 
@@ -386,6 +386,12 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
 
     from lrrl.sweep import LocalPool
 
+    from agents.rundir import RunDirError
+
+    linked = next((o for o in outs if Path(o).is_symlink()), None)
+    if linked is not None:  # OUT/seed-K is ours to create: a link planted there would lead outside
+        raise RunDirError(f"refusing to train into {linked}: it is a symbolic link, which could point "
+                          f"outside the directory; remove it and retry")
     outs = [Path(o).resolve() for o in outs]  # a worker's current directory may be another
     if len(outs) != len(seeds) or len(set(outs)) != len(outs):
         raise ValueError("train_seeds: one distinct run directory per seed")

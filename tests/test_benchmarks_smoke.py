@@ -64,7 +64,7 @@ def test_peer_dacbench_tiny(tmp_path, capsys):
 def test_memory_tiny(tmp_path, capsys):
     """One case through the subprocess pipeline (a training run on the random-MNIST task), one in-process."""
     out = tmp_path / "memory.json"
-    sizes = ["--n-train", "300", "--n-test", "50", "--steps", "2", "--train-steps", "3", "--episode-length", "2"]
+    sizes = ["--n-train", "300", "--n-test", "50", "--steps", "2", "--train-steps", "12", "--episode-length", "2"]  # one policy-search generation
     code = memory.main(["--cases", "train-mnist-cnn", *sizes, "--json", str(out)])
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -72,7 +72,7 @@ def test_memory_tiny(tmp_path, capsys):
     assert "peak MiB" in printed and "train-mnist-cnn" in printed
     (train,) = data["results"]
     assert train["case"] == "train-mnist-cnn" and _finite_positive(train["peak_rss_mb"])
-    assert train["settings"]["task"] == "benchmarks.memory:mnist_sized_task" and train["settings"]["steps"] == 3
+    assert train["settings"]["task"] == "benchmarks.memory:mnist_sized_task" and train["settings"]["steps"] == 12
 
     args = memory.build_parser().parse_args(sizes)
     env = memory.child("env-mnist-cnn", args)

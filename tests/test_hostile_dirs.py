@@ -193,3 +193,14 @@ def test_a_failing_write_probe_leaves_no_file(tmp_path, monkeypatch):
         prepare_directory(tmp_path / "out")
     monkeypatch.undo()
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_seeds_refuse_a_symlinked_seed_directory(tmp_path, victim, capsys):
+    out = tmp_path / "five"
+    out.mkdir()
+    (out / "seed-1").symlink_to(victim.parent, target_is_directory=True)
+    code, err = cli(train_controller.main, ["--seeds", "0-1", "--steps", 40, "--out", out, *TINY], capsys)
+    assert code != 0
+    assert "symbolic link" in error_line(err)
+    assert untouched(victim)
+    assert not (out / "seed-0").exists()

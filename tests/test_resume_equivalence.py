@@ -71,3 +71,27 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(flags, steps, every, kill
         np.testing.assert_array_equal(b.std, a.std)
         assert b.selection_state["best_timestep"] == a.selection_state["best_timestep"]
         assert b.selection_state["best_return"] == a.selection_state["best_return"]
+
+
+def test_ctrl_c_mid_generation_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    import agents.callbacks as cb
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    base = [*PS, "--steps", "48", "--checkpoint-every", "0"]
+    assert train_controller.main([*base, "--out", str(whole)]) == 0
+    real = cb.EnvInfoCallback._on_step
+
+    def interrupted(self):
+        if self.num_timesteps >= 27:  # in the middle of the second generation
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(cb.EnvInfoCallback, "_on_step", interrupted)
+    assert train_controller.main([*base, "--out", str(cut)]) == 130
+    monkeypatch.undo()
+    assert "interrupted at step 16" in capsys.readouterr().err
+    assert load_controller(cut).model.num_timesteps == 16
+    assert train_controller.main(["--resume", str(cut), "--steps", "48", "--no-progress"]) == 0
+    a, b = load_controller(whole).model, load_controller(cut).model
+    assert counters(b) == counters(a) and b.generation == a.generation
+    np.testing.assert_array_equal(b.mean, a.mean)

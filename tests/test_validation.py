@@ -2,10 +2,8 @@
 command lines (train_controller.py, evaluate.py) and checkpoints. Each case was a traceback or
 was silently accepted; each is now one clear error naming the value."""
 import json
-import math
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +191,9 @@ def test_evaluate_refuses_a_controller_whose_settings_cannot_run(change, words, 
     line = error_line(err)
     assert str(run_dir) in line and words in line
     assert not out.exists()  # refused before any run
+
+
+def test_a_zero_agent_reward_scale_is_refused(tmp_path, capsys):
+    code, err = cli(train_controller.main, ["--reward-scale", 0, "--steps", 40, "--out", tmp_path / "r", *TINY],
+                    capsys)
+    assert code == 2 and "--reward-scale must be a finite number > 0" in error_line(err)
