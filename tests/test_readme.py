@@ -51,3 +51,20 @@ def commands() -> list[list[str]]:
             if line and not line.startswith("#"):
                 found.extend(shlex.split(part) for part in line.split("&&"))
     return found
+
+
+def test_the_scheduler_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's scheduler example, executed exactly (a shipped controller, no training), without
+    a warning; the scheduler then holds the rate it set."""
+    import warnings
+
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "ControllerScheduler" in b]
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(blocks[0], "README.md", "exec"), namespace)
+    scheduler, optimizer = namespace["scheduler"], namespace["optimizer"]
+    assert scheduler.last_epoch == 500
+    assert optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0] > 0

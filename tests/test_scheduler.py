@@ -248,33 +248,6 @@ def test_step_after_optimizer_step_lags_by_one_batch():
     assert after[1] == before[0]  # same first decision (same first batch, same weights)
 
 
-def test_readme_snippet_runs_with_a_trained_controller(tmp_path, monkeypatch):
-    """Executes exactly the README's scheduler example (in a folder where ``runs/digits`` holds
-    a tiny controller from train_controller.py), so the snippet cannot rot."""
-    import re
-    from pathlib import Path
-
-    import train_controller
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    code = next(b for b in blocks if "ControllerScheduler(" in b)
-    assert "runs/digits" in code and "ControllerScheduler" in code
-    assert len(code.strip().splitlines()) <= 17
-    monkeypatch.chdir(tmp_path)
-    assert train_controller.main(["--out", "runs/digits", "--steps", "20", "--episode-length", "10",
-                                  "--no-progress", "--checkpoint-every", "0"]) == 0
-    namespace: dict = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the snippet must run without warnings
-        exec(compile(code, "README.md", "exec"), namespace)
-    scheduler = namespace["scheduler"]
-    assert scheduler.last_epoch == 500
-    env_kwargs = json.loads((tmp_path / "runs" / "digits" / "settings.json").read_text())["env_kwargs"]
-    assert env_kwargs["lr_min"] <= scheduler.get_last_lr()[0] <= env_kwargs["lr_max"]
-    assert namespace["optimizer"].param_groups[0]["lr"] == scheduler.get_last_lr()[0]
-
-
 def test_stateless_controller_starts_the_episode_once():
     """SB3 controllers (DDPG/TD3) return state None: only the first call is an episode start."""
 
