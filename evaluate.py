@@ -121,6 +121,11 @@ def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
         settings = SuiteSettings(split=args.suite, families=families, instances=args.instances, baselines=baselines,
                                  jobs=args.jobs, batch=args.batch,
                                  device="cpu" if args.device == "auto" else args.device).validate()
+        from envs.suite import make_instance, scoring_seeds
+
+        for family_name in settings.families:  # every instance builds (offline) before any run starts
+            for seed in scoring_seeds(settings.instances):
+                make_instance(family_name, seed)
         controllers = load_controllers(args.checkpoints, "suite", settings.device)
         backend = backend_from_args(args)
     except (ValueError, DatasetUnavailableError) as exc:

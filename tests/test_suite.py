@@ -260,3 +260,22 @@ def test_sample_instances_for_training():
         S.sample_instances("train", 1, 0, families=["gru-text"])
     task = S.with_batch_size(make_instance("digits-cnn", 3), 16)
     assert task.batch_size == 16 and task.meta["batch_size"] == 16 and task.name == "digits-cnn@3/b16"
+
+
+def test_a_family_that_cannot_be_built_offline_is_one_clear_error(monkeypatch):
+    """Without the standard library's source (a stripped Python), gru-text says so."""
+    import inspect
+
+    from envs import suite
+    from envs.tasks import DatasetUnavailableError
+
+    def no_source(obj):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    suite.stdlib_text.cache_clear()
+    try:
+        with pytest.raises(DatasetUnavailableError, match="gru-text needs the source or docstrings"):
+            suite.stdlib_text("string")
+    finally:
+        suite.stdlib_text.cache_clear()
