@@ -130,6 +130,8 @@ def card(family_name: str, split_record: dict, command: str) -> str:
 
 
 def render(args, command: str) -> None:
+    from lrrl.suite import profile_figure, scores_from_instances
+
     docs = Path(args.docs)
     (docs / "cards").mkdir(parents=True, exist_ok=True)
     compact = {}
@@ -140,6 +142,11 @@ def render(args, command: str) -> None:
             continue
         record = json.loads(path.read_text())
         text = (Path(args.out) / split / "suite.md").read_text()
+        scores = scores_from_instances(record["per_instance"], record["methods"])
+        figure = profile_figure(scores, docs / f"reference-{split}.png",
+                                f"Performance profiles, {split} split ({len(record['per_instance'])} instances)")
+        if figure is not None and "## Figure" not in text:
+            text = text.rstrip() + f"\n\n## Figure\n\n![performance profiles]({figure.name})\n"
         (docs / f"reference-{split}.md").write_text(text)
         for fam in record["families"]:
             (docs / "cards" / f"{fam}.md").write_text(card(fam, record, record["command"]))

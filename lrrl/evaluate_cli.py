@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--suite", choices=("train", "test"), default=None,
                    help="score on every family of this split of the task suite instead of one --task: "
                         "each instance on its own horizon, every ratio relative to SGD tuned on that "
-                        "instance; writes OUT/suite.md and suite.json (--task, --updates, --seeds, --grid "
-                        "and --eval-every do not apply; default --baselines: "
-                        "random,sgd,adam,clipped,lrfree)")
+                        "instance; writes OUT/suite.md and suite.json (--task, --updates, --seeds, --grid, "
+                        "--eval-every, --episodes and --divergence-factor do not apply; --baselines all, the "
+                        "default, means random,sgd,adam,clipped,lrfree there)")
     g.add_argument("--instances", type=int, default=3,
                    help="--suite: scoring instances per family (instance seeds 1000, 1001, ...)")
     g.add_argument("--families", default=None,
@@ -112,7 +112,9 @@ def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
 
     try:
         given = [flag for flag, value, default in (("--task", args.task, "digits"), ("--updates", args.updates, 1000),
-                                                   ("--seeds", args.seeds, "5"), ("--grid", args.grid, "both"))
+                                                   ("--seeds", args.seeds, "5"), ("--grid", args.grid, "both"),
+                                                   ("--eval-every", args.eval_every, 20), ("--episodes", args.episodes, 3),
+                                                   ("--divergence-factor", args.divergence_factor, 100.0))
                  if value != default]
         if given:
             raise ValueError(f"{given[0]} does not apply with --suite (each instance has its own task, horizon "
@@ -122,6 +124,11 @@ def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
         settings = SuiteSettings(split=args.suite, families=families, instances=args.instances, baselines=baselines,
                                  jobs=args.jobs, batch=args.batch,
                                  device="cpu" if args.device == "auto" else args.device).validate()
+        from envs.suite import make_instance, scoring_seeds
+
+        for family_name in settings.families:  # every instance builds (offline) before any run starts
+            for seed in scoring_seeds(settings.instances):
+                make_instance(family_name, seed)
         controllers = load_controllers(args.checkpoints, "suite", settings.device)
         backend = backend_from_args(args)
     except (ValueError, DatasetUnavailableError) as exc:

@@ -245,7 +245,8 @@ def _rliable():
         from rliable import library as rly
         from rliable import metrics
     except ImportError as exc:
-        raise ImportError(f"the suite's aggregate needs rliable: pip install -e '.[suite]' ({exc})") from None
+        raise ImportError(f"the suite's aggregate needs rliable, a dependency of lrrl: "
+                          f"pip install rliable ({exc})") from None
     if "random_state" not in inspect.signature(arch_bs.IIDBootstrap.__init__).parameters \
             and not getattr(rly.StratifiedBootstrap, "_lrrl_seed_shim", False):
         def __init__(self, *args, random_state=None, task_bootstrap=False, **kwargs):
@@ -409,6 +410,58 @@ def score(settings: SuiteSettings, instances: list[dict], notes: list[str], wall
                         wall_time=wall, runs=runs, resumed=resumed)
 
 
+def scores_from_instances(per_instance: Sequence[dict], methods: Sequence[str],
+                          key: str = "ratio_train") -> dict[str, np.ndarray]:
+    """Ratio arrays ``(instances, families)`` per method from ``suite.json``'s ``per_instance``."""
+    fams = list(dict.fromkeys(i["family"] for i in per_instance))
+    n = max(sum(i["family"] == f for i in per_instance) for f in fams)
+    out = {m: np.full((n, len(fams)), np.nan) for m in methods}
+    seen = {f: 0 for f in fams}
+    for inst in per_instance:
+        j = fams.index(inst["family"])
+        i, seen[inst["family"]] = seen[inst["family"]], seen[inst["family"]] + 1
+        for m in methods:
+            v = (inst["methods"].get(m) or {}).get(key)
+            out[m][i, j] = math.nan if v is None else float(v)
+    return out
+
+
+def profile_figure(scores: dict[str, np.ndarray], path: Path, title: str, reps: int = 2000) -> Path | None:
+    """A PNG of the performance profiles: share of instances with training-loss ratio <= tau
+    against tau (log scale), with rliable's 95% bootstrap bands; ``None`` if nothing is finite."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rly, _ = _rliable()
+    finite = {m: s for m, s in scores.items() if np.all(np.isfinite(s))}
+    if not finite:
+        return None
+    taus = np.geomspace(0.01, FAILED_RATIO, 41)
+    np.random.seed(0)
+    prof, ci = rly.create_performance_profile({m: -np.log10(s) for m, s in finite.items()},
+                                              -np.log10(taus) - 1e-9, reps=reps)
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    from matplotlib import colormaps
+
+    colors = colormaps["tab20"]
+    for k, m in enumerate(finite):
+        color = "black" if m == REFERENCE else colors(k % 20)
+        ax.plot(taus, prof[m], label=m, color=color, lw=2.5 if m == REFERENCE else 1.5,
+                ls="-" if k % 2 == 0 else "--")
+        ax.fill_between(taus, ci[m][0], ci[m][1], color=color, alpha=0.08)
+    ax.set_xscale("log")
+    ax.set_xlabel("tau: ratio of final training loss to tuned SGD's")
+    ax.set_ylabel("share of instances with ratio <= tau")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 # --------------------------------------------------------------------------- the report
 def _r(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else (f"{x:.3g}" if x < 1000 else f"{x:.2e}")
@@ -484,6 +537,10 @@ def write_suite_report(results: SuiteResults, out: Path, command: str) -> str:
               "## Performance profile: share of instances with training-loss ratio <= tau [95% CI]", "",
               profile_table(results), "",
               "## Per instance: training-loss ratio", "", instance_table(results), ""]
+    figure = profile_figure(results.train_scores, out / "suite_profile.png",
+                            f"Performance profiles, {st.split} split ({len(results.instances)} instances)", st.reps)
+    if figure is not None:
+        parts += ["## Figure", "", f"![performance profiles]({figure.name})", ""]
     text = "\n".join(parts)
     (out / "suite.md").write_text(text)
     write_json(out / "suite.json", {
