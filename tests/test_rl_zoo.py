@@ -70,6 +70,8 @@ def test_rl_zoo_train_with_the_shipped_module(tmp_path):
     model = logs / "td3" / "LearningRate-v0_1" / "LearningRate-v0.zip"
     config = yaml.unsafe_load((model.parent / "LearningRate-v0" / "config.yml").read_text())
     assert model.is_file() and dict(config)["gamma"] == 0.9 and dict(config)["batch_size"] == 128
+    out = _zoo("enjoy", "-f", str(logs), "--exp-id", "1", "-n", "20", cwd=tmp_path, package="lrrl")
+    assert len([line for line in out.splitlines() if line.startswith("update ") and "reward" in line]) == 20
 
 
 def test_rl_zoo_trains_td3_on_the_suite(tmp_path):
