@@ -14,41 +14,10 @@ import evaluate
 import train_controller
 from agents.io import UnsafePathError, atomic_write_json
 from agents.rundir import LOCK_NAME, DirectoryLock, RunDirError, prepare_directory
+from helpers_cli import TINY, cli, error_line
 
-TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0",
-        "--log-every", "5"]
 EVAL_TINY = ["--task", "digits", "--steps", "5", "--seeds", "1", "--eval-every", "5", "--episodes", "0",
              "--baselines", "sgd", "--grid", "paper"]
-
-
-def cli(main, argv, capsys):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-def error_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base") / "run"
-    assert train_controller.main([str(a) for a in ["--steps", 40, "--out", out, *TINY]]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(trained_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(trained_run, out)
-    return out
 
 
 @pytest.fixture

@@ -92,8 +92,10 @@ def _fit(env_kwargs: dict) -> Module:
     return module
 
 
-def _plain_loop(env_kwargs: dict) -> list[float]:
-    """The torch placement: observe, backward, optimizer.step(), scheduler.step()."""
+def _plain_loop(env_kwargs: dict, exact: bool = False) -> list[float]:
+    """The rates of a plain loop. The torch placement (``exact=False``): observe, backward,
+    optimizer.step(), scheduler.step(). The env's order (``exact=True``): backward,
+    scheduler.step(loss), optimizer.step()."""
     x, y = _data()
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -102,11 +104,15 @@ def _plain_loop(env_kwargs: dict) -> list[float]:
     for i in range(N_BATCHES):
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x[i * BATCH:(i + 1) * BATCH]), y[i * BATCH:(i + 1) * BATCH])
-        scheduler.observe(loss)
+        if not exact:
+            scheduler.observe(loss)
         loss.backward()
+        if exact:
+            scheduler.step(loss)
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
-        scheduler.step()
+        if not exact:
+            scheduler.step()
     return rates
 
 
@@ -148,23 +154,6 @@ class ExactModule(Module):
         pass  # stepped above
 
 
-def _plain_loop_exact(env_kwargs: dict) -> list[float]:
-    """The env's order: backward, scheduler.step(loss), optimizer.step()."""
-    x, y = _data()
-    model = _model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    scheduler = ControllerScheduler(tiny_controller(env_kwargs, obs_dim=3), optimizer, total_steps=N_BATCHES)
-    rates = []
-    for i in range(N_BATCHES):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x[i * BATCH:(i + 1) * BATCH]), y[i * BATCH:(i + 1) * BATCH])
-        loss.backward()
-        scheduler.step(loss)
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-    return rates
-
-
 def test_lightning_in_the_envs_order_caps_with_each_updates_own_gradient():
     capped = {"action": "capped", "features": ["loss_ema", "grad_norm"], "lr_min": 1e-2, "lr_max": 1.0,
               "step_cap_min": 1e-3, "step_cap_max": 0.05}
@@ -177,6 +166,6 @@ def test_lightning_in_the_envs_order_caps_with_each_updates_own_gradient():
         warnings.filterwarnings("ignore", ".*(num_workers|does not have many workers|GPU available).*")
         trainer.fit(module, loader)
     assert module.events == ["training_step", "zero_grad", "backward", "scheduler.step", "optimizer.step"] * N_BATCHES
-    assert module.rates == _plain_loop_exact(capped) and len(set(module.rates)) > 5
+    assert module.rates == _plain_loop(capped, exact=True) and len(set(module.rates)) > 5
     caps, norms = module.lr_schedulers().caps, module.update_norms
     assert all(rate <= cap / norm for rate, cap, norm in zip(module.rates, caps, norms))  # its own gradient

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +20,14 @@ from agents.io import CheckpointError
 from lrrl.config import parse_seeds
 from lrrl.sweep import code_fingerprint
 from agents.rundir import LOCK_NAME, DirectoryLock, RunDirError
+from helpers_cli import TINY, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0",
-        "--log-every", "5"]
 EVAL_TINY = ["--task", "digits", "--steps", "5", "--seeds", "1", "--eval-every", "5", "--episodes", "0"]
 
 
 def run(argv):
     assert train_controller.main([str(a) for a in argv]) == 0
-
-
-def cli(main, argv, capsys):
-    """Run a CLI's main; return (exit code, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def one_clear_line(err: str) -> str:
@@ -52,23 +40,6 @@ def one_clear_line(err: str) -> str:
 
 def no_tmp_files(directory: Path) -> bool:
     return not [p for p in Path(directory).rglob("*.tmp")]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny finished actor-critic run (40 steps, one episode), copied per test."""
-    out = tmp_path_factory.mktemp("base") / "run"
-    run(["--steps", 40, "--out", out, *TINY])
-    return out
-
-
-@pytest.fixture
-def run_dir(trained_run, tmp_path):
-    import shutil
-
-    out = tmp_path / "run"
-    shutil.copytree(trained_run, out)
-    return out
 
 
 def edit_settings(run_dir: Path, change) -> None:

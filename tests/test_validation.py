@@ -3,7 +3,6 @@ command lines (train_controller.py, evaluate.py) and checkpoints. Each case was 
 was silently accepted; each is now one clear error naming the value."""
 import json
 import pickle
-import shutil
 
 import numpy as np
 import pytest
@@ -15,29 +14,12 @@ from agents.checkpoint import load_controller
 from agents.io import CheckpointError
 from envs.learning_rate_env import LearningRateEnv
 from envs.vector_env import LearningRateVectorEnv
+from helpers_cli import TINY, cli, error_line
 
 NAN, INF = float("nan"), float("inf")
-TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0",
-        "--log-every", "5"]
 PS_TINY = ["--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25",
            "--population", "4", "--workers", "1", "--no-progress", "--steps", "16"]
 EVAL_TINY = ["--task", "digits", "--steps", "5", "--seeds", "1", "--eval-every", "5", "--episodes", "0"]
-
-
-def cli(main, argv, capsys):
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-def error_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- env constructor
@@ -83,20 +65,6 @@ def test_a_vector_env_pickles_and_its_copy_steps_identically(batched):
 
 
 # --------------------------------------------------------------------------- train_controller.py
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base") / "run"
-    assert train_controller.main([str(a) for a in ["--steps", 40, "--out", out, *TINY]]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(trained_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(trained_run, out)
-    return out
-
-
 @pytest.mark.parametrize("flags", [["--lr-min", "0.5"], ["--gamma", "0.5"], ["--preset", "paper"],
                                    ["--seed", "3"], ["--features", "lr"], ["--select-best", "2"]])
 def test_resume_refuses_a_flag_it_cannot_honour(flags, run_dir, capsys):
