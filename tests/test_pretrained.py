@@ -31,9 +31,10 @@ def test_the_names_are_listed_once_and_each_has_its_files():
 
 @pytest.mark.parametrize("name", sorted(TRAINED_FOR))
 def test_from_pretrained_trains_digits_in_a_plain_loop(name):
-    """The task it was trained on, in a loop of one's own (200 updates, batch 50): it trains at
-    first (what happens later is the card's business: the SGD controller runs at the edge of
-    stability and can collapse late in a run)."""
+    """The task it was trained on, in a loop of one's own (its own initialisation, batches drawn
+    with replacement, batch 50) over its training horizon of 1,000 updates: it ends far below
+    chance (2.3) and below what its optimizer reaches at a rate tuned in the env (SGD 0.5 and Adam
+    0.005 both end near 4.5e-4 there; the cards have the numbers)."""
     from envs.tasks import make_task
 
     task = make_task("digits")
@@ -42,21 +43,20 @@ def test_from_pretrained_trains_digits_in_a_plain_loop(name):
     optimizer = TRAINED_FOR[name][1](model.parameters(), lr=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the optimizer it was trained for: no warning
-        scheduler = ControllerScheduler.from_pretrained(name, optimizer, total_steps=200)
+        scheduler = ControllerScheduler.from_pretrained(name, optimizer, total_steps=1000)
     assert repr(scheduler).startswith(f"ControllerScheduler(controller='pretrained:{name}'")
     g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(200):
+    for _ in range(1000):
         idx = torch.randint(0, len(task.x_train), (50,), generator=g)
         optimizer.zero_grad()
         loss = task.loss_fn(model(task.x_train[idx]), task.y_train[idx])
         loss.backward()
         scheduler.step(loss)
         optimizer.step()
-        losses.append(loss.item())
-    assert scheduler.last_epoch == 200 and 0 < scheduler.get_last_lr()[0] <= scheduler.control.lr_max
-    early = sum(losses[90:100]) / 10
-    assert early < 0.5, f"{name}: mean batch loss {early:.3f} at updates 90-99 (chance: 2.3)"
+    assert scheduler.last_epoch == 1000 and 0 < scheduler.get_last_lr()[0] <= scheduler.control.lr_max
+    with torch.no_grad():
+        final = task.loss_fn(model(task.x_train), task.y_train).item()
+    assert final < 4.5e-4, f"{name}: final full training loss {final:.3g} after 1,000 updates"
 
 
 def test_unknown_name_is_one_clear_error_listing_the_names(tmp_path, capsys):
