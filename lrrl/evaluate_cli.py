@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from lrrl.cli import command_name
@@ -102,12 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """``--suite``: :func:`lrrl.suite.run_suite` over a split; prints the aggregate report."""
-    import torch
-
-    from agents.rundir import RunDirError, describe_os_error
     from envs.tasks import DatasetUnavailableError
-    from lrrl.protocol import load_controllers
-    from lrrl.suite import SUITE_BASELINES, SuiteSettings, run_suite
+    from lrrl.protocol import check_controllers, load_controllers
+    from lrrl.suite import SUITE_BASELINES, SuiteSettings, instance_settings, run_suite
     from lrrl.sweep import backend_from_args
 
     try:
@@ -130,25 +126,45 @@ def suite_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
             for seed in scoring_seeds(settings.instances):
                 make_instance(family_name, seed)
         controllers = load_controllers(args.checkpoints, "suite", settings.device)
+        # each controller's env, built once on the first instance before any run
+        check_controllers(instance_settings(settings, settings.families[0], scoring_seeds(1)[0]), controllers)
         backend = backend_from_args(args)
     except (ValueError, DatasetUnavailableError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    out = Path(args.out or f"results/suite-{settings.split}")
+    return _run_and_report(parser, args.out or f"results/suite-{settings.split}", "instances", argv, backend,
+                           lambda out, command: run_suite(settings, controllers, out, command=command,
+                                                          backend=backend))
+
+
+def _run_and_report(parser: argparse.ArgumentParser, out_arg: str, kept_in: str, argv: Sequence[str] | None,
+                    backend, run) -> int:
+    """Run ``run(out, command) -> (results, text)`` into ``out_arg`` and print the report; a name the
+    file system cannot hold is one line (exit 2) before any run, a failing disk or run directory
+    one line (exit 1) saying that the finished runs in ``OUT/kept_in`` resume."""
+    import torch
+
+    from agents.rundir import RunDirError, check_path, describe_os_error, remove_temp_files
+
+    try:
+        out = check_path(out_arg)
+    except RunDirError as exc:
+        backend.close()
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     words = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         torch.set_num_threads(1)
-        _, text = run_suite(settings, controllers, out,
-                            command="python evaluate.py " + " ".join(shlex.quote(a) for a in words), backend=backend)
+        _, text = run(out, "python evaluate.py " + " ".join(shlex.quote(a) for a in words))
         print(text)
         return 0
     except RunDirError as exc:
         message = str(exc)
-    except OSError as exc:
+    except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
         message = describe_os_error(exc, out)
     finally:
         backend.close()
     if out.is_dir():
-        message += f"; finished runs are kept in {out / 'instances'}, rerun the command to resume"
+        remove_temp_files(out, recursive_into=(kept_in,))
+        message += f"; finished runs are kept in {out / kept_in}, rerun the command to resume"
     parser.exit(1, f"{parser.prog}: error: {message}\n")
     return 1
 
@@ -158,9 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.suite is not None:
         return suite_main(args, parser, argv)
-    import torch
-
-    from agents.rundir import RunDirError, check_path, describe_os_error, remove_temp_files
     from envs.tasks import DatasetUnavailableError, make_task
     from lrrl.protocol import check_controllers, load_controllers, run_evaluation
     from lrrl.sweep import backend_from_args
@@ -179,26 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = backend_from_args(args)  # Ray connects here: before anything is written
     except (ValueError, DatasetUnavailableError) as exc:  # bad input: one line, exit status 2
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    try:  # a name the file system cannot hold: one line, before any run
-        out = check_path(args.out or f"results/evaluate-{settings.task}")
-    except RunDirError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    words = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    try:
-        torch.set_num_threads(1)
-        _, text = run_evaluation(settings, controllers, out,
-                                 command="python evaluate.py " + " ".join(shlex.quote(a) for a in words),
-                                 backend=backend)
-        print(text)
-        return 0
-    except RunDirError as exc:
-        message = str(exc)
-    except OSError as exc:  # a full disk, a read-only file system, ...: one line, no traceback
-        message = describe_os_error(exc, out)
-    finally:
-        backend.close()
-    if out.is_dir():
-        remove_temp_files(out, recursive_into=("runs",))
-        message += f"; finished runs are kept in {out / 'runs'}, rerun the command to resume"
-    parser.exit(1, f"{parser.prog}: error: {message}\n")
-    return 1
+    return _run_and_report(parser, args.out or f"results/evaluate-{settings.task}", "runs", argv, backend,
+                           lambda out, command: run_evaluation(settings, controllers, out, command=command,
+                                                               backend=backend))

@@ -386,23 +386,18 @@ def score(settings: SuiteSettings, instances: list[dict], notes: list[str], wall
           resumed: int) -> SuiteResults:
     """Ratios, aggregates and per-family geometric means of measured instances."""
     labels = _method_order(list(dict.fromkeys(m for inst in instances for m in inst["records"])))
-    fams = list(dict.fromkeys(i["family"] for i in instances))
-    n = max(sum(i["family"] == f for i in instances) for f in fams)
-    train = {m: np.full((n, len(fams)), np.nan) for m in labels}
-    test = {m: np.full((n, len(fams)), np.nan) for m in labels}
-    counters = {f: 0 for f in fams}
     for inst in instances:
-        j, fam = fams.index(inst["family"]), inst["family"]
-        i, counters[fam] = counters[fam], counters[fam] + 1
         ref = inst["records"].get(REFERENCE)
         if ref is None or not math.isfinite(ratio(ref, ref)):
-            notes.append(f"{fam}@{inst['seed']}: tuned SGD has no finite final loss: no ratios (a broken instance)")
+            notes.append(f"{inst['family']}@{inst['seed']}: tuned SGD has no finite final loss: no ratios "
+                         f"(a broken instance)")
         for m in labels:
             rec = inst["records"].get(m)
-            train[m][i, j] = ratio(rec, ref, "train_loss")
-            test[m][i, j] = ratio(rec, ref, "test_loss")
-            inst["methods"].setdefault(m, {})["ratio_train"] = train[m][i, j]
-            inst["methods"][m]["ratio_test"] = test[m][i, j]
+            entry = inst["methods"].setdefault(m, {})
+            entry["ratio_train"], entry["ratio_test"] = ratio(rec, ref, "train_loss"), ratio(rec, ref, "test_loss")
+    train = scores_from_instances(instances, labels, "ratio_train")
+    test = scores_from_instances(instances, labels, "ratio_test")
+    fams = list(dict.fromkeys(i["family"] for i in instances))
     per_family = {m: {f: geometric_mean(train[m][:, j]) for j, f in enumerate(fams)} for m in labels}
     return SuiteResults(settings=settings, instances=instances, methods=labels, train_scores=train,
                         test_scores=test, aggregate_train=aggregate(train, settings.reps),

@@ -198,25 +198,23 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
             check_entries(real, files=[n for n in RUN_FILES if n != "tb"], dirs=("tb",))
             remove_stale_temp_files(real, (ckpt_name, "settings.json", "summary.json"))
             atomic_write_json(real / "settings.json", record)  # first, so a killed run can be resumed
-            return _learn(settings, model, lambda m: save_to(ckpt_path), out, real, resume_ckpt,
+            return _learn(settings, model, lambda m: save_to(ckpt_path), out / ckpt_name, real, resume_ckpt,
                           progress, log_every, progress_every)
     finally:
         remove_temp_files(real)
 
 
-def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_ckpt: Path | None,
+def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, resume_ckpt: Path | None,
            progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
-    """The training loop of a run directory ``out`` (as the user named it; ``real``: its real path,
-    where files are written)."""
+    """The training loop of a run directory (``ckpt_path``: its checkpoint as the user named the
+    directory; ``real``: the directory's real path, where files are written)."""
+    out = ckpt_path.parent
     from stable_baselines3.common.logger import configure
 
     from agents.callbacks import (EnvInfoCallback, PeriodicCheckpoint, ProgressLineCallback, SelectBestCallback,
                                   TqdmCallback)
     from agents.io import atomic_write_json
 
-    from agents.checkpoint import CHECKPOINT_NAMES
-
-    ckpt_path = out / CHECKPOINT_NAMES[settings.agent]
     model.set_logger(configure(str(real / "tb"), ["tensorboard"]))
     done_before = int(model.num_timesteps)
     remaining = max(0, settings.steps - done_before)
@@ -282,8 +280,6 @@ def _learn(settings: TrainSettings, model, save, out: Path, real: Path, resume_c
                                   "final_test_accuracy": last.get("final_test_accuracy"),
                                   "final_batch_loss": last.get("final_batch_loss"),
                                   "diverged": last.get("diverged"), "mean_lr": last.get("mean_lr")},
-        "last_episode_diverged": last.get("diverged"),
-        "last_episode_mean_lr": last.get("mean_lr"),
         "mean_lr": info_cb.mean_lr,
         "best_eval_return": selector.best_return if selector is not None else None,
         "best_eval_timestep": selector.best_timestep if selector is not None else None,

@@ -39,7 +39,7 @@ def test_train_load_and_resume(tmp_path, agent):
     assert {"agent", "preset", "env_kwargs", "agent_kwargs", "train"} <= set(settings)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_total"] == 120 and summary["episodes_this_run"] == 3
-    assert summary["final_train_loss"] is not None or summary["last_episode_diverged"]
+    assert summary["final_train_loss"] is not None or summary["diverged"]
     assert any((out / "tb").iterdir())
 
     controller = load_controller(out)

@@ -113,6 +113,9 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
     assert code != 0 and "too long" not in err.split("error:")[0] and "more than the file system allows" in error_line(err)
     code, err = cli(evaluate.main, [*EVAL_TINY, "--baselines", "sgd", "--out", out], capsys)
     assert code != 0 and "more than the file system allows" in error_line(err)
+    code, err = cli(evaluate.main, ["--suite", "test", "--families", "attention-tokens", "--instances", "1",
+                                    "--baselines", "sgd", "--out", out], capsys)
+    assert code == 2 and "more than the file system allows" in error_line(err)
 
 
 def test_a_deeply_nested_policy_search_settings_json_is_a_checkpoint_error(tmp_path, capsys):
