@@ -1,13 +1,13 @@
-"""Study: do trained learning-rate controllers beat tuned optimizers on held-out seeds? (issue 8)
+"""Study: do trained learning-rate controllers beat tuned optimizers on held-out seeds?
 
     python benchmarks/study_recommended.py                       # small default sizes, minutes
-    # the issue-8 study (about 45 min on 2 busy cores):
-    python benchmarks/study_recommended.py --configs paper,paper-no-separate,issue8,issue8-td3 \\
+    # the actor-critic-relative study (about 45 min on 2 busy cores):
+    python benchmarks/study_recommended.py --configs paper,paper-no-separate,actor-critic-relative,actor-critic-relative-td3 \\
         --controller-seeds 5 --eval-seeds 5 --train-updates 20000 --jobs 2 --out results/study-digits
-    python benchmarks/study_recommended.py --task regression2d --configs paper,issue8,issue8-td3 \\
+    python benchmarks/study_recommended.py --task regression2d --configs paper,actor-critic-relative,actor-critic-relative-td3 \\
         --controller-seeds 5 --eval-seeds 5 --train-updates 20000 --out results/study-regression2d
     # transfer of the digits controllers to a harder synthetic task (no retraining):
-    python benchmarks/study_recommended.py --configs issue8,issue8-td3 --controller-seeds 5 \\
+    python benchmarks/study_recommended.py --configs actor-critic-relative,actor-critic-relative-td3 --controller-seeds 5 \\
         --eval-seeds 5 --train-updates 20000 --eval-task classif20 --out results/study-digits
 
 For each configuration in ``--configs`` (see :data:`CONFIGS`) a controller is trained with
@@ -70,14 +70,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # issue 12: the same search with each generation's 12 candidates in one vector env (one process)
     # instead of --workers processes; the same transitions
     "rec-vec12": {"preset": "recommended", "train": {"num_envs": 12}},
-    # the issue-8 study's configurations (lrrl/presets.py "issue8", the previous recommended)
-    "issue8": {"preset": "issue8"},
-    "issue8-td3": {"preset": "issue8", "agent": "td3"},
-    "issue8-no-select": {"preset": "issue8", "train": {"select_best": 0}},
-    "issue8-discounted": {"preset": "issue8", "agent_overrides": {"gamma": 0.9}, "train": {"finite_horizon": False}},
-    "issue8-same-batch": {"preset": "issue8", "env": {"reward": "same-batch"}},
+    # the actor-critic-relative study's configurations (lrrl/presets.py "actor-critic-relative", the previous recommended)
+    "actor-critic-relative": {"preset": "actor-critic-relative"},
+    "actor-critic-relative-td3": {"preset": "actor-critic-relative", "agent": "td3"},
+    "actor-critic-relative-no-select": {"preset": "actor-critic-relative", "train": {"select_best": 0}},
+    "actor-critic-relative-discounted": {"preset": "actor-critic-relative", "agent_overrides": {"gamma": 0.9}, "train": {"finite_horizon": False}},
+    "actor-critic-relative-same-batch": {"preset": "actor-critic-relative", "env": {"reward": "same-batch"}},
 }
-DEFAULT_CONFIGS = ("paper", "paper-no-separate", "issue8", "recommended")
+DEFAULT_CONFIGS = ("paper", "paper-no-separate", "actor-critic-relative", "recommended")
 
 #: baseline families per task: family -> (optimizer, policy kind, rates); the best rate per
 #: family is reported. Grids are fine around each task's best decade rate (measured).

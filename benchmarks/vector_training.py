@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/vector_training.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--agent", default="td3", choices=("td3", "ddpg"))
-    p.add_argument("--preset", default="issue8", help="env settings (the issue8 env: 25 updates per decision)")
+    p.add_argument("--preset", default="actor-critic-relative", help="env settings (the actor-critic-relative env: 25 updates per decision)")
     p.add_argument("--task", default="digits")
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8], help="num_envs values")
     p.add_argument("--steps", type=int, default=400, help="transitions per training run")

@@ -8,6 +8,8 @@
   the reuse of ``x_j``, ...) is listed, with the paper's words, in ``docs/paper-deviations.md``.
   The log-uniform parametrisation it had before 0.3.0 is the study configuration
   ``paper-log-uniform`` (``--action absolute --actor-output tanh``).
+- ``actor-critic-relative``: the paper's actor-critic with a relative action and the state
+  (loss, lr, step_fraction); the ``recommended`` of earlier releases (docs/results.md).
 - ``recommended``: what measurement showed works best (issue 16; see the comment above it).
   Besides ``env`` and ``agent`` it has ``algo`` (the default ``--agent``), ``policy_search``
   (:class:`~agents.policy_search.PolicySearch` keyword arguments), ``sb3`` (overrides of
@@ -106,7 +108,7 @@ PRESETS["recommended"] = {
         "log_observations": True,
         "fresh_w0": True,
     },
-    # for --agent actor-critic on this env (the issue-8 levers); gamma / noise_std are shared with TD3
+    # for --agent actor-critic on this env (the levers of the actor-critic-relative study); gamma / noise_std are shared with TD3
     "agent": {
         "gamma": 1.0,
         "m_phi": 1,
@@ -130,11 +132,11 @@ PRESETS["recommended"] = {
 }
 
 
-# ``issue8``: the previous ``recommended`` (issues 3-8): the paper's actor-critic with a relative
+# ``actor-critic-relative``: the previous ``recommended``: the paper's actor-critic with a relative
 # action from 0.1, the state (loss, lr, step_fraction), 800 env steps. Kept so that the README's
-# issue-3/4/7/8 tables stay reproducible (``--preset issue8``); it does not beat a tuned rate
+# earlier results tables (docs/results.md) stay reproducible (``--preset actor-critic-relative``); it does not beat a tuned rate
 # (5 controller seeds x 5 held-out seeds: 0.54 mean, 0.060 median against SGD 0.6's 3.4e-4).
-PRESETS["issue8"] = {
+PRESETS["actor-critic-relative"] = {
     "env": {
         "reward": "probe",
         "reward_transform": "log-ratio",

@@ -74,7 +74,7 @@ def test_unknown_backend_is_refused():
         make_backend("dask")
 
 
-TRAIN = ["--preset", "issue8", "--task", "regression2d", "--steps", "6", "--episode-length", "6",
+TRAIN = ["--preset", "actor-critic-relative", "--task", "regression2d", "--steps", "6", "--episode-length", "6",
          "--checkpoint-every", "0", "--no-progress"]
 
 

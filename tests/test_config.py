@@ -14,9 +14,9 @@ def test_from_preset_takes_the_presets_values_and_overrides():
     preset = get_preset("recommended")
     assert s.agent == preset["algo"] and s.env_kwargs == preset["env"] and s.steps == preset["train"]["steps"]
     assert s.eval_seeds == [SELECTION_SEED] and s.task == "digits"
-    s = TrainSettings.from_preset("issue8", agent="td3", env={"reward": "same-batch", "lr_min": None},
+    s = TrainSettings.from_preset("actor-critic-relative", agent="td3", env={"reward": "same-batch", "lr_min": None},
                                   agent_overrides={"noise_std": 0.3, "learning_rate": 5e-4}, steps=40, num_envs=2)
-    assert s.env_kwargs["reward"] == "same-batch" and s.env_kwargs["lr_min"] == get_preset("issue8")["env"]["lr_min"]
+    assert s.env_kwargs["reward"] == "same-batch" and s.env_kwargs["lr_min"] == get_preset("actor-critic-relative")["env"]["lr_min"]
     assert s.agent_kwargs["noise_std"] == 0.3 and s.agent_kwargs["learning_rate"] == 5e-4
     assert s.agent_kwargs["gradient_steps"] == 2  # as many gradient steps per transition as with one env
     assert s.steps == 40 and s.num_envs == 2

@@ -148,8 +148,8 @@ def test_real_checkpoint_from_train_controller(tmp_path, capsys):
     train_controller = pytest.importorskip("train_controller")
     pytest.importorskip("agents.checkpoint")
     run = tmp_path / "ctrl"
-    # (the issue8 preset: the actor-critic with a rate in [1e-5, 1]; the default is now a policy search)
-    assert train_controller.main(["--preset", "issue8", "--task", "regression2d", "--steps", "20", "--episode-length", "10",
+    # (the actor-critic-relative preset: the actor-critic with a rate in [1e-5, 1]; the default is now a policy search)
+    assert train_controller.main(["--preset", "actor-critic-relative", "--task", "regression2d", "--steps", "20", "--episode-length", "10",
                                   "--features", "lr,val_loss", "--out", str(run), "--no-progress",
                                   "--checkpoint-every", "0"]) == 0
     capsys.readouterr()

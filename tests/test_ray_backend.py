@@ -150,7 +150,7 @@ def test_controller_seeds_as_ray_tasks_are_the_local_controllers(local_ray, tmp_
     from lrrl import training
     from lrrl.config import TrainSettings
 
-    settings = TrainSettings.from_preset("issue8", task="regression2d", steps=6, checkpoint_every=0,
+    settings = TrainSettings.from_preset("actor-critic-relative", task="regression2d", steps=6, checkpoint_every=0,
                                          env={"episode_length": 6})
     on_ray = training.train_seeds(settings, [0, 1], [tmp_path / "r0", tmp_path / "r1"], backend=RayPool())
     inline = training.train_seeds(settings, [0, 1], [tmp_path / "l0", tmp_path / "l1"])

@@ -16,11 +16,11 @@ def test_study_runs_tiny(tmp_path, capsys):
     from benchmarks import study_recommended as study
 
     out = tmp_path / "study"
-    code = study.main(["--configs", "paper,issue8", "--controller-seeds", "1", "--eval-seeds", "1",
+    code = study.main(["--configs", "paper,actor-critic-relative", "--controller-seeds", "1", "--eval-seeds", "1",
                        "--updates", "30", "--train-updates", "60", "--jobs", "1", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "study.json").read_text())
-    assert [c["name"] for c in results["summary"]["configs"]] == ["paper", "issue8"]
+    assert [c["name"] for c in results["summary"]["configs"]] == ["paper", "actor-critic-relative"]
     assert len(results["controller_runs"]) == 2  # 2 configs x 1 controller x 1 held-out seed
     assert all(r["seed"] == HELD_OUT_SEED_START for r in results["controller_runs"])
     n_rates = sum(len(rates) for _, _, rates in study.GRIDS["digits"].values())
@@ -31,16 +31,16 @@ def test_study_runs_tiny(tmp_path, capsys):
         assert 0 <= c["beats_bar"] <= c["n_controllers"] == 1
         # "beats" is exactly "mean held-out loss below the bar's"
         assert c["beats_bar"] == int(c["per_controller_mean"][0] < bar["train_loss"])
-    # the paper config trains 60 env steps, issue8 60 / updates_per_step
+    # the paper config trains 60 env steps, actor-critic-relative 60 / updates_per_step
     steps = {t["config"]: t["env_steps"] for t in results["training"]}
     from lrrl.presets import get_preset
 
     assert steps["paper"] == 60
-    assert steps["issue8"] == math.ceil(60 / get_preset("issue8")["env"].get("updates_per_step", 1))
+    assert steps["actor-critic-relative"] == math.ceil(60 / get_preset("actor-critic-relative")["env"].get("updates_per_step", 1))
     table = capsys.readouterr().out
-    assert "beats the bar" in table and "issue8" in table
+    assert "beats the bar" in table and "actor-critic-relative" in table
     # a rerun reuses the trained controllers
-    assert study.main(["--configs", "issue8", "--controller-seeds", "1", "--eval-seeds", "1",
+    assert study.main(["--configs", "actor-critic-relative", "--controller-seeds", "1", "--eval-seeds", "1",
                        "--updates", "30", "--train-updates", "60", "--jobs", "1", "--out", str(out),
                        "--no-baselines"]) == 0
     again = json.loads((out / "study.json").read_text())

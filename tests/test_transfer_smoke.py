@@ -19,7 +19,7 @@ USER_TASK = "benchmarks.transfer:wine_task"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("transfer")
-    argv = ["--preset", "issue8", "--controllers", "digits@sgd,digits@momentum,digits@adam,digits+regression2d@sgd",
+    argv = ["--preset", "actor-critic-relative", "--controllers", "digits@sgd,digits@momentum,digits@adam,digits+regression2d@sgd",
             "--tests", f"digits,fashion-mnist,{USER_TASK}", "--train-steps", "20", "--episode-length", "10",
             "--eval-updates", "10", "--seeds", "1", "--grid", "paper", "--out", str(out), "--no-progress"]
     assert transfer.main(argv) == 0
