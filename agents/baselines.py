@@ -433,8 +433,8 @@ def full_gradient(env: LearningRateEnv) -> torch.Tensor:
 
 def _effective_lr(env: LearningRateEnv, lr: float) -> float:
     """The step size an lr-free optimizer actually uses: ``d * lr`` (Prodigy, D-Adaptation)."""
-    group = env.trainer.optimizer.param_groups[0]
-    d = group.get("d")
+    trainer = getattr(env, "trainer", None)  # (a batched sub-env has none: no lr-free optimizer is batched)
+    d = trainer.optimizer.param_groups[0].get("d") if trainer is not None else None
     return float(d) * lr if isinstance(d, (int, float)) else lr
 
 
@@ -502,14 +502,18 @@ class SubEnvView:
     """Sub-env ``index`` of a batched :class:`~envs.vector_env.LearningRateVectorEnv` as the
     policies of this module see an env: its settings (``episode_length``, ``lr_min``, ``lr_max``,
     ``action_space``, ...) and, through :func:`current_grad_norm` / :func:`pending_gradient`, the
-    batch gradient its next update applies. It has no ``trainer``: a policy that needs more
-    (weights, extra forward/backward passes) is not batchable (``batchable = False``)."""
+    batch gradient its next update applies. A policy that needs more (weights, extra
+    forward/backward passes) is not batchable (``batchable = False``). Only a sub-env of single
+    trainers (an unbatchable model or optimizer) has a ``trainer``, read for the step size of an
+    lr-free optimizer."""
 
     def __init__(self, vec_env, index: int, cache: _StepCache | None = None) -> None:
         self.vec_env, self.index = vec_env, int(index)
         self._cache = cache if cache is not None else _StepCache(vec_env)
         single = vec_env.single_env  # every sub-env has the template's settings
         self.control = single.control
+        if not vec_env.batched:  # single trainers (an unbatchable model or optimizer): its own
+            self.trainer = vec_env.trainer.trainers[self.index]
         self.action_space, self.observation_space = vec_env.single_action_space, vec_env.single_observation_space
         self.n_groups = single.n_groups
 
@@ -570,7 +574,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
                          "per-episode state)")
     single = vec.single_env
     cache = _StepCache(vec)
-    views = [SubEnvView(vec, i, cache) for i in range(n)] if vec.batched else list(vec.envs)
+    views = [SubEnvView(vec, i, cache) for i in range(n)]
 
     obs, infos = vec.reset(seed=seeds)
     results = [EpisodeResult() for _ in range(n)]
@@ -610,7 +614,7 @@ def run_episodes(vec_env, policies: list, seeds: list[int], trace: bool = False)
             n_updates, steps[i] = int(info["step"]) - steps[i], int(info["step"])
             res.lr.extend([lr] * n_updates)
             # (no lr-free optimizer is batched; a single sub-env reports its own)
-            res.effective_lr.extend([lr if vec.batched else _effective_lr(views[i], lr)] * n_updates)
+            res.effective_lr.extend([_effective_lr(views[i], lr)] * n_updates)
             res.batch_loss.extend([float(info["batch_loss"])] * n_updates)
             res.steps = steps[i]
             if "eval" in info:

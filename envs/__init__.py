@@ -2,7 +2,8 @@
 
 Modules: :mod:`envs.tasks` (data, model, loss), :mod:`envs.primary` (primary training),
 :mod:`envs.control` (observation and action -> rate), :mod:`envs.rewards` (reward modes and
-transforms), :mod:`envs.learning_rate_env`, :mod:`envs.vector_env` (N runs batched),
+transforms), :mod:`envs.step_core` (reset and step of N runs, written once),
+:mod:`envs.learning_rate_env` (its N = 1 view), :mod:`envs.vector_env` (its N-run view),
 :mod:`envs.multitask` (:class:`RoundRobinEnv`, episodes cycling through several tasks).
 
 Importing this package registers the environments with gymnasium, each under the ``lrrl/``

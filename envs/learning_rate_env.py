@@ -11,7 +11,9 @@ import torch
 # observations and the action -> rate mapping live in envs.control (shared with the scheduler)
 from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, check_number, check_seed, grad_norm  # noqa: F401
 from envs.primary import PrimaryTrainer
-from envs.rewards import REWARDS, TRANSFORMS, Pending, RewardTransform, reward_plan  # noqa: F401
+from envs.step_core import StepCore, StepPlan
+from envs.trainer_list import TrainerList
+from envs.rewards import REWARDS, TRANSFORMS, RewardTransform, reward_plan  # noqa: F401
 from envs.tasks import Task
 
 
@@ -284,8 +286,11 @@ class LearningRateEnv(gym.Env):
         # validation/probe rewards compare a held batch (of this size) before and after the update
         self.held_batch_size = (self.validation_batch_size if reward == "validation"
                                 else self.probe_batch_size if reward == "probe" else 0)
+        # reset and step: the step core of N runs, here with N = 1 (shared with the vector env)
+        self.core = StepCore(TrainerList([self.trainer]), [self.control], StepPlan(
+            self.reward_plan, self.reward_fn, self.held_batch_size, self.validation_batch_size,
+            self.rotating_validation, self.eval_every, self.fresh_w0))
         self._seeded = False
-        self._warned_obs_max = False
         self._registered_spec: gym.envs.registration.EnvSpec | None = None
         self._history: dict[str, list] = {"step": [], "batch_loss": [], "lr": []}  # for render()
         self._last_info: dict = {}
@@ -324,16 +329,6 @@ class LearningRateEnv(gym.Env):
     action_mode = property(lambda self: self.control.action_mode)
     obs_max = property(lambda self: self.control.obs_max)
 
-    @property
-    def _t(self) -> int:
-        """Primary updates so far in this episode."""
-        return self.control.t
-
-    @property
-    def _lr(self) -> np.ndarray:
-        """The current rate(s), shape ``(n_groups,)``."""
-        return self.control.lr
-
     def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
         """Learning rate -> its log-scaled position in [-1, 1] (inverse of the absolute action)."""
         return self.control.lr_to_unit(lr)
@@ -341,16 +336,6 @@ class LearningRateEnv(gym.Env):
     def unit_to_lr(self, a: np.ndarray | float) -> np.ndarray:
         """Absolute action in [-1, 1] -> learning rate in [lr_min, lr_max], log-uniformly."""
         return self.control.unit_to_lr(a)
-
-    def _grad_norm_tensor(self) -> torch.Tensor:
-        return grad_norm(self.trainer.parameters())
-
-    def _val_idx(self) -> torch.Tensor:
-        return self.trainer.validation_batch(self.validation_batch_size, self.rotating_validation)
-
-    def _held_idx(self) -> torch.Tensor:
-        """The reward batch of the validation and probe rewards (fixed unless rotating)."""
-        return self.reward_plan.held_batch(self.trainer, self.held_batch_size, self.rotating_validation)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -361,38 +346,10 @@ class LearningRateEnv(gym.Env):
             seed = self.default_seed if self.default_seed is not None else \
                 int(np.random.SeedSequence().generate_state(1)[0])
         super().reset(seed=seed)
-        if seed is not None:
-            self.trainer.seed(seed)
-        else:
-            self.trainer.reset(new_w0=self.fresh_w0)
         self._seeded = True
-        plan = self.reward_plan
-        self._idx = self.trainer.next_batch()
-        pending = Pending()
-        pending.add("loss", self.trainer.loss_and_grad(self._idx))
-        if plan.held:
-            pending.add("held", self.trainer.batch_loss(self._held_idx(), split=plan.split))
-        if "val_loss" in self.features:
-            pending.add("val_loss", self.trainer.batch_loss(self._val_idx(), split="val"))
-        if "grad_norm" in self.features:
-            pending.add("grad_norm", self._grad_norm_tensor())
-        values = pending.resolve()
-        self._loss = values["loss"]
-        self._held_loss = values.get("held", 0.0)
-        obs = self.control.start(self._loss, val_loss=values.get("val_loss", 0.0),
-                                 grad_norm=values.get("grad_norm", 0.0))
-        self._initial_loss = self._loss
-        if not self._loss < self.obs_max and not self._warned_obs_max:
-            # every step would count as divergence and the observation would be stuck at obs_max
-            self._warned_obs_max = True
-            gym.logger.warn(f"the initial mini-batch loss {self._loss:.4g} is not below obs_max="
-                            f"{self.obs_max:g}: every step will end the episode as diverged. "
-                            f"Pass a larger obs_max, or rescale the task's targets.")
-        info = {"lr": self._info_lr(), "step": 0, "batch_loss": self._loss, "seed": self.trainer._seed}
-        if self.eval_every:
-            info["eval"] = self.trainer.evaluate()
+        (obs,), (info,) = self.core.reset([0], [seed])
         if self.render_mode is not None:
-            self._history = {"step": [0], "batch_loss": [self._loss], "lr": [self._info_lr()]}
+            self._history = {"step": [0], "batch_loss": [info["batch_loss"]], "lr": [info["lr"]]}
             self._last_info = info
             if self.render_mode == "human":
                 print(self._render_text())
@@ -401,97 +358,22 @@ class LearningRateEnv(gym.Env):
     @property
     def current_batch(self) -> torch.Tensor:
         """Indices of the batch ``x_i`` whose gradient at ``w_t`` is in ``.grad`` (the next update's)."""
-        return self._idx
-
-    def _info_lr(self, lr: np.ndarray | None = None):
-        lr = self._lr if lr is None else lr
-        return float(lr[0]) if self.n_groups == 1 else lr.copy()
-
-    def _update(self, lr: np.ndarray) -> np.ndarray:
-        """One primary update with the gradient in ``.grad`` at rate(s) ``lr`` (through the
-        step-length cap of ``action="capped"``, which needs this gradient's norm: one host
-        synchronisation per update in that mode only). Returns the rate(s) used."""
-        if self.control.needs_grad_norm:
-            lr = self.control.update_rate(lr, float(self._grad_norm_tensor()))
-        self.trainer.update(lr.tolist())
-        return lr
+        return self.core.idx[0]
 
     def step(self, action):
         if not self._seeded:
             raise RuntimeError("call reset() before step()")
-        lr = self.control.decide(action)
-        trainer, plan = self.trainer, self.reward_plan
-        # the loss before the update on the reward batch: known (same-batch: f(w_t; x_i); a fixed
-        # held batch: its loss after the last step) or measured now, in the step's one synchronisation
-        pending = Pending()
-        held_idx = next_idx = None
-        if plan.next_batch_first:
-            next_idx = trainer.next_batch()
-        elif plan.held:
-            held_idx = self._held_idx()
-        loss_before = plan.known_before(self._loss, self._held_loss, self.rotating_validation)
-        if loss_before is None:
-            pending.add("before", trainer.batch_loss(held_idx if plan.held else next_idx, split=plan.split))
-
-        # the block of updates at this rate: the first uses the gradient of x_i at w_t already in
-        # .grad; each further one (updates_per_step > 1) draws its own batch
-        t_before = self._t
-        # (at least one: stepping on past truncation without reset still counts its update)
-        n_updates = self.control.block_length()
-        used = [self._update(lr)]
-        for _ in range(n_updates - 1):
-            trainer.loss_and_grad(trainer.next_batch())
-            used.append(self._update(lr))
-        self.control.advance(lr, n_updates)
-
-        # the reward batch's loss after the update (next-batch: the next observation's loss)
-        if plan.batch == "update":
-            pending.add("after", trainer.batch_loss(self._idx))
-        elif plan.held:
-            pending.add("after", trainer.batch_loss(held_idx, split=plan.split))
-        if next_idx is None:
-            next_idx = trainer.next_batch()
-        pending.add("next", trainer.loss_and_grad(next_idx))  # next observation and gradient at once
-        if "val_loss" in self.features:
-            pending.add("val_loss", trainer.batch_loss(self._val_idx(), split="val"))
-        if "grad_norm" in self.features:
-            pending.add("grad_norm", self._grad_norm_tensor())
-        values = pending.resolve()  # the step's one host-device synchronisation
-        next_obs_loss = values["next"]
-        loss_after = values.get("after", next_obs_loss)
-        if loss_before is None:
-            loss_before = values["before"]
-        batch_loss = self._loss
-        if plan.held:
-            self._held_loss = loss_after
-        self._idx, self._loss = next_idx, next_obs_loss
-        obs = self.control.observe(next_obs_loss, val_loss=values.get("val_loss"),
-                                   grad_norm=values.get("grad_norm"))
-
-        diverged = self.reward_fn.diverged(loss_after, next_obs_loss, self._initial_loss, self.obs_max)
-        reward = self.reward_fn(loss_before, loss_after, diverged)
-
-        critic_obs = obs.copy()
-        critic_obs[0] = self.control.squash_loss(loss_after)
-        # (the mean only where the rates differ within the block: a mean of equal floats may round)
-        used_lr = np.mean(used, axis=0) if self.control.needs_grad_norm else lr
-        info = {"lr": self._info_lr(used_lr), "loss_before": loss_before, "loss_after": loss_after,
-                "batch_loss": batch_loss, "diverged": diverged, "step": self._t,
-                "critic_next_obs": critic_obs}
-        if self.control.needs_grad_norm:
-            info["rate"], info["step_cap"] = float(lr[0]), self.control.step_cap
-        truncated = self._t >= self.episode_length and not diverged
-        crossed = self._t // max(self.eval_every, 1) > t_before // max(self.eval_every, 1)
-        if self.eval_every and (crossed or truncated) and not diverged:
-            info["eval"] = trainer.evaluate()
+        result = self.core.step(self.core.decide([action]))
+        obs, info = result.obs[0], result.infos[0]
+        reward, diverged, truncated = float(result.rewards[0]), bool(result.terminated[0]), bool(result.truncated[0])
         if self.render_mode is not None:
-            self._record_for_render(info, float(reward), diverged, truncated)
-        return obs, float(reward), diverged, truncated, info
+            self._record_for_render(info, reward, diverged, truncated)
+        return obs, reward, diverged, truncated, info
 
     # ------------------------------------------------------------------ rendering
     def _record_for_render(self, info: dict, reward: float, terminated: bool, truncated: bool) -> None:
         self._history["step"].append(info["step"])
-        self._history["batch_loss"].append(self._loss)  # f(w_{t+1}; x_j), the observed loss
+        self._history["batch_loss"].append(self.core.loss[0])  # f(w_{t+1}; x_j), the observed loss
         self._history["lr"].append(info["lr"])
         self._last_info = {**info, "reward": reward, "terminated": terminated, "truncated": truncated}
         if self.render_mode == "human":

@@ -13,7 +13,9 @@ from gymnasium.vector.utils import batch_space
 from envs.batched import BatchedPrimaryTrainer, UnbatchableError
 from envs.control import check_seed
 from envs.learning_rate_env import LearningRateEnv
-from envs.rewards import Pending
+from envs.primary import PrimaryTrainer
+from envs.step_core import StepCore
+from envs.trainer_list import TrainerList
 
 
 def unbatch_info(infos: dict, i: int) -> dict:
@@ -36,6 +38,49 @@ def unbatch_info(infos: dict, i: int) -> dict:
     return out
 
 
+def stack_infos(dicts: list[dict | None]) -> dict:
+    """Per-sub-env info dicts (``None``: no info) batched as gymnasium's ``VectorEnv._add_info``
+    does (arrays of the values' types, ``_key`` masks, nested dicts alike), in one pass per key."""
+    n = len(dicts)
+    keys = list(dict.fromkeys(k for d in dicts if d for k in d))
+    out: dict = {}
+    for k in keys:
+        present = np.array([bool(d) and k in d for d in dicts])
+        first = next(d[k] for d in dicts if d and k in d)
+        if isinstance(first, dict):
+            out[k] = stack_infos([d[k] if p else None for d, p in zip(dicts, present)])
+        else:
+            if isinstance(first, np.ndarray):
+                array = np.zeros((n, *first.shape), dtype=first.dtype)
+            elif type(first) in (int, float, bool) or isinstance(first, np.number):
+                array = np.zeros(n, dtype=type(first))
+            else:
+                array = np.full(n, None, dtype=object)
+            for i in np.flatnonzero(present):
+                array[i] = dicts[i][k]
+            out[k] = array
+        out["_" + k] = present
+    return out
+
+
+def _runs_trainer(template: PrimaryTrainer, seeds: list[int], batched: bool | None):
+    """The N runs' trainer and, when they cannot be batched, why: a
+    :class:`~envs.batched.BatchedPrimaryTrainer`, or a :class:`~envs.trainer_list.TrainerList` of
+    single trainers (``batched=False``, or an unbatchable model or optimizer: a warning, or with
+    ``batched=True`` a ``ValueError``)."""
+    reason = "batched=False was given"
+    if batched is not False:
+        try:
+            return BatchedPrimaryTrainer(template, seeds), None
+        except UnbatchableError as exc:
+            if batched:
+                raise ValueError(f"batched=True, but this env cannot be batched: {exc}") from exc
+            reason = str(exc)
+            gym.logger.warn(f"LearningRateVectorEnv runs {len(seeds)} single LearningRateEnv(s) one after "
+                            f"another (no batched primary training): {reason}")
+    return TrainerList.replicate(template, seeds), reason
+
+
 class LearningRateVectorEnv(VectorEnv):
     """``num_envs`` independent :class:`~envs.learning_rate_env.LearningRateEnv` runs, trained
     with one batched forward/backward per step.
@@ -50,9 +95,12 @@ class LearningRateVectorEnv(VectorEnv):
     ``torch.func.vmap``) computes the N losses and gradients, one batched optimizer step (SGD,
     momentum, Nesterov, Adam, AdamW) updates the stacked weights. Where that is impossible - a model ``torch.func`` cannot batch
     (BatchNorm in training mode, dropout, data-dependent control flow) or an optimizer without a
-    batched form (Adagrad, RMSprop, the learning-rate-free ones, ...) - the env runs N single
-    ``LearningRateEnv`` s behind the same API and warns once, saying why (``batched=False``
-    forces this; ``batched=True`` makes it an error). ``env.batched`` tells which is in use.
+    batched form (Adagrad, RMSprop, the learning-rate-free ones, ...) - the N runs are single
+    trainers one after another (:class:`~envs.trainer_list.TrainerList`, the same trainer
+    interface) and the env warns once, saying why (``batched=False`` forces this; ``batched=True``
+    makes it an error). ``env.batched`` tells which is in use. Either way reset and step are
+    :class:`~envs.step_core.StepCore`'s, the single env's own (``LearningRateEnv`` is that core with
+    N = 1).
 
     ## Action Space
     The single env's action space batched: ``Box(low, high, (num_envs, n))``; row ``i`` is env
@@ -127,95 +175,54 @@ class LearningRateVectorEnv(VectorEnv):
         self.n_groups = template.n_groups
         self.features = template.features
 
-        self.trainer: BatchedPrimaryTrainer | None = None
-        self.envs: list[LearningRateEnv] | None = None
-        reason = "batched=False was given"
-        if batched is not False:
-            try:
-                self.trainer = BatchedPrimaryTrainer(
-                    template.trainer, [self.default_seed + i for i in range(n)])
-            except UnbatchableError as exc:
-                if batched:
-                    raise ValueError(f"batched=True, but this env cannot be batched: {exc}") from exc
-                reason = str(exc)
-                gym.logger.warn(f"LearningRateVectorEnv runs {n} single LearningRateEnv(s) one after "
-                                f"another (no batched primary training): {reason}")
-        self.batched = self.trainer is not None
-        self.fallback_reason = None if self.batched else reason
-        if not self.batched:
-            task_obj = template.trainer.task
-            self.envs = [template] + [LearningRateEnv(task_obj, seed=self.default_seed + i, **kwargs)
-                                      for i in range(1, n)]
-        else:
-            self.controls = [copy.deepcopy(template.control) for _ in range(n)]
+        seeds = [self.default_seed + i for i in range(n)]
+        self.trainer, self.fallback_reason = _runs_trainer(template.trainer, seeds, batched)
+        self.batched = self.fallback_reason is None
+        # the step protocol of the N runs: one core, each run with its own controller state
+        self.core = StepCore(self.trainer, [copy.deepcopy(template.control) for _ in range(n)],
+                             template.core.plan, name_runs=True)
+        self.controls = self.core.controls
         self._seeded = False
         self._elapsed = np.zeros(n, dtype=np.int64)  # env steps in the current episodes
-        self._warned_obs_max = False
-        # per sub-env state of the batched path, as LearningRateEnv's attributes of the same names
-        self._idx: list = [None] * n            # batch x_i whose gradient is held for the next update
-        self._loss = [0.0] * n                  # f(w_t; x_i)
-        self._held_loss = [0.0] * n             # the fixed validation/probe batch's loss at w_t
-        self._initial_loss = [0.0] * n          # the episode's first observation (divergence)
         self._obs = np.zeros(self.observation_space.shape, dtype=self.single_observation_space.dtype)
 
     # ------------------------------------------------------------------ public helpers
     @property
     def single_env(self) -> LearningRateEnv:
-        """Sub-env 0's settings as a single env (the template; in fallback mode sub-env 0 itself)."""
+        """Sub-env 0's settings as a single env (the template, whose trainer is run 0's data)."""
         return self._template
 
     def model_state(self, i: int) -> dict[str, torch.Tensor]:
         """Sub-env ``i``'s primary weights, as its model's ``state_dict()``."""
-        if self.batched:
-            return self.trainer.state_dict(i)
-        return {k: v.detach().clone() for k, v in self.envs[i].trainer.model.state_dict().items()}
+        return self.trainer.state_dict(i)
 
     # ------------------------------------------------------------------ per-sub-env state (read-only)
     # What a policy or a trace may read of each sub-env between steps (agents.baselines.run_episodes):
     # the pending batch gradient (the one the next step's first update applies), its norm, the
     # weights, and the full training-set gradient. ``envs``: the sub-envs to read (default all);
     # rows come back in that order. Nothing here changes any state.
-    def _env_ids(self, envs) -> list[int]:
-        return list(range(self.num_envs)) if envs is None else [int(i) for i in envs]
-
     def _sel(self, envs):
         if envs is None:
             return None
-        return torch.as_tensor(self._env_ids(envs), dtype=torch.long, device=self.trainer.device)
+        return torch.as_tensor([int(i) for i in envs], dtype=torch.long, device=self.trainer.device)
 
     def pending_grad_norms(self, envs=None) -> np.ndarray:
         """``||g_t||`` per sub-env: the norm of the batch gradient its next update applies (as
         :func:`envs.control.grad_norm` of a single env's parameters), in one synchronisation."""
-        if self.batched:
-            return np.asarray(self.trainer.grad_norm(envs=self._sel(envs)).tolist(), dtype=np.float64)
-        from envs.control import grad_norm
-        return np.array([float(grad_norm(self.envs[i].trainer.parameters())) for i in self._env_ids(envs)])
+        return np.asarray(self.trainer.grad_norm(envs=self._sel(envs)).tolist(), dtype=np.float64)
 
     def flat_weights(self, envs=None) -> torch.Tensor:
         """Each sub-env's weights as one flat row (``model.parameters()`` order), shape ``(len, P)``."""
-        if self.batched:
-            return self.trainer.flat_params(self._sel(envs))
-        return torch.stack([torch.cat([p.detach().reshape(-1) for p in self.envs[i].trainer.parameters()])
-                            for i in self._env_ids(envs)])
+        return self.trainer.flat_params(self._sel(envs))
 
     def pending_grads(self, envs=None) -> torch.Tensor:
         """Each sub-env's pending batch gradient as one flat row (as ``PrimaryTrainer.flat_grad``)."""
-        if self.batched:
-            return self.trainer.flat_grads(self._sel(envs))
-        return torch.stack([self.envs[i].trainer.flat_grad().detach().clone() for i in self._env_ids(envs)])
+        return self.trainer.flat_grads(self._sel(envs))
 
     def full_gradients(self, envs=None) -> torch.Tensor:
         """Each sub-env's gradient of the full training-set loss at its current weights, one flat
         row each; the pending batch gradients are untouched."""
-        if self.batched:
-            return self.trainer.full_grads(self._sel(envs))
-        rows = []
-        for i in self._env_ids(envs):
-            tr = self.envs[i].trainer
-            params = list(tr.model.parameters())
-            loss = tr.loss_fn(tr.model(tr.x_train), tr.y_train)
-            rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).detach())
-        return torch.stack(rows)
+        return self.trainer.full_grads(self._sel(envs))
 
     def _check_actions(self, actions) -> np.ndarray:
         shape = (self.num_envs, *self.single_action_space.shape)
@@ -255,287 +262,35 @@ class LearningRateVectorEnv(VectorEnv):
             if not self._seeded and not mask.all():
                 raise RuntimeError("the first reset() must reset every sub-env")
         ids = [int(i) for i in np.flatnonzero(mask)]
+        if seed is None and not self._seeded:
+            seeds = [self.default_seed + i for i in range(n)]
+        rows, infos = self.core.reset(ids, [seeds[i] for i in ids])
         self._elapsed[mask] = 0
-        if not self.batched:
-            results = {i: self.envs[i].reset(seed=seeds[i]) for i in ids}
-            reset_infos = [results[i][1] if i in results else None for i in range(n)]
-            rows = [results[i][0] for i in ids]
-        else:
-            if seed is None and not self._seeded:
-                seeds = [self.default_seed + i for i in range(n)]
-            rows, infos = self._reset_batched(ids, [seeds[i] for i in ids])
-            reset_infos = [None] * n
-            for i, info in zip(ids, infos):
-                reset_infos[i] = info
         self._seeded = True
-        for i, row in zip(ids, rows):
-            self._obs[i] = row
-        return self._obs.copy(), self._stack_infos(reset_infos)
-
-    def _reset_batched(self, ids: list[int], seeds: list):
-        """Start a new episode in sub-envs ``ids`` (``seeds[j]``: re-seed sub-env ``ids[j]``,
-        None: continue its seed), as ``LearningRateEnv.reset``; returns their first
-        observations and infos."""
-        tr, env = self.trainer, self._template
-        plan = env.reward_plan
-        idx, held, val = [], [], []
-        for i, s in zip(ids, seeds):
-            if s is not None:
-                tr.seed(i, s)
-            else:
-                tr.reset(i, new_w0=env.fresh_w0)
-            # the draws in LearningRateEnv.reset's order: batch, held batch, validation batch
-            idx.append(tr.next_batch(i))
-            if plan.held:
-                held.append(self._held_idx(i))
-            if "val_loss" in self.features:
-                val.append(self._val_idx(i))
-        sel = torch.as_tensor(ids, dtype=torch.long, device=tr.device)
-        pending = Pending()
-        pending.add("loss", tr.loss_and_grad(torch.stack(idx), envs=sel))
-        if plan.held:
-            pending.add("held", tr.batch_loss(torch.stack(held), split=plan.split, envs=sel))
-        if "val_loss" in self.features:
-            pending.add("val_loss", tr.batch_loss(torch.stack(val), split="val", envs=sel))
-        if "grad_norm" in self.features:
-            pending.add("grad_norm", tr.grad_norm(envs=sel))
-        values = pending.resolve_rows()  # one synchronisation
-        evals = tr.evaluate(ids) if env.eval_every else None
-        rows, infos = [], []
-        for j, i in enumerate(ids):
-            v = values[j]
-            loss = v["loss"]
-            self._idx[i], self._loss[i] = idx[j], loss
-            self._held_loss[i] = v.get("held", 0.0)
-            self._initial_loss[i] = loss
-            rows.append(self.controls[i].start(loss, val_loss=v.get("val_loss", 0.0),
-                                               grad_norm=v.get("grad_norm", 0.0)))
-            if not loss < env.obs_max and not self._warned_obs_max:
-                self._warned_obs_max = True
-                gym.logger.warn(f"sub-env {i}: the initial mini-batch loss {loss:.4g} is not below "
-                                f"obs_max={env.obs_max:g}: every step will end the episode as diverged. "
-                                f"Pass a larger obs_max, or rescale the task's targets.")
-            # (the seed sub-env i's run was drawn from, as LearningRateEnv.reset records it)
-            info = {"lr": self._info_lr(i), "step": 0, "batch_loss": loss, "seed": tr.streams[i]._seed}
-            if evals is not None:
-                info["eval"] = evals[j]
-            infos.append(info)
-            self._elapsed[i] = 0
-        return rows, infos
-
-    def _info_lr(self, i: int, lr: np.ndarray | None = None):
-        lr = self.controls[i].lr if lr is None else lr
-        return float(lr[0]) if self.n_groups == 1 else lr.copy()
-
-    def _decide(self, actions: np.ndarray) -> np.ndarray:
-        """Each sub-env's rates for this decision, shape ``(N, n_groups)``: ``ControlState.decide``
-        per sub-env, or for the stateless ``absolute`` and ``raw`` mappings the same operations
-        on the whole batch at once (validate, clip to the box, map, clip to the range)."""
-        c = self.controls[0]
-        if c.action_mode not in ("absolute", "raw"):
-            rates = []
-            for i, control in enumerate(self.controls):
-                try:
-                    rates.append(control.decide(actions[i]))
-                except (ValueError, TypeError) as exc:
-                    raise type(exc)(f"sub-env {i}: {exc}") from exc
-            return np.stack(rates)
-        if actions.dtype.kind not in "biuf":
-            raise TypeError(f"actions must be numeric, got dtype {actions.dtype}")
-        with np.errstate(over="ignore"):
-            a = actions.astype(np.float64)
-        finite = np.isfinite(a).all(axis=1)
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"sub-env {i}: action must be finite, got {a[i].tolist()}")
-        a = np.clip(a, self.single_action_space.low, self.single_action_space.high)
-        if c.action_mode == "raw":
-            return np.clip(a, c.lr_min, c.lr_max)
-        return np.clip(c.unit_to_lr(a), c.lr_min, c.lr_max)
-
-    def _update(self, rates: np.ndarray, active, capped: bool, used: list) -> None:
-        """One batched update; with a step-length cap (``action="capped"``) each sub-env's rate
-        goes through ``ControlState.update_rate`` with its gradient's norm first."""
-        if capped:
-            norms = self.trainer.grad_norm().tolist()
-            rates = np.stack([c.update_rate(r, g) for c, r, g in zip(self.controls, rates, norms)])
-            for i in range(self.num_envs):
-                if active is None or active[i]:
-                    used[i].append(rates[i])
-        self.trainer.update(rates, active=active)
-
-    def _stack_infos(self, dicts: list) -> dict:
-        """Per-sub-env info dicts (``None``: no info) batched as gymnasium's ``_add_info`` does
-        (arrays of the values' types, ``_key`` masks), in one pass per key."""
-        n = self.num_envs
-        keys = list(dict.fromkeys(k for d in dicts if d for k in d))
-        out: dict = {}
-        for k in keys:
-            present = np.array([bool(d) and k in d for d in dicts])
-            first = next(d[k] for d in dicts if d and k in d)
-            if isinstance(first, dict):
-                out[k] = self._stack_infos([d[k] if p else None for d, p in zip(dicts, present)])
-            else:
-                if isinstance(first, np.ndarray):
-                    array = np.zeros((n, *first.shape), dtype=first.dtype)
-                elif type(first) in (int, float, bool) or isinstance(first, np.number):
-                    array = np.zeros(n, dtype=type(first))
-                else:
-                    array = np.full(n, None, dtype=object)
-                for i in np.flatnonzero(present):
-                    array[i] = dicts[i][k]
-                out[k] = array
-            out["_" + k] = present
-        return out
-
-    def _val_idx(self, i: int) -> torch.Tensor:
-        env = self._template
-        return self.trainer.validation_batch(i, env.validation_batch_size, env.rotating_validation)
-
-    def _held_idx(self, i: int) -> torch.Tensor:
-        env = self._template
-        return env.reward_plan.held_batch(self.trainer.streams[i], env.held_batch_size, env.rotating_validation)
+        reset_infos = [None] * n
+        for i, row, info in zip(ids, rows, infos):
+            self._obs[i], reset_infos[i] = row, info
+        return self._obs.copy(), stack_infos(reset_infos)
 
     def step(self, actions):
         if not self._seeded:
             raise RuntimeError("call reset() before step()")
-        actions = self._check_actions(actions)
-        if not self.batched:
-            return self._step_single(actions)
-        return self._step_batched(actions)
-
-    def _finish(self, i: int, terminated: np.ndarray, truncated: np.ndarray) -> bool:
-        """Count sub-env ``i``'s step against ``max_episode_steps``; whether its episode ended."""
-        self._elapsed[i] += 1
-        if self.max_episode_steps is not None and self._elapsed[i] >= self.max_episode_steps:
-            truncated[i] = True
-        return bool(terminated[i] or truncated[i])
-
-    def _step_single(self, actions):
-        n = self.num_envs
-        for i in range(n):  # refuse a bad action before any sub-env moves
-            try:
-                self.envs[i].control.validate_action(actions[i])
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"sub-env {i}: {exc}") from exc
-        obs_rows, rewards = [None] * n, np.zeros(n)
-        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        infos: dict = {}
-        for i, env in enumerate(self.envs):
-            obs_rows[i], rewards[i], terminated[i], truncated[i], info = env.step(actions[i])
-            if self._finish(i, terminated, truncated):
-                infos = self._add_info(infos, {"final_obs": obs_rows[i], "final_info": info}, i)
-                obs_rows[i], info = env.reset()
-                self._elapsed[i] = 0
-            infos = self._add_info(infos, info, i)
-        self._obs = np.stack(obs_rows)
-        return self._obs.copy(), rewards, terminated, truncated, infos
-
-    def _step_batched(self, actions):
-        n, tr, env = self.num_envs, self.trainer, self._template
-        plan = env.reward_plan
-        rates = self._decide(actions)  # refuses a bad action before any sub-env moves
-        capped = getattr(self.controls[0], "needs_grad_norm", False)  # per-update rates
-        used = [[] for _ in range(n)]
-
-        # the loss before the update on the reward batch, per sub-env, as LearningRateEnv.step:
-        # known floats (same-batch, fixed held batch) or measured in the step's one synchronisation
-        pending = Pending()
-        next_idx = [None] * n
-        held_idx = [None] * n
-        if plan.next_batch_first:
-            next_idx = [tr.next_batch(i) for i in range(n)]
-        elif plan.held:
-            held_idx = [self._held_idx(i) for i in range(n)]
-        before = [plan.known_before(self._loss[i], self._held_loss[i], env.rotating_validation) for i in range(n)]
-        if before[0] is None:
-            pending.add("before", tr.batch_loss(torch.stack(held_idx if plan.held else next_idx), split=plan.split))
-
-        # the block of updates: the first with the gradients already computed, further ones
-        # (updates_per_step > 1) each on a new batch; a sub-env whose block is shorter (its
-        # episode's end) sits the remaining updates out
-        t_before = [c.t for c in self.controls]
-        blocks = np.array([c.block_length() for c in self.controls])
-        self._update(rates, None, capped, used)
-        for j in range(1, int(blocks.max())):
-            active = blocks > j
-            idx = [tr.next_batch(i) if active[i] else self._idx[i] for i in range(n)]
-            tr.loss_and_grad(torch.stack(idx))
-            self._update(rates, active, capped, used)
-        for i in range(n):
-            self.controls[i].advance(rates[i], int(blocks[i]))
-
-        # the reward batch's loss after the update (same-batch, held) and the next observation
-        # with its gradient: one batched call at the new weights
-        # (next-batch: the reward batch is the next observation's, its loss after is that loss)
-        if not plan.next_batch_first:
-            next_idx = [tr.next_batch(i) for i in range(n)]
-        if plan.batch == "update":
-            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(self._idx), "train"))
-            pending.add("after", after)
-        elif plan.held:
-            next_loss, after = tr.loss_and_grad(torch.stack(next_idx), other=(torch.stack(held_idx), plan.split))
-            pending.add("after", after)
-        else:
-            next_loss = tr.loss_and_grad(torch.stack(next_idx))
-        pending.add("next", next_loss)
-        if "val_loss" in self.features:
-            pending.add("val_loss", tr.batch_loss(torch.stack([self._val_idx(i) for i in range(n)]), split="val"))
-        if "grad_norm" in self.features:
-            pending.add("grad_norm", tr.grad_norm())
-        values = pending.resolve_rows()  # the step's one synchronisation
-
-        obs_rows = [None] * n
-        rewards = np.zeros(n)
-        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        infos: dict = {}
-        step_infos = [None] * n
-        eval_ids = []
-        for i in range(n):
-            v = values[i]
-            next_obs_loss = v["next"]
-            loss_after = v.get("after", next_obs_loss)
-            loss_before = before[i] if before[i] is not None else v["before"]
-            batch_loss = self._loss[i]
-            if plan.held:
-                self._held_loss[i] = loss_after
-            self._idx[i], self._loss[i] = next_idx[i], next_obs_loss
-            control = self.controls[i]
-            obs = control.observe(next_obs_loss, val_loss=v.get("val_loss"), grad_norm=v.get("grad_norm"))
-            diverged = env.reward_fn.diverged(loss_after, next_obs_loss, self._initial_loss[i], env.obs_max)
-            reward = env.reward_fn(loss_before, loss_after, diverged)
-            critic_obs = obs.copy()
-            critic_obs[0] = control.squash_loss(loss_after)
-            info = {"lr": self._info_lr(i, np.mean(used[i], axis=0) if capped else None),
-                    "loss_before": loss_before, "loss_after": loss_after,
-                    "batch_loss": batch_loss, "diverged": diverged, "step": control.t,
-                    "critic_next_obs": critic_obs}
-            if capped:
-                info["rate"], info["step_cap"] = float(rates[i][0]), control.step_cap
-            trunc = control.t >= control.episode_length and not diverged
-            every = max(env.eval_every, 1)
-            crossed = control.t // every > t_before[i] // every
-            if env.eval_every and (crossed or trunc) and not diverged:
-                eval_ids.append(i)
-            obs_rows[i], rewards[i], terminated[i], truncated[i] = obs, float(reward), diverged, trunc
-            step_infos[i] = info
-        if eval_ids:
-            for i, ev in zip(eval_ids, tr.evaluate(eval_ids)):
-                step_infos[i]["eval"] = ev
-
-        # SAME_STEP autoreset of the sub-envs whose episodes ended, in one batched reset
-        done = [i for i in range(n) if self._finish(i, terminated, truncated)]
+        result = self.core.step(self.core.decide(self._check_actions(actions)))
+        obs_rows, infos = result.obs, result.infos
+        # SAME_STEP autoreset of the sub-envs whose episodes ended, in one reset of the core
+        self._elapsed += 1
+        if self.max_episode_steps is not None:
+            result.truncated |= self._elapsed >= self.max_episode_steps
+        done = [int(i) for i in np.flatnonzero(result.terminated | result.truncated)]
+        finals = [None] * self.num_envs
         for i in done:
-            infos = self._add_info(infos, {"final_obs": obs_rows[i], "final_info": step_infos[i]}, i)
+            finals[i] = {"final_obs": obs_rows[i], "final_info": infos[i]}
         if done:
-            rows, reset_infos = self._reset_batched(done, [None] * len(done))
+            rows, reset_infos = self.core.reset(done, [None] * len(done))
             for i, row, info in zip(done, rows, reset_infos):
-                obs_rows[i], step_infos[i] = row, info
-        infos.update(self._stack_infos(step_infos))
+                obs_rows[i], infos[i] = row, info
+            self._elapsed[done] = 0
+        batched_infos = stack_infos(finals) if done else {}
+        batched_infos.update(stack_infos(infos))
         self._obs = np.stack(obs_rows)
-        return self._obs.copy(), rewards, terminated, truncated, infos
-
-    def close_extras(self, **kwargs) -> None:
-        if self.envs is not None:
-            for env in self.envs:
-                env.close()
+        return self._obs.copy(), result.rewards, result.terminated, result.truncated, batched_infos

@@ -95,18 +95,18 @@ def test_probe_batch_size_defaults_to_validation_batch_size():
     env = LearningRateEnv("regression2d", reward="probe", validation_batch_size=40, **CPU)
     assert env.probe_batch_size == 40 and env.held_batch_size == 40
     env.reset(seed=0)
-    assert len(env._held_idx()) == 40
+    assert len(env.core.held_batch(0)) == 40
 
 
 def test_probe_batch_size_sizes_the_probe_batch_only():
     env = LearningRateEnv("regression2d", reward="probe", probe_batch_size=25, validation_batch_size=70,
                           features=("val_loss",), **CPU)
     env.reset(seed=0)
-    assert len(env._held_idx()) == 25 and len(env._val_idx()) == 70
+    assert len(env.core.held_batch(0)) == 25 and len(env.core.validation_batch(0)) == 70
     tr = env.trainer
     _, reward, _, _, info = env.step(np.zeros(1, np.float32))
     with torch.no_grad():
-        probe = tr.loss_fn(tr.model(tr.x_train[env._held_idx()]), tr.y_train[env._held_idx()]).item()
+        probe = tr.loss_fn(tr.model(tr.x_train[env.core.held_batch(0)]), tr.y_train[env.core.held_batch(0)]).item()
     assert info["loss_after"] == pytest.approx(probe, rel=1e-6)
     # the probe reward alone needs no validation split, so validation_batch_size is then unused
     env = LearningRateEnv("regression2d", reward="probe", probe_batch_size=25, validation_batch_size=0, **CPU)
