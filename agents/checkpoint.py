@@ -28,6 +28,7 @@ from agents.io import CheckpointError
 from agents.policy_search import PolicySearch
 from agents.sb3 import load_sb3_safely
 from agents.settings_schema import MAX_BYTES, parse_settings
+from envs.config import controller_keys, settings_fields
 
 #: agent name -> checkpoint file name in a run directory (the registry of agent types)
 CHECKPOINT_NAMES = {"actor-critic": "controller.pt", "policy-search": "controller.pt",
@@ -78,12 +79,8 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path, dict]:
 # --------------------------------------------------------------------------- controllers
 #: ``env_kwargs`` entries that shape a controller's observations and actions: what running it in
 #: another env (another task, seed or length) must keep from the env it was trained in
-CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
-                       "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
-                       "per_group", "validation_batch_size", "log_observations", "updates_per_step",
-                       "step_cap_min", "step_cap_max")
-#: LearningRateEnv arguments that name where and how an env runs, not what it is
-_PLACEMENT_KEYS = ("task", "seed", "device", "data_root")
+#: (derived from the settings marked ``controller`` in :mod:`envs.config`)
+CONTROLLER_ENV_KEYS = controller_keys()
 
 
 class Controller:
@@ -112,14 +109,7 @@ class Controller:
                 ... too), to rebuild the training env itself.
         """
         recorded = dict(self.settings.get("env_kwargs") or {})
-        if include_reward:
-            import inspect
-
-            from envs.learning_rate_env import LearningRateEnv
-
-            allowed = set(inspect.signature(LearningRateEnv).parameters) - set(_PLACEMENT_KEYS)
-        else:
-            allowed = set(CONTROLLER_ENV_KEYS)
+        allowed = set(settings_fields() if include_reward else CONTROLLER_ENV_KEYS)
         kw = {k: v for k, v in recorded.items() if k in allowed}
         if "features" in kw:
             kw["features"] = list(kw["features"])

@@ -25,7 +25,7 @@ reproduces the env's rates and weights exactly (``tests/test_scheduler.py``).
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 import warnings
 from typing import Any
@@ -35,6 +35,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from agents.checkpoint import Controller, load_controller
+from envs.config import ControlConfig
 from envs.control import ControlState, grad_norm
 
 #: ``ControlState`` arguments the scheduler sets itself (not from the controller's env settings)
@@ -45,8 +46,9 @@ _OWN_STATE_KEYS = ("calls", "next_decision", "started", "total_steps", "control"
 
 
 def _control_kwargs(kwargs: dict) -> dict:
-    """The entries of a controller's env settings that :class:`ControlState` takes."""
-    accepted = set(inspect.signature(ControlState).parameters) - set(_OWN_CONTROL_ARGS)
+    """The entries of a controller's env settings that :class:`ControlState` takes (its config
+    group, :class:`envs.config.ControlConfig`)."""
+    accepted = {f.name for f in dataclasses.fields(ControlConfig)} - set(_OWN_CONTROL_ARGS)
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 

@@ -26,8 +26,6 @@ MAX_BYTES = 1 << 20
 #: deepest nesting a settings.json needs is 4 (spaces.observation.low[...]); allow some slack
 MAX_DEPTH = 32
 
-_INT = "an integer"
-_NUM = "a number"
 _STR = "a string"
 _BOOL = "true or false"
 
@@ -59,33 +57,15 @@ _TRAIN_FIELDS: dict[str, tuple[Any, str, bool]] = {
     "num_envs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", False),
 }
 
-_ENV_FIELDS: dict[str, tuple[Any, str]] = {
-    "episode_length": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "updates_per_step": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "relative_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "validation_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "probe_batch_size": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
-    "validation_size": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
-    "lr_min": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "lr_max": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "initial_lr": (lambda v: v is None or (_is_num(v) and v > 0), "a number > 0 or null"),
-    "relative_factor": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "step_cap_min": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "step_cap_max": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "obs_max": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "divergence_factor": (lambda v: _is_num(v) and v > 1, "a number > 1"),
-    "divergence_penalty": (_is_num, _NUM),
-    "optimizer": (lambda v: isinstance(v, str) and ":" not in v, "an optimizer name (no 'module:')"),
-    "optimizer_kwargs": (lambda v: v is None or isinstance(v, dict), "an object or null"),
-    "action": (lambda v: isinstance(v, str), _STR),
-    "reward": (lambda v: isinstance(v, str), _STR),
-    "reward_transform": (lambda v: isinstance(v, str), _STR),
-    "features": (lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of strings"),
-    "per_group": (lambda v: isinstance(v, bool), _BOOL),
-    "log_observations": (lambda v: isinstance(v, bool), _BOOL),
-    "fresh_w0": (lambda v: isinstance(v, bool), _BOOL),
-    "task": (lambda v: False, "absent: the task is recorded under train.task"),
-}
+def env_fields() -> dict[str, tuple[Any, str]]:
+    """``env_kwargs`` key -> (check, what it must be): every env setting's own check, from its
+    definition in :mod:`envs.config` (imported here, on first use, so that importing this
+    module for a command line's ``--help`` needs no torch), and ``task``, recorded elsewhere."""
+    from envs.config import settings_fields
+
+    fields = {name: f.metadata["check"] for name, f in settings_fields().items()}
+    fields["task"] = (lambda v: False, "absent: the task is recorded under train.task")
+    return fields
 
 
 def _error(path: Path | str, message: str):
@@ -177,9 +157,10 @@ def validate_settings(settings: Any, path: Path | str = "settings.json") -> dict
     env = settings["env_kwargs"]
     if "episode_length" not in env:
         raise _error(path, "field 'env_kwargs.episode_length' is missing")
+    known = env_fields()
     for key, value in env.items():
-        if key in _ENV_FIELDS:
-            check, what = _ENV_FIELDS[key]
+        if key in known:
+            check, what = known[key]
             if not check(value):
                 raise _error(path, f"field 'env_kwargs.{key}' must be {what}, got {_show(value)}")
     if _is_num(env.get("lr_min")) and _is_num(env.get("lr_max")) and not env["lr_min"] < env["lr_max"]:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 # observations and the action -> rate mapping live in envs.control (shared with the scheduler)
+from envs.config import EnvConfig
 from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, check_number, check_seed, grad_norm  # noqa: F401
 from envs.primary import PrimaryTrainer
 from envs.step_core import StepCore, StepPlan
@@ -20,6 +21,30 @@ from envs.tasks import Task
 def _is_size(v) -> bool:
     """An integer >= 1 (a batch size), not a bool."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+
+def _validation_size(config: EnvConfig) -> int:
+    """The validation split's size, with the checks across groups: the validation reward and the
+    ``val_loss`` feature measure a held batch of ``validation_batch_size`` examples from it."""
+    reward, features = config.reward, config.control.features
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:  # (ControlState says so too, but the split is sized first)
+        raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
+    needs_val = reward.reward == "validation" or "val_loss" in features
+    if (needs_val or (reward.reward == "probe" and reward.probe_batch_size is None)) \
+            and not _is_size(reward.validation_batch_size):
+        raise ValueError(f"reward={reward.reward!r} and the val_loss feature measure a held batch of "
+                         f"validation_batch_size examples: it must be an integer >= 1, got "
+                         f"{reward.validation_batch_size!r}")
+    if reward.probe_batch_size is not None and not _is_size(reward.probe_batch_size):
+        raise ValueError(f"probe_batch_size (the probe batch of reward='probe') must be None or an "
+                         f"integer >= 1, got {reward.probe_batch_size!r}")
+    size = config.primary.validation_size
+    if size is None:
+        size = reward.validation_batch_size if needs_val else 0
+    if needs_val and size < 1:
+        raise ValueError("reward='validation' and the val_loss feature need validation_size >= 1")
+    return size
 
 
 class LearningRateEnv(gym.Env):
@@ -134,30 +159,23 @@ class LearningRateEnv(gym.Env):
 
     ## Arguments
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
-        :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
-    episode_length: primary updates per episode (``e``). lr_min / lr_max: learning-rate range.
-    action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max: see Action Space.
-    reward, reward_transform, reward_scale: see Rewards.
-    validation_size: examples held out of the training set as the validation split (default:
-    ``validation_batch_size`` when ``reward="validation"`` or the ``val_loss`` feature needs it, else 0).
-    validation_batch_size: the validation batch of ``reward="validation"`` and of the ``val_loss``
-    feature (an integer >= 1 when used; default 200).
-    probe_batch_size: the probe batch of ``reward="probe"`` (an integer >= 1, or ``None``, the
-    default: ``validation_batch_size``, as before this argument existed; ``0`` raises ``ValueError``
-    as ``validation_batch_size=0`` does with ``reward="probe"``).
-    rotating_validation: redraw the validation/probe batch every step instead of a fixed one.
-    features: extra state features. obs_max: observation cap.
-    per_group: one rate per layer. divergence_factor, divergence_penalty: see Rewards.
-    fresh_w0: re-draw ``w0`` every episode. eval_every: every N primary updates (and at reset
-    and at the episode's end) put the full train/test loss and accuracy in ``info["eval"]``
-    (0: never). updates_per_step: primary updates per env step (``k``, default 1, the paper's):
-    the action's rate is held for ``k`` updates, each on its own batch; the reward compares the
-    reward batch before and after the whole block; ``episode_length`` and ``eval_every`` still
-    count primary updates, so an episode has ``ceil(episode_length / k)`` env steps.
+        :class:`~envs.tasks.Task`.
+    config: an :class:`~envs.config.EnvConfig`, the settings in three typed groups: ``primary``
+        (optimizer, optimizer_kwargs, per_group, fresh_w0, eval_every, validation_size),
+        ``control`` (lr_min, lr_max, action and its parameters, features, obs_max,
+        log_observations, episode_length, updates_per_step) and ``reward`` (reward,
+        reward_transform, reward_scale, the held batches, divergence); each field is documented
+        there. Default: every default.
+    **settings: any setting by its flat name (``lr_min=1e-4``, ``reward="probe"``, ...), as
+        ``gymnasium.make(id, **kwargs)`` passes them; they replace ``config``'s values.
+        ``updates_per_step`` (``k``): the action's rate is held for ``k`` updates, each on its
+        own batch; the reward compares the reward batch before and after the whole block;
+        ``episode_length`` and ``eval_every`` count primary updates, so an episode has
+        ``ceil(episode_length / k)`` env steps.
     seed: the seed of the first ``reset()`` without one (``None``, the default: a random seed
         drawn then; an integer makes unseeded use deterministic, as the training scripts need).
-    render_mode: see Rendering.
     device: ``auto``, ``cpu`` or ``cuda``. data_root / download: where datasets live.
+    render_mode: see Rendering.
 
     ## Version History
     - v0 (current): the paper's protocol and the options above. Later additions, all keeping
@@ -180,112 +198,49 @@ class LearningRateEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi", "rgb_array", "human"], "render_fps": 4}
 
-    def __init__(
-        self,
-        task: str | Task = "digits",
-        optimizer: str = "sgd",
-        optimizer_kwargs: dict | None = None,
-        episode_length: int = 200,
-        lr_min: float = 1e-5,
-        lr_max: float = 1.0,
-        action: str = "absolute",
-        relative_factor: float = 2.0,
-        relative_every: int = 1,
-        initial_lr: float | None = None,
-        reward: str = "same-batch",
-        reward_transform: str = "raw",
-        reward_scale: float = 1.0,
-        validation_size: int | None = None,
-        validation_batch_size: int = 200,
-        rotating_validation: bool = False,
-        probe_batch_size: int | None = None,
-        features: Sequence[str] = (),
-        obs_max: float = 1e3,
-        per_group: bool = False,
-        divergence_factor: float = 100.0,
-        divergence_penalty: float = 10.0,
-        fresh_w0: bool = False,
-        eval_every: int = 0,
-        updates_per_step: int = 1,
-        log_observations: bool = False,
-        step_cap_min: float = 1e-2,
-        step_cap_max: float = 10.0,
-        seed: int | None = None,
-        device: str = "auto",
-        data_root: str | None = None,
-        download: bool = True,
-        render_mode: str | None = None,
-    ) -> None:
+    def __init__(self, task: str | Task = "digits", config: EnvConfig | None = None, *,
+                 seed: int | None = None, device: str = "auto", data_root: str | None = None,
+                 download: bool = True, render_mode: str | None = None, **settings: Any) -> None:
         super().__init__()
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
         self.render_mode = render_mode
-        # every number is checked here, once, with a message naming it (the controller-facing
-        # ones in ControlState below): a NaN or a nonsensical value would otherwise run silently
-        check_number("reward_scale", reward_scale, low=0, low_open=True)
-        check_number("divergence_penalty", divergence_penalty, low=0)
-        check_number("divergence_factor", divergence_factor, low=1, low_open=True)
-        check_number("eval_every", eval_every, low=0, integer=True)
-        check_number("episode_length", episode_length, low=1, integer=True)
-        check_number("updates_per_step", updates_per_step, low=1, integer=True)
-        check_number("lr_min", lr_min, low=0, low_open=True)
-        check_number("lr_max", lr_max, low=0, low_open=True)
-        check_number("step_cap_min", step_cap_min, low=0, low_open=True)
-        check_number("step_cap_max", step_cap_max, low=0, low_open=True)
+        # flat keyword arguments (gymnasium.make's, presets', recorded settings') become the typed
+        # groups in one adapter; each group checks its own numbers, ControlState the controller's
+        self.config = config = EnvConfig.from_flat(settings, base=config)
+        primary, reward = config.primary, config.reward
         check_seed("seed", seed)
-        # the reward's bookkeeping (which batch, which transform, divergence): envs.rewards,
-        # shared with LearningRateVectorEnv
-        self.reward_plan = reward_plan(reward)
-        self.reward_fn = RewardTransform(reward_transform, float(reward_scale), float(divergence_penalty),
-                                         float(divergence_factor))
-        # the controller-facing arguments (action, lr range, features, ...) are checked by
-        # ControlState below; the unknown-feature check is needed first, for the validation split
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown:
-            raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
-        needs_val = reward == "validation" or "val_loss" in features
-        if (needs_val or (reward == "probe" and probe_batch_size is None)) and not _is_size(validation_batch_size):
-            raise ValueError(f"reward={reward!r} and the val_loss feature measure a held batch of "
-                             f"validation_batch_size examples: it must be an integer >= 1, got "
-                             f"{validation_batch_size!r}")
-        if probe_batch_size is not None and not _is_size(probe_batch_size):
-            raise ValueError(f"probe_batch_size (the probe batch of reward='probe') must be None or an "
-                             f"integer >= 1, got {probe_batch_size!r}")
-        if validation_size is None:
-            validation_size = validation_batch_size if needs_val else 0
-        if needs_val and validation_size < 1:
-            raise ValueError("reward='validation' and the val_loss feature need validation_size >= 1")
-
+        # the reward's bookkeeping (which batch, which transform, divergence): envs.rewards
+        self.reward_plan = reward_plan(reward.reward)
+        self.reward_fn = RewardTransform(reward.reward_transform, float(reward.reward_scale),
+                                         float(reward.divergence_penalty), float(reward.divergence_factor))
+        validation_size = _validation_size(config)
         # seed=None: the first reset() without a seed draws one (Gymnasium's convention); until
         # then the trainer holds seed 0's w0, which that reset replaces
-        self.trainer = PrimaryTrainer(task, optimizer=optimizer, optimizer_kwargs=optimizer_kwargs,
-                                      device=device, seed=0 if seed is None else seed, per_group=per_group,
-                                      validation_size=validation_size, data_root=data_root,
-                                      download=download)
-        self.reward_mode, self.reward_transform = reward, reward_transform
+        self.trainer = PrimaryTrainer(task, optimizer=primary.optimizer, optimizer_kwargs=primary.optimizer_kwargs,
+                                      device=device, seed=0 if seed is None else seed, per_group=primary.per_group,
+                                      validation_size=validation_size, data_root=data_root, download=download)
+        self.reward_mode, self.reward_transform = reward.reward, reward.reward_transform
         self.reward_scale = self.reward_fn.scale
-        self.validation_batch_size = int(validation_batch_size)
-        self.probe_batch_size = self.validation_batch_size if probe_batch_size is None else int(probe_batch_size)
-        self.rotating_validation = bool(rotating_validation)
-        self.divergence_factor, self.divergence_penalty = float(divergence_factor), float(divergence_penalty)
-        self.fresh_w0, self.eval_every = bool(fresh_w0), int(eval_every)
+        self.validation_batch_size = int(reward.validation_batch_size)
+        self.probe_batch_size = (self.validation_batch_size if reward.probe_batch_size is None
+                                 else int(reward.probe_batch_size))
+        self.rotating_validation = bool(reward.rotating_validation)
+        self.divergence_factor, self.divergence_penalty = self.reward_fn.divergence_factor, self.reward_fn.divergence_penalty
+        self.fresh_w0, self.eval_every = bool(primary.fresh_w0), int(primary.eval_every)
         self.default_seed = None if seed is None else int(seed)
 
         self.n_groups = self.trainer.n_groups
         # the controller's interface (observation, action -> rate, running state): one owner,
         # shared with agents.scheduler.ControllerScheduler
-        self.control = ControlState(
-            self.n_groups, lr_min=lr_min, lr_max=lr_max, action=action, relative_factor=relative_factor,
-            relative_every=relative_every, initial_lr=initial_lr, features=features, obs_max=obs_max,
-            log_observations=log_observations, episode_length=episode_length,
-            updates_per_step=updates_per_step, step_cap_min=step_cap_min, step_cap_max=step_cap_max)
+        self.control = ControlState(self.n_groups, **dataclasses.asdict(config.control))
         self.features = self.control.features
         self.action_space = self.control.action_space
         self.observation_space = self.control.observation_space
         # validation/probe rewards compare a held batch (of this size) before and after the update
-        self.held_batch_size = (self.validation_batch_size if reward == "validation"
-                                else self.probe_batch_size if reward == "probe" else 0)
+        self.held_batch_size = (self.validation_batch_size if reward.reward == "validation"
+                                else self.probe_batch_size if reward.reward == "probe" else 0)
         # reset and step: the step core of N runs, here with N = 1 (shared with the vector env)
         self.core = StepCore(TrainerList([self.trainer]), [self.control], StepPlan(
             self.reward_plan, self.reward_fn, self.held_batch_size, self.validation_batch_size,
@@ -328,6 +283,16 @@ class LearningRateEnv(gym.Env):
     initial_lr = property(lambda self: self.control.initial_lr)
     action_mode = property(lambda self: self.control.action_mode)
     obs_max = property(lambda self: self.control.obs_max)
+
+    @property
+    def _t(self) -> int:
+        """Primary updates so far in this episode."""
+        return self.control.t
+
+    @property
+    def _lr(self) -> np.ndarray:
+        """The current rate(s), shape ``(n_groups,)``."""
+        return self.control.lr
 
     def lr_to_unit(self, lr: np.ndarray | float) -> np.ndarray:
         """Learning rate -> its log-scaled position in [-1, 1] (inverse of the absolute action)."""
