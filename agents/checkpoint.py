@@ -23,16 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.actor_critic import ActorCritic
 from agents.io import CheckpointError
-from agents.policy_search import PolicySearch
-from agents.sb3 import load_sb3_safely
+from agents.registry import AGENT_TYPES
 from agents.settings_schema import MAX_BYTES, parse_settings
 from envs.config import controller_keys, settings_fields
 
-#: agent name -> checkpoint file name in a run directory (the registry of agent types)
-CHECKPOINT_NAMES = {"actor-critic": "controller.pt", "policy-search": "controller.pt",
-                    "ddpg": "controller.zip", "td3": "controller.zip"}
+#: agent name -> checkpoint file name in a run directory (from the registry of agent types)
+CHECKPOINT_NAMES = {name: a.checkpoint for name, a in AGENT_TYPES.items()}
 SETTINGS_NAME = "settings.json"
 
 
@@ -62,7 +59,7 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path, dict]:
     if path.is_dir():
         run_dir = path
         settings = read_settings(run_dir / SETTINGS_NAME)
-        ckpt = run_dir / CHECKPOINT_NAMES[settings["agent"]]
+        ckpt = run_dir / AGENT_TYPES[settings["agent"]].checkpoint
     elif path.is_file():
         run_dir = path.parent
         settings = read_settings(run_dir / SETTINGS_NAME)
@@ -154,10 +151,5 @@ def load_controller(path: str | os.PathLike, device: str = "cpu") -> Controller:
     shipped = str(path) if isinstance(path, str) and path.startswith(PREFIX) else None
     ckpt, run_dir, settings = resolve_run(resolve(path))
     agent = settings["agent"]
-    if agent == "actor-critic":
-        model = ActorCritic.load(ckpt, device=device)
-    elif agent == "policy-search":
-        model = PolicySearch.load(ckpt, device=device)
-    else:
-        model = load_sb3_safely(ckpt, settings, device=device)
+    model = AGENT_TYPES[agent].restore(ckpt, settings, device=device)
     return Controller(name=shipped or run_dir.resolve().name, agent=agent, model=model, settings=settings)

@@ -18,9 +18,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agents.registry import AGENT_TYPES
 
-#: agent name -> checkpoint file name (kept in sync with agents.checkpoint.CHECKPOINT_NAMES)
-AGENTS = ("actor-critic", "policy-search", "ddpg", "td3")
+
+#: the registered agent types (agents.registry), as they were at import
+AGENTS = tuple(AGENT_TYPES)
 #: a settings.json is a few kB; anything far larger is not one
 MAX_BYTES = 1 << 20
 #: deepest nesting a settings.json needs is 4 (spaces.observation.low[...]); allow some slack
@@ -131,7 +133,7 @@ def parse_settings(text: str, path: Path | str = "settings.json") -> dict:
 def validate_settings(settings: Any, path: Path | str = "settings.json") -> dict:
     """Check a settings dict against the schema; return it unchanged.
 
-    Required: ``agent`` (one of :data:`AGENTS`), ``env_kwargs`` (an object whose known keys have
+    Required: ``agent`` (a registered agent type, :data:`agents.registry.AGENT_TYPES`), ``env_kwargs`` (an object whose known keys have
     the right types; ``episode_length`` required), ``agent_kwargs`` (an object) and ``train``
     (an object with ``task``, ``steps`` and ``seed``). Optional: ``preset`` (a string) and
     ``spaces`` (an object with ``observation`` and ``action`` boxes).
@@ -144,8 +146,8 @@ def validate_settings(settings: Any, path: Path | str = "settings.json") -> dict
     if not isinstance(settings, dict):
         raise _error(path, f"must hold a JSON object, not {type(settings).__name__}")
     agent = settings.get("agent")
-    if agent not in AGENTS:
-        raise _error(path, f"field 'agent' must be one of {list(AGENTS)}, got {_show(agent)}")
+    if agent not in AGENT_TYPES:
+        raise _error(path, f"field 'agent' must be one of {list(AGENT_TYPES)}, got {_show(agent)}")
     if "preset" in settings and not isinstance(settings["preset"], str):
         raise _error(path, f"field 'preset' must be a string, got {_show(settings['preset'])}")
     for name in ("env_kwargs", "agent_kwargs", "train"):

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agents.settings_schema import AGENTS  # the agent types a run may record (the one list)
+from agents.registry import AGENT_TYPES, agent_type
 
 #: the validation seed of checkpoint selection (neither a training nor an evaluation seed)
 SELECTION_SEED = 500
@@ -152,13 +152,8 @@ class EvaluationSettings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-#: agent keyword arguments a flag may set, per agent family (anything else is refused by name)
-AGENT_KEYS = {
-    "actor-critic": ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",
-                     "target_tau", "normalize_obs", "reward_scale", "twin_critics", "actor_output"),
-    "policy-search": ("population", "elite_fraction", "init_std"),
-    "sb3": ("gamma", "noise_std", "learning_rate", "learning_starts", "batch_size", "buffer_size"),
-}
+#: agent keyword arguments a flag may set, per agent (anything else is refused by name)
+AGENT_KEYS = {name: a.flag_keys for name, a in AGENT_TYPES.items()}
 #: training budget when neither the flag nor the preset gives one (env steps)
 DEFAULT_TRAIN_STEPS = 10_000
 
@@ -240,17 +235,14 @@ class TrainSettings:
         """A preset with single values overridden: ``env`` (env keyword arguments),
         ``agent_overrides`` (keys of :data:`AGENT_KEYS` for the chosen agent; another agent's key is
         a ``ValueError`` naming it) and ``train`` (the other fields). ``None`` values are ignored."""
-        from agents.sb3 import SB3_HYPERPARAMS
         from lrrl.presets import get_preset
 
         p = get_preset(preset)
         agent = agent or p.get("algo", "actor-critic")
-        if agent not in AGENTS:
-            raise ValueError(f"unknown agent {agent!r}; choose from {', '.join(AGENTS)}")
+        kind = agent_type(agent)
         env_kwargs = {**p["env"], **{k: v for k, v in (env or {}).items() if v is not None}}
         overrides = {k: v for k, v in (agent_overrides or {}).items() if v is not None}
-        family = agent if agent in AGENT_KEYS else "sb3"
-        wrong = [k for k in overrides if k not in AGENT_KEYS[family]]
+        wrong = [k for k in overrides if k not in kind.flag_keys]
         if wrong:
             raise ValueError(f"--{wrong[0].replace('_', '-')} does not apply to --agent {agent}")
         train = {k: v for k, v in train.items() if v is not None}
@@ -260,22 +252,12 @@ class TrainSettings:
         if unknown:
             raise TypeError(f"unknown training setting {unknown[0]!r}")
         num_envs = int(train.get("num_envs", 1))
-        if num_envs > 1 and agent == "policy-search" and (train.get("workers") or 1) > 1:
+        if num_envs > 1 and kind.episodic and (train.get("workers") or 1) > 1:
             raise ValueError("the policy search runs a generation's episodes side by side either in "
                              "--workers processes or in one --num-envs vector env: give one of them")
-        if train.get("workers") is not None and agent != "policy-search":
+        if train.get("workers") is not None and not kind.episodic:
             raise ValueError(f"--workers does not apply to --agent {agent}")
-        shared = p["agent"]  # gamma and noise_std are shared by the actor-critic and SB3
-        if agent == "policy-search":
-            agent_kwargs = {**p.get("policy_search", {}), **overrides}
-        elif agent == "actor-critic":
-            agent_kwargs = {**shared, **overrides}
-        else:
-            agent_kwargs = {**SB3_HYPERPARAMS, **p.get("sb3", {}), "gamma": shared["gamma"],
-                            "noise_std": shared["noise_std"], **overrides}
-            # SB3 counts one train_freq step per vector step (num_envs transitions): as many
-            # gradient steps per transition as with one env
-            agent_kwargs["gradient_steps"] = int(agent_kwargs["gradient_steps"]) * num_envs
+        agent_kwargs = {**kind.preset_kwargs(p, num_envs), **overrides}
         ptrain = p.get("train", {})
         defaults = {"steps": ptrain.get("steps", DEFAULT_TRAIN_STEPS), "select_best": ptrain.get("select_best", 0),
                     "eval_seeds": list(ptrain.get("eval_seeds", [SELECTION_SEED])),
@@ -290,7 +272,7 @@ class TrainSettings:
     def generation_steps(self) -> int | None:
         """Env steps of one policy-search generation (``population`` episodes of
         ``ceil(episode_length / updates_per_step)`` steps); ``None`` for the other agents."""
-        if self.agent != "policy-search":
+        if not AGENT_TYPES[self.agent].episodic:
             return None
         per_episode = -(-int(self.env_kwargs.get("episode_length", 200)) // int(self.env_kwargs.get("updates_per_step", 1)))
         return int(self.agent_kwargs.get("population", 12)) * per_episode

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from lrrl.method_base import (RANK_CLIPPED, RANK_COSINE, RANK_FINE, RANK_FITTED_PAPER, RANK_GRADNORM, RANK_HD,
+                              RANK_LRFREE, RANK_OTHER, RANK_PAPER, RANK_UNTUNED, BaselineMethod, fmt_param)
+
 DECADE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_MULTIPLIERS = (0.5, 2.0, 3.0, 5.0, 7.0)
 COSINE_MULTIPLIERS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
@@ -44,24 +47,241 @@ CLIP_NORMS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 CLIP_NORM_MULTIPLIERS = (0.3, 1.0, 3.0)
 #: training seeds the gradient-norm rule's constants are fitted on (like the Daniel-style one)
 GRAD_NORM_RULE_FIT_SEEDS = (0, 1)
-GRID_OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
+#: the constant-rate optimizers with a fine grid around their best decade rate
 FINE_OPTIMIZERS = ("sgd", "adam")
-LRFREE = {"schedulefree-sgd": 1.0, "schedulefree-adamw": 0.0025, "prodigy": 1.0,
-          "dadapt-sgd": 1.0, "dadapt-adam": 1.0}
-LRFREE_PACKAGES = {"schedulefree-sgd": "schedulefree", "schedulefree-adamw": "schedulefree",
-                   "prodigy": "prodigyopt", "dadapt-sgd": "dadaptation", "dadapt-adam": "dadaptation"}
-BASELINES = GRID_OPTIMIZERS + ("clipped", "gradnorm", "cosine", "vsgd", "hd", "feature") + tuple(LRFREE)
-ALIASES = {"lrfree": tuple(LRFREE), "daniel": ("feature",), "sgd-hd": ("hd",), "clip": ("clipped",),
-           "all": BASELINES, "none": ()}
-LABELS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop",
-          "clipped": "SGD, clipped", "gradnorm": "Gradient-norm rule",
-          "cosine": "SGD cosine", "vsgd": "vSGD", "hd": "SGD-HD", "feature": "Daniel-style",
-          "schedulefree-sgd": "Schedule-free SGD", "schedulefree-adamw": "Schedule-free AdamW",
-          "prodigy": "Prodigy", "dadapt-sgd": "D-Adapt SGD", "dadapt-adam": "D-Adapt Adam"}
 #: env settings of every baseline: the action is the learning rate itself
 BASELINE_ENV = {"action": "raw", "lr_min": 1e-8, "lr_max": 10.0}
 #: the same for the clipped and gradient-norm baselines, whose capped rates may be far above 10
 CAPPED_BASELINE_ENV = {**BASELINE_ENV, "lr_max": 1e4}
+
+
+# --------------------------------------------------------------------------- the methods
+def _grid(values) -> list[float]:
+    return sorted({float(fmt_param(v)) for v in values})
+
+
+class ConstantRate(BaselineMethod):
+    """A constant rate of ``optimizer``: the paper's decade grid, and for SGD and Adam the fine
+    grid around its best decade rate."""
+
+    def __init__(self, optimizer: str, label: str) -> None:
+        self.name, self.label = optimizer, label
+
+    def first_phase(self, view):
+        return decade_specs(view, self.name)
+
+    def second_phase(self, view):
+        best = view.best_decade(self.name)
+        if self.name not in FINE_OPTIMIZERS or not view.show_fine:
+            return []
+        lrs = view.state[self.name]["fine"] = sorted(set(_grid(best * m for m in FINE_MULTIPLIERS)) | set(DECADE_GRID))
+        return [view.spec(self.name, s, lr, optimizer=self.name) for lr in lrs for s in view.seeds]
+
+    def add_rows(self, view):
+        if view.show_paper:
+            best = view.best_decade(self.name)
+            view.row(RANK_PAPER, self.label, "decade grid (paper)", view.by(self.name, [best]), best, "lr")
+        fine = view.state.get(self.name, {}).get("fine")
+        if fine:
+            best = view.best(f"{self.label} (fine grid)", view.by(self.name, fine))
+            view.row(RANK_FINE, self.label, "fine grid", view.by(self.name, [best]), best, "lr")
+
+
+def decade_specs(view, optimizer: str) -> list[dict]:
+    """The decade grid of a constant rate of ``optimizer`` on every seed."""
+    return [view.spec(optimizer, s, lr, optimizer=optimizer) for lr in DECADE_GRID for s in view.seeds]
+
+
+class CosineDecay(BaselineMethod):
+    """SGD with cosine decay, its peak tuned around the best decade SGD rate."""
+
+    name, label = "cosine", "SGD cosine"
+
+    def first_phase(self, view):
+        return [] if "sgd" in view.names else decade_specs(view, "sgd")  # the peaks' centre
+
+    def second_phase(self, view):
+        best = view.best_decade("sgd")
+        peaks = view.state[self.name]["peaks"] = _grid(best * m for m in COSINE_MULTIPLIERS)
+        return [view.spec(self.name, s, p, policy={"kind": "cosine", "peak": p}) for p in peaks for s in view.seeds]
+
+    def add_rows(self, view):
+        best = view.best("SGD cosine (peak)", view.by(self.name, view.state[self.name]["peaks"]))
+        view.row(RANK_COSINE, self.label, "tuned peak", view.by(self.name, [best]), best, "peak")
+
+
+class VSGD(BaselineMethod):
+    """vSGD: no tuning."""
+
+    name, label = "vsgd", "vSGD"
+
+    def first_phase(self, view):
+        return [view.spec(self.name, s, policy={"kind": "vsgd"}) for s in view.seeds]
+
+    def add_rows(self, view):
+        view.row(RANK_UNTUNED, self.label, "no tuning (paper)", view.by(self.name))
+
+
+class HypergradientSGD(BaselineMethod):
+    """SGD-HD: initial rate and beta tuned on a grid."""
+
+    name, label = "hd", "SGD-HD"
+
+    def first_phase(self, view):
+        return [view.spec(self.name, s, [lr0, b], policy={"kind": "hd", "beta": b, "lr0": lr0})
+                for lr0, b in self.grid() for s in view.seeds]
+
+    @staticmethod
+    def grid() -> list[list[float]]:
+        return [[lr0, b] for lr0 in HD_LR0S for b in HD_BETAS]
+
+    def add_rows(self, view):
+        best = view.best("SGD-HD (lr0, beta)", view.by(self.name, self.grid()))
+        view.row(RANK_HD, self.label, "tuned lr0 and beta", view.by(self.name, [list(best)]), best, "lr0, beta")
+
+
+class LearningRateFree(BaselineMethod):
+    """A learning-rate-free optimizer at its recommended rate (multiplier)."""
+
+    def __init__(self, optimizer: str, label: str, lr: float, package: str) -> None:
+        self.name, self.label, self.lr, self.package = optimizer, label, lr, package
+
+    def first_phase(self, view):
+        return [view.spec(self.name, s, self.lr, optimizer=self.name) for s in view.seeds]
+
+    def add_rows(self, view):
+        view.row(RANK_LRFREE, self.label, "lr-free", view.by(self.name, [self.lr]), self.lr, "lr")
+
+
+class ClippedSGD(BaselineMethod):
+    """SGD with gradient-norm clipping: rate x threshold on a decade grid, then around the best pair."""
+
+    name, label = "clipped", "SGD, clipped"
+    decade = [(lr, c) for lr in CLIP_RATES for c in CLIP_NORMS]
+
+    def _specs(self, view, pairs) -> list[dict]:
+        return [view.spec(self.name, s, [lr, c], policy={"kind": "clipped", "lr": lr, "max_norm": c},
+                          env=CAPPED_BASELINE_ENV) for lr, c in pairs for s in view.seeds]
+
+    def first_phase(self, view):
+        return self._specs(view, self.decade)
+
+    def second_phase(self, view):
+        lr0, c0 = view.best("SGD, clipped (decade grid: lr, max_norm)", view.by(self.name, map(list, self.decade)))
+        fine = sorted({(float(fmt_param(lr0 * m)), float(fmt_param(c0 * n))) for m in (1.0,) + FINE_MULTIPLIERS
+                       for n in CLIP_NORM_MULTIPLIERS} | set(self.decade))
+        view.state[self.name]["fine"] = fine
+        return self._specs(view, [p for p in fine if p not in self.decade])
+
+    def add_rows(self, view):
+        grid = view.state[self.name]["fine"] if view.show_fine else self.decade
+        best = view.best("SGD, clipped (lr, max_norm)", view.by(self.name, map(list, grid)))
+        view.row(RANK_CLIPPED, self.label, "fine grid" if view.show_fine else "decade grid",
+                 view.by(self.name, [list(best)]), best, "lr, max_norm")
+
+
+class FittedRule(BaselineMethod):
+    """A rule whose constants are fitted on training seeds (a grid of candidates, the best mean
+    final training loss), then run on the evaluation seeds."""
+
+    fit_seeds: tuple[int, ...] = ()
+    fit_grid_name = ""
+    rank, tuning, param_name = RANK_OTHER, "", ""
+
+    def candidates(self) -> list[list]:
+        raise NotImplementedError
+
+    def policy(self, param: list) -> dict:
+        raise NotImplementedError
+
+    def spec_env(self) -> dict | None:
+        return None
+
+    def first_phase(self, view):
+        return [view.spec(f"{self.name}-fit", s, c, policy=self.policy(c), env=self.spec_env())
+                for c in self.candidates() for s in self.fit_seeds]
+
+    def second_phase(self, view):
+        fit = [r for c in self.candidates() for r in view.by(f"{self.name}-fit", [c], self.fit_seeds)]
+        best = view.state[self.name]["best"] = list(view.best(self.fit_grid_name, fit))
+        return [view.spec(self.name, s, best, policy=self.policy(best), env=self.spec_env()) for s in view.seeds]
+
+    def add_rows(self, view):
+        best = view.state[self.name]["best"]
+        view.row(self.rank, self.label, self.tuning, view.by(self.name, [best]), tuple(best), self.param_name)
+
+
+class GradNormRule(FittedRule):
+    """``min(geometric ramp lr0 -> lr1, cap / ||g_t||)``, its constants fitted on training seeds."""
+
+    name, label = "gradnorm", "Gradient-norm rule"
+    fit_seeds, fit_grid_name = GRAD_NORM_RULE_FIT_SEEDS, "Gradient-norm rule (fit on training seeds)"
+    rank, tuning, param_name = RANK_GRADNORM, "fit on train seeds", "lr0, lr1, cap"
+
+    def candidates(self):
+        from agents.baselines import GRAD_NORM_RULE_GRID
+
+        return [list(c) for c in GRAD_NORM_RULE_GRID]
+
+    def policy(self, param):
+        return {"kind": "gradnorm", "constants": list(param)}
+
+    def spec_env(self):
+        return CAPPED_BASELINE_ENV
+
+
+class FeatureController(FittedRule):
+    """A Daniel et al. (2016)-style log-linear feature controller fitted on a training seed."""
+
+    name, label = "feature", "Daniel-style"
+    fit_seeds, fit_grid_name = FEATURE_FIT_SEEDS, "Daniel-style (fit on training seed 0)"
+    rank, tuning, param_name = RANK_FITTED_PAPER, "fit on train seeds (paper)", "theta"
+
+    def candidates(self):
+        from agents.baselines import FEATURE_CONTROLLER_GRID
+
+        return [list(th) for th in FEATURE_CONTROLLER_GRID]
+
+    def policy(self, param):
+        return {"kind": "feature", "theta": list(param), "lr0": FEATURE_LR0}
+
+    def notes(self, view):
+        overlap = sorted(set(view.seeds) & set(self.fit_seeds))
+        return [f"Warning: evaluation seeds {overlap} are also the Daniel-style controller's "
+                f"fitting seeds."] if overlap else []
+
+
+# --------------------------------------------------------------------------- the registry
+#: every baseline method, by name, in table order: one line each
+BASELINE_METHODS: dict[str, BaselineMethod] = {m.name: m for m in (
+    ConstantRate("sgd", "SGD"),
+    ConstantRate("adam", "Adam"),
+    ConstantRate("adagrad", "Adagrad"),
+    ConstantRate("rmsprop", "RMSprop"),
+    ClippedSGD(),
+    GradNormRule(),
+    CosineDecay(),
+    VSGD(),
+    HypergradientSGD(),
+    FeatureController(),
+    LearningRateFree("schedulefree-sgd", "Schedule-free SGD", 1.0, "schedulefree"),
+    LearningRateFree("schedulefree-adamw", "Schedule-free AdamW", 0.0025, "schedulefree"),
+    LearningRateFree("prodigy", "Prodigy", 1.0, "prodigyopt"),
+    LearningRateFree("dadapt-sgd", "D-Adapt SGD", 1.0, "dadaptation"),
+    LearningRateFree("dadapt-adam", "D-Adapt Adam", 1.0, "dadaptation"),
+)}
+BASELINES = tuple(BASELINE_METHODS)
+LRFREE = {n: m.lr for n, m in BASELINE_METHODS.items() if isinstance(m, LearningRateFree)}
+LRFREE_PACKAGES = {n: m.package for n, m in BASELINE_METHODS.items() if isinstance(m, LearningRateFree)}
+ALIASES = {"lrfree": tuple(LRFREE), "daniel": ("feature",), "sgd-hd": ("hd",), "clip": ("clipped",),
+           "all": BASELINES, "none": ()}
+LABELS = {n: m.label for n, m in BASELINE_METHODS.items()}
+
+
+def label(name: str) -> str:
+    """A family's label in tables: its method's, or the name itself."""
+    method = BASELINE_METHODS.get(name)
+    return method.label if method is not None else name
 
 
 def parse_baselines(text: str) -> list[str]:
@@ -71,21 +291,24 @@ def parse_baselines(text: str) -> list[str]:
         name = raw.strip().lower()
         if not name:
             continue
-        if name in ALIASES:
+        if name == "all":
+            names.extend(BASELINE_METHODS)
+        elif name in ALIASES:
             names.extend(ALIASES[name])
-        elif name in BASELINES:
+        elif name in BASELINE_METHODS:
             names.append(name)
         else:
-            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)} "
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_METHODS)} "
                              f"or the aliases {', '.join(ALIASES)}")
     return list(dict.fromkeys(names))
 
 
 def missing_packages(names: list[str]) -> list[str]:
-    """The learning-rate-free baselines among ``names`` whose package is not installed."""
+    """The baselines among ``names`` whose package is not installed."""
     import importlib.util
 
-    return sorted({n for n in names if n in LRFREE and importlib.util.find_spec(LRFREE_PACKAGES[n]) is None})
+    return sorted({n for n in names if BASELINE_METHODS[n].package is not None
+                   and importlib.util.find_spec(BASELINE_METHODS[n].package) is None})
 
 
 #: a run spec's policy kind -> the :mod:`agents.baselines` class that drives the env

@@ -179,7 +179,12 @@ PRESETS["actor-critic-relative"] = {
 
 
 def get_preset(name: str) -> dict[str, dict]:
-    """A deep copy of preset ``name`` (so callers may modify it)."""
+    """A deep copy of preset ``name`` (so callers may modify it); its ``env`` names only env
+    settings (:class:`envs.config.EnvConfig`, whose checks its values pass)."""
+    from envs.config import EnvConfig
+
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    preset = copy.deepcopy(PRESETS[name])
+    EnvConfig.from_flat(preset["env"])
+    return preset

@@ -20,6 +20,7 @@ are tuned on the evaluation seeds, which favours the baselines.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from lrrl import methods as M
 from lrrl.config import EvaluationSettings
 from lrrl.stats import final_train, summarize
-from lrrl.sweep import Sweep, fmt_param, code_fingerprint, make_spec, register_controller
+from lrrl.sweep import Sweep, code_fingerprint, make_spec, register_controller
 
 
 @dataclass
@@ -88,174 +89,119 @@ def controller_entry(path: str, controller: Any, task: str) -> ControllerEntry:
     return ControllerEntry(path=path, controller=controller, label=label)
 
 
+class ProtocolRun:
+    """One evaluation as the baseline methods see it (:class:`lrrl.method_base.ProtocolView`):
+    the seeds, the finished runs of the sweep, the grids and the summary rows so far."""
+
+    def __init__(self, names: list[str], seeds: list[int], grid: str, records: dict[str, dict]) -> None:
+        self.names, self.seeds, self.records = names, list(seeds), records
+        self.show_paper, self.show_fine = grid in ("paper", "both"), grid in ("fine", "both")
+        self.state: dict[str, dict] = collections.defaultdict(dict)
+        self.grids: dict[str, dict] = {}
+        self._rows: list[tuple[int, dict]] = []
+        self._best_decade: dict[str, float] = {}
+
+    spec = staticmethod(make_spec)
+
+    def by(self, family: str, params: Iterable | None = None, seeds: Sequence[int] | None = None) -> list[dict]:
+        keys = [make_spec(family, s, p)["key"] for p in (params if params is not None else [None])
+                for s in (self.seeds if seeds is None else seeds)]
+        return [self.records[k] for k in keys if k in self.records]
+
+    def best(self, grid: str, records: list[dict]) -> Any:
+        best, _, self.grids[grid] = select_best(records)
+        return best
+
+    def best_decade(self, optimizer: str) -> float:
+        if optimizer not in self._best_decade:
+            self._best_decade[optimizer] = self.best(f"{M.label(optimizer)} (decade grid)",
+                                                     self.by(optimizer, M.DECADE_GRID))
+        return self._best_decade[optimizer]
+
+    def row(self, rank: int, label: str, tuning: str, records: list[dict], param: Any = None,
+            param_name: str = "") -> None:
+        self._rows.append((rank, summarize(label, tuning, records, param, param_name)))
+
+    def rows(self) -> list[dict]:
+        """The summary rows by rank (stable: within a rank, in the order they were added)."""
+        return [row for _, row in sorted(self._rows, key=lambda r: r[0])]
+
+
 def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[ControllerEntry], out: Path,
                      progress: bool = True, backend=None) -> Results:
     """Run the tuning protocol (module docstring) for ``settings.baselines`` and ``controllers``;
     finished runs are written to (and resumed from) ``out/runs``. The caller validated
     ``settings`` and owns ``out`` (see :func:`agents.rundir.DirectoryLock`). ``backend``: where
     runs execute (:func:`lrrl.sweep.make_backend`; default a local pool of
-    ``settings.jobs`` processes)."""
+    ``settings.jobs`` processes). Each baseline is a :class:`lrrl.method_base.BaselineMethod`
+    of the registry :data:`lrrl.methods.BASELINE_METHODS`: its runs, its picks and its rows."""
     from tqdm.auto import tqdm
 
-    from agents.baselines import FEATURE_CONTROLLER_GRID, GRAD_NORM_RULE_GRID
     from envs.tasks import make_task
 
-    seeds, names = settings.seeds, list(settings.baselines)
     task = make_task(settings.task, data_root=settings.data_root)
-    notes: list[str] = []
-    missing = M.missing_packages(names)
-    for n in missing:
-        notes.append(f"{M.LABELS[n]} skipped: package {M.LRFREE_PACKAGES[n]!r} is not installed "
+    names, notes = list(settings.baselines), []
+    for n in M.missing_packages(names):
+        notes.append(f"{M.label(n)} skipped: package {M.BASELINE_METHODS[n].package!r} is not installed "
                      f"(pip install -e '.[lrfree]').")
-    names = [n for n in names if n not in missing]
+        names.remove(n)
     validation_size = max([c.controller.validation_size for c in controllers] + [0])
     if validation_size:
         notes.append(f"A controller's features need a validation split: every method trains on the "
                      f"same training set with {validation_size} examples held out.")
-    overlap = sorted(set(seeds) & set(M.FEATURE_FIT_SEEDS)) if "feature" in names else []
-    if overlap:
-        notes.append(f"Warning: evaluation seeds {overlap} are also the Daniel-style controller's "
-                     f"fitting seeds.")
     common = {"task": settings.task, "steps": settings.updates, "eval_every": settings.eval_every,
               "device": settings.device, "data_root": settings.data_root, "validation_size": validation_size,
               "trace": settings.task == "regression2d", "divergence_factor": settings.divergence_factor,
               "code": code_fingerprint()}
-    show_paper, show_fine = settings.grid in ("paper", "both"), settings.grid in ("fine", "both")
-
+    methods = [M.BASELINE_METHODS[n] for n in M.BASELINE_METHODS if n in names]
     t_start = time.perf_counter()
     bar = tqdm(total=0, desc="evaluate", unit="run", dynamic_ncols=True, disable=not progress)
-    grids: dict[str, dict] = {}
     with Sweep(common, out, settings.jobs, bar, batch=settings.batch, backend=backend) as sweep:
-        R = sweep.records
-
-        def by(family: str, params: Iterable | None = None, seed_list: Sequence[int] = seeds) -> list[dict]:
-            keys = [make_spec(family, s, p)["key"] for p in (params if params is not None else [None])
-                    for s in seed_list]
-            return [R[k] for k in keys if k in R]
-
-        # ---- phase 1: everything that needs no tuning result
-        decade_opts = [o for o in M.GRID_OPTIMIZERS if o in names]
-        if "cosine" in names and "sgd" not in decade_opts:
-            decade_opts.append("sgd")  # cosine peaks are centred on the best decade SGD rate
-        phase1 = [make_spec(o, s, lr, optimizer=o) for o in decade_opts for lr in M.DECADE_GRID for s in seeds]
-        if "vsgd" in names:
-            phase1 += [make_spec("vsgd", s, policy={"kind": "vsgd"}) for s in seeds]
-        if "hd" in names:
-            phase1 += [make_spec("hd", s, [lr0, b], policy={"kind": "hd", "beta": b, "lr0": lr0})
-                       for lr0 in M.HD_LR0S for b in M.HD_BETAS for s in seeds]
-        for n in names:
-            if n in M.LRFREE:
-                phase1 += [make_spec(n, s, M.LRFREE[n], optimizer=n) for s in seeds]
-
-        def clip_specs(pairs):
-            return [make_spec("clipped", s, [lr, c], policy={"kind": "clipped", "lr": lr, "max_norm": c},
-                              env=M.CAPPED_BASELINE_ENV) for lr, c in pairs for s in seeds]
-
-        clip_decade = [(lr, c) for lr in M.CLIP_RATES for c in M.CLIP_NORMS]
-        if "clipped" in names:
-            phase1 += clip_specs(clip_decade)
-        if "gradnorm" in names:
-            phase1 += [make_spec("gradnorm-fit", s, list(c), policy={"kind": "gradnorm", "constants": list(c)},
-                                 env=M.CAPPED_BASELINE_ENV)
-                       for c in GRAD_NORM_RULE_GRID for s in M.GRAD_NORM_RULE_FIT_SEEDS]
-        if "feature" in names:
-            phase1 += [make_spec("feature-fit", s, list(th), policy={"kind": "feature", "theta": list(th),
-                                                                    "lr0": M.FEATURE_LR0})
-                       for th in FEATURE_CONTROLLER_GRID for s in M.FEATURE_FIT_SEEDS]
-        for entry in controllers:
-            register_controller(entry.path, entry.controller)
-            tag = "ctrl-" + hashlib.sha1(entry.path.encode()).hexdigest()[:8]
-            env_kw = entry.controller.env_kwargs()
-            opt = env_kw.pop("optimizer", "sgd")
-            entry.specs = [make_spec(tag, s, None, optimizer=opt, policy={"kind": "controller", "path": entry.path},
-                                     env=env_kw, label=entry.label) for s in seeds]
-            phase1 += entry.specs
-        sweep.run(phase1)
-
-        # ---- phase 2: fine grids, cosine peaks, the fitted rules
-        best_decade = {}
-        for o in decade_opts:
-            best_decade[o], _, grids[f"{M.LABELS[o]} (decade grid)"] = select_best(by(o, M.DECADE_GRID))
-        fine_lrs = {o: sorted({float(fmt_param(best_decade[o] * m)) for m in M.FINE_MULTIPLIERS} | set(M.DECADE_GRID))
-                    for o in M.FINE_OPTIMIZERS if o in names and show_fine}
-        phase2 = [make_spec(o, s, lr, optimizer=o) for o, lrs in fine_lrs.items() for lr in lrs for s in seeds]
-        cos_peaks = []
-        if "cosine" in names:
-            cos_peaks = sorted({float(fmt_param(best_decade["sgd"] * m)) for m in M.COSINE_MULTIPLIERS})
-            phase2 += [make_spec("cosine", s, p, policy={"kind": "cosine", "peak": p}) for p in cos_peaks for s in seeds]
-        clip_fine: list[tuple[float, float]] = []
-        if "clipped" in names:
-            (lr0, c0), _, grids["SGD, clipped (decade grid: lr, max_norm)"] = select_best(
-                by("clipped", map(list, clip_decade)))
-            clip_fine = sorted({(float(fmt_param(lr0 * m)), float(fmt_param(c0 * n))) for m in (1.0,) + M.FINE_MULTIPLIERS
-                                for n in M.CLIP_NORM_MULTIPLIERS} | set(clip_decade))
-            phase2 += clip_specs([p for p in clip_fine if p not in clip_decade])
-        rule = None
-        if "gradnorm" in names:
-            fit = [r for c in GRAD_NORM_RULE_GRID for r in by("gradnorm-fit", [list(c)], M.GRAD_NORM_RULE_FIT_SEEDS)]
-            rule, _, grids["Gradient-norm rule (fit on training seeds)"] = select_best(fit)
-            phase2 += [make_spec("gradnorm", s, list(rule), policy={"kind": "gradnorm", "constants": list(rule)},
-                                 env=M.CAPPED_BASELINE_ENV) for s in seeds]
-        theta = None
-        if "feature" in names:
-            fit = [r for th in FEATURE_CONTROLLER_GRID for r in by("feature-fit", [list(th)], M.FEATURE_FIT_SEEDS)]
-            theta, _, grids["Daniel-style (fit on training seed 0)"] = select_best(fit)
-            phase2 += [make_spec("feature", s, list(theta), policy={"kind": "feature", "theta": list(theta),
-                                                                     "lr0": M.FEATURE_LR0}) for s in seeds]
-        sweep.run(phase2)
+        view = ProtocolRun(names, settings.seeds, settings.grid, sweep.records)
+        for method in methods:
+            notes += method.notes(view)
+        # phase 1: everything that needs no tuning result; phase 2: what its picks decide
+        sweep.run([spec for m in methods for spec in m.first_phase(view)] + controller_specs(controllers, view.seeds))
+        sweep.run([spec for m in methods for spec in m.second_phase(view)])
         resumed = sweep.resumed
     bar.close()
     wall = time.perf_counter() - t_start
+    for method in methods:
+        method.add_rows(view)
+    rows = view.rows() + [summarize(entry.label, "controller", [view.records[s["key"]] for s in entry.specs])
+                          for entry in controllers]
+    return Results(settings=settings, rows=rows, grids=view.grids, records=view.records, common=common,
+                   controllers=list(controllers), policy_evaluation=policy_evaluations(settings, controllers),
+                   notes=notes, classification=task.classification, wall_time=wall, resumed=resumed)
 
-    # ---- rows of the summary table
-    rows: list[dict] = []
-    for o in M.GRID_OPTIMIZERS:
-        if o in names and show_paper:
-            rows.append(summarize(M.LABELS[o], "decade grid (paper)", by(o, [best_decade[o]]), best_decade[o], "lr"))
-    if "vsgd" in names:
-        rows.append(summarize("vSGD", "no tuning (paper)", by("vsgd")))
-    if "feature" in names:
-        rows.append(summarize("Daniel-style", "fit on train seeds (paper)", by("feature", [list(theta)]),
-                              tuple(theta), "theta"))
-    for o, lrs in fine_lrs.items():
-        best, _, grids[f"{M.LABELS[o]} (fine grid)"] = select_best(by(o, lrs))
-        rows.append(summarize(M.LABELS[o], "fine grid", by(o, [best]), best, "lr"))
-    if clip_fine:
-        grid = clip_fine if show_fine else clip_decade
-        best, _, grids["SGD, clipped (lr, max_norm)"] = select_best(by("clipped", map(list, grid)))
-        rows.append(summarize(M.LABELS["clipped"], "fine grid" if show_fine else "decade grid",
-                              by("clipped", [list(best)]), best, "lr, max_norm"))
-    if rule is not None:
-        rows.append(summarize(M.LABELS["gradnorm"], "fit on train seeds", by("gradnorm", [list(rule)]),
-                              tuple(rule), "lr0, lr1, cap"))
-    if cos_peaks:
-        best, _, grids["SGD cosine (peak)"] = select_best(by("cosine", cos_peaks))
-        rows.append(summarize("SGD cosine", "tuned peak", by("cosine", [best]), best, "peak"))
-    if "hd" in names:
-        hd_grid = [[lr0, b] for lr0 in M.HD_LR0S for b in M.HD_BETAS]
-        best, _, grids["SGD-HD (lr0, beta)"] = select_best(by("hd", hd_grid))
-        rows.append(summarize("SGD-HD", "tuned lr0 and beta", by("hd", [list(best)]), best, "lr0, beta"))
-    for n in names:
-        if n in M.LRFREE:
-            rows.append(summarize(M.LABELS[n], "lr-free", by(n, [M.LRFREE[n]]), M.LRFREE[n], "lr"))
+
+def controller_specs(controllers: Sequence[ControllerEntry], seeds: Sequence[int]) -> list[dict]:
+    """Each controller's runs on ``seeds`` (kept in ``entry.specs``), in its own env settings."""
+    specs = []
     for entry in controllers:
-        rows.append(summarize(entry.label, "controller", [R[s["key"]] for s in entry.specs]))
+        register_controller(entry.path, entry.controller)
+        tag = "ctrl-" + hashlib.sha1(entry.path.encode()).hexdigest()[:8]
+        env_kw = entry.controller.env_kwargs()
+        opt = env_kw.pop("optimizer", "sgd")
+        entry.specs = [make_spec(tag, s, None, optimizer=opt, policy={"kind": "controller", "path": entry.path},
+                                 env=env_kw, label=entry.label) for s in seeds]
+        specs += entry.specs
+    return specs
 
-    # ---- RL policy evaluation of the controllers
-    rl_rows = []
-    if settings.episodes > 0:
-        for entry in controllers:
-            try:
-                m, s, length = policy_evaluation(entry.controller, settings.task, seeds[0], settings.episodes,
-                                                 settings.updates, settings.device, settings.data_root)
-                rl_rows.append({"method": entry.label, "episodes": settings.episodes, "episode_length": length,
-                                "return_mean": m, "return_std": s})
-            except Exception as exc:  # report, never lose the sweep's results
-                rl_rows.append({"method": entry.label, "episodes": settings.episodes,
-                                "error": f"{type(exc).__name__}: {exc}"})
-    return Results(settings=settings, rows=rows, grids=grids, records=R, common=common,
-                   controllers=list(controllers), policy_evaluation=rl_rows, notes=notes,
-                   classification=task.classification, wall_time=wall, resumed=resumed)
+
+def policy_evaluations(settings: EvaluationSettings, controllers: Sequence[ControllerEntry]) -> list[dict]:
+    """The RL policy evaluation of each controller (``settings.episodes`` episodes; none at 0)."""
+    rows = []
+    for entry in controllers if settings.episodes > 0 else []:
+        try:
+            m, s, length = policy_evaluation(entry.controller, settings.task, settings.seeds[0], settings.episodes,
+                                             settings.updates, settings.device, settings.data_root)
+            rows.append({"method": entry.label, "episodes": settings.episodes, "episode_length": length,
+                         "return_mean": m, "return_std": s})
+        except Exception as exc:  # report, never lose the sweep's results
+            rows.append({"method": entry.label, "episodes": settings.episodes,
+                         "error": f"{type(exc).__name__}: {exc}"})
+    return rows
 
 
 def check_controllers(settings: EvaluationSettings, controllers: Sequence[ControllerEntry]) -> None:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from lrrl.config import DEFAULT_BATCH, BackendError
-from lrrl.methods import BASELINE_ENV, LABELS, make_policy, policy_batchable
+from lrrl.method_base import fmt_param  # noqa: F401  (also the sweep's: how a run's file is named)
+from lrrl.methods import BASELINE_ENV, make_policy, policy_batchable
+from lrrl.methods import label as method_label
 
 _CONTROLLERS: dict[str, Any] = {}  # path -> loaded controller (per process)
 
@@ -48,12 +50,6 @@ def _controller(path: str, device: str):
     return _CONTROLLERS[path]
 
 
-def fmt_param(x: float) -> str:
-    """A parameter to 3 significant digits: how it names a run's file, is shown in tables, and
-    (as ``float(fmt_param(x))``) how derived grid values are rounded."""
-    return f"{x:.3g}"
-
-
 def make_spec(family: str, seed: int, param: Any = None, optimizer: str = "sgd",
               policy: dict | None = None, env: dict | None = None, label: str | None = None) -> dict:
     """A JSON-serialisable description of one run; ``key`` names its file in ``runs/``."""
@@ -66,7 +62,7 @@ def make_spec(family: str, seed: int, param: Any = None, optimizer: str = "sgd",
     return {"key": key, "family": family, "param": param, "seed": int(seed), "optimizer": optimizer,
             "policy": policy or {"kind": "constant", "lr": param},
             "env": dict(BASELINE_ENV) if env is None else dict(env),
-            "label": label or LABELS.get(family, family)}
+            "label": label or method_label(family)}
 
 
 def _finite_or_none(x: Any) -> Any:

@@ -24,7 +24,8 @@ from typing import Sequence
 from lrrl.cli import command_name
 
 
-from lrrl.config import AGENT_KEYS, AGENTS, SELECTION_SEED
+from agents.registry import AGENT_TYPES
+from lrrl.config import AGENT_KEYS, SELECTION_SEED
 
 
 # --------------------------------------------------------------------------- arguments
@@ -95,15 +96,28 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_env_arguments(group) -> None:
+    """One flag per env setting that has one (:func:`envs.config.flag_settings`: ``--lr-min`` for
+    ``lr_min``, ...), its type, choices and help taken from the setting's definition."""
+    from envs.config import flag_settings
+
+    types = {"positive_int": _positive_int, "float": _finite_float, "str": str, "list": str}
+    for name, f in flag_settings().items():
+        kind, meta = f.metadata["flag"], f.metadata
+        flag = "--" + name.replace("_", "-")
+        if kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+        elif kind == "choice":
+            group.add_argument(flag, choices=meta["choices"], default=None, help=meta["help"])
+        else:
+            group.add_argument(flag, type=types[kind], default=None, help=meta["help"])
+
+
+def _add_run_arguments(g) -> None:
+    """What to train, where, how long, and how it is checkpointed and shown."""
     from lrrl.presets import PRESETS
 
-    p = argparse.ArgumentParser(
-        prog=command_name("train_controller.py"), usage="%(prog)s [options]   (--help lists them)",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=_HelpFormatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--agent", choices=AGENTS, default=None,
+    g.add_argument("--agent", choices=tuple(AGENT_TYPES), default=None,
                    help="controller to train (default: the preset's; on --resume, the run's own)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
                    help="env + agent configuration; the flags below override single values")
@@ -152,47 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress-every", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal (a log file, CI, a cluster job): print one progress "
                         "line (steps done/total, elapsed time, best episode return so far) every SECONDS")
-    from lrrl.sweep import add_backend_arguments
 
-    add_backend_arguments(p)
 
-    e = p.add_argument_group("environment (override the preset)")
-    e.add_argument("--episode-length", type=_positive_int, default=None,
-                   help="primary updates per episode (the paper's reset frequency e; an episode has "
-                        "ceil(episode_length / updates_per_step) env steps)")
-    e.add_argument("--reward", choices=("same-batch", "next-batch", "validation", "probe"), default=None,
-                   help="reward batch: the update's own (paper), the next, a held-out validation batch, or a fixed probe batch of training examples")
-    e.add_argument("--reward-transform", choices=("raw", "log-ratio"), default=None,
-                   help="loss decrement, or decrement of log loss")
-    e.add_argument("--probe-batch-size", type=_positive_int, default=None,
-                   help="--reward probe: examples in the fixed probe batch (default: the validation batch size)")
-    e.add_argument("--action", choices=("absolute", "relative", "raw", "capped"), default=None,
-                   help="absolute log-lr, relative multiplicative change, the raw rate, or capped: "
-                        "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||)")
-    e.add_argument("--step-cap-min", type=_finite_float, default=None,
-                   help="--action capped: smallest step-length cap")
-    e.add_argument("--step-cap-max", type=_finite_float, default=None,
-                   help="--action capped: largest step-length cap")
-    e.add_argument("--features", default=None,
-                   help="comma-separated extra state features (lr, step_fraction, loss_ema, "
-                        "loss_var, val_loss, grad_norm); 'none' for the loss only")
-    e.add_argument("--lr-min", type=_finite_float, default=None, help="smallest learning rate")
-    e.add_argument("--lr-max", type=_finite_float, default=None, help="largest learning rate")
-    e.add_argument("--optimizer", default=None, help="primary optimizer (sgd, momentum, adam, ...)")
-    e.add_argument("--per-group", action=argparse.BooleanOptionalAction, default=None,
-                   help="one learning rate per layer (a vector action)")
-    e.add_argument("--updates-per-step", type=_positive_int, default=None,
-                   help="primary updates per env step: the chosen rate is held for k updates")
-    e.add_argument("--log-observations", action=argparse.BooleanOptionalAction, default=None,
-                   help="loss-like observation entries as log10")
-    e.add_argument("--fresh-w0", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-draw the primary model's initial weights every episode")
-    e.add_argument("--initial-lr", type=_finite_float, default=None,
-                   help="starting rate of --action relative (default: geometric mean of the range)")
-    e.add_argument("--relative-factor", type=_finite_float, default=None,
-                   help="--action relative: the rate changes by at most this factor per decision")
-
-    a = p.add_argument_group("agent hyperparameters (override the preset)")
+def _add_agent_arguments(a) -> None:
+    """The agents' hyperparameters and the training-only settings (each flag's dest is a key of
+    :data:`lrrl.config.AGENT_KEYS`, or a training setting)."""
     a.add_argument("--gamma", type=_finite_float, default=None, help="discount factor (all agents)")
     a.add_argument("--noise-std", "--noise", dest="noise_std", type=_finite_float, default=None,
                    help="std of Gaussian exploration noise in the actor's action units: [-1, 1], or the "
@@ -245,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ddpg/td3: random-action steps before learning")
     a.add_argument("--batch-size", type=_positive_int, default=None, help="ddpg/td3: replay minibatch")
     a.add_argument("--buffer-size", type=_positive_int, default=None, help="ddpg/td3: replay buffer size")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=command_name("train_controller.py"), usage="%(prog)s [options]   (--help lists them)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=_HelpFormatter)
+    from lrrl.sweep import add_backend_arguments
+
+    _add_run_arguments(p.add_argument_group("run"))
+    add_backend_arguments(p)
+    add_env_arguments(p.add_argument_group("environment (override the preset)"))
+    _add_agent_arguments(p.add_argument_group("agent hyperparameters (override the preset)"))
     return p
 
 
@@ -290,9 +281,6 @@ def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]
 
 
 # --------------------------------------------------------------------------- configuration
-ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
-             "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
-             "relative_factor")
 #: every agent hyperparameter flag (its dest is the key in lrrl.config.AGENT_KEYS)
 AGENT_FLAGS = tuple(dict.fromkeys(k for keys in AGENT_KEYS.values() for k in keys))
 
@@ -301,10 +289,14 @@ def settings_from_args(args: argparse.Namespace):
     """Preset + flags -> :class:`lrrl.config.TrainSettings` (``ValueError`` naming a flag)."""
     from lrrl.config import TrainSettings
 
-    env = {k: getattr(args, k) for k in ENV_FLAGS}
-    if args.features is not None:
-        env["features"] = [] if args.features.lower() == "none" else \
-            [f.strip() for f in args.features.split(",") if f.strip()]
+    from envs.config import flag_settings
+
+    env = {}
+    for name, f in flag_settings().items():
+        value = getattr(args, name)
+        if value is not None and f.metadata["flag"] == "list":  # comma-separated; 'none': empty
+            value = [] if value.lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
+        env[name] = value
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,

@@ -62,30 +62,22 @@ def make_training_env(settings: TrainSettings):
 
 
 def _make_agent(settings: TrainSettings, env, resume_ckpt: Path | None):
-    """The agent (fresh or loaded from ``resume_ckpt``) and its save function."""
-    from agents.actor_critic import ActorCritic
-    from agents.policy_search import PolicySearch
-    from agents.sb3 import load_sb3_safely, make_sb3_agent, save_sb3_atomic
+    """The agent (fresh or loaded from ``resume_ckpt``) and its save function: its entry of
+    :data:`agents.registry.AGENT_TYPES`."""
+    from agents.registry import agent_type
 
-    if settings.agent in ("actor-critic", "policy-search"):
-        cls = ActorCritic if settings.agent == "actor-critic" else PolicySearch
-        extra: dict[str, Any] = {}
-        if settings.agent == "policy-search":  # side-by-side episodes: each worker builds the run's env
-            workers = 1 if settings.num_envs > 1 else (
-                settings.workers or min(os.cpu_count() or 1, settings.agent_kwargs.get("population", 12)))
-            extra = {"workers": workers,
-                     "env_factory": functools.partial(make_training_env, settings) if workers > 1 else None}
-        if resume_ckpt is not None:
-            model = cls.load(resume_ckpt, env=env, device=settings.device, **extra)
-        else:
-            model = cls(env, **settings.agent_kwargs, seed=settings.seed, device=settings.device, **extra)
-        return model, model.save
+    kind = agent_type(settings.agent)
+    extra: dict[str, Any] = {}
+    if kind.episodic:  # side-by-side episodes: each worker builds the run's env
+        workers = 1 if settings.num_envs > 1 else (
+            settings.workers or min(os.cpu_count() or 1, settings.agent_kwargs.get("population", 12)))
+        extra = {"workers": workers,
+                 "env_factory": functools.partial(make_training_env, settings) if workers > 1 else None}
     if resume_ckpt is not None:
-        model = load_sb3_safely(resume_ckpt, settings.to_json(), env=env, device=settings.device)
+        model = kind.restore(resume_ckpt, settings.to_json(), env=env, device=settings.device, **extra)
     else:
-        model = make_sb3_agent(settings.agent, env, seed=settings.seed, device=settings.device,
-                               **settings.agent_kwargs)
-    return model, functools.partial(save_sb3_atomic, model)
+        model = kind.make(env, settings.agent_kwargs, seed=settings.seed, device=settings.device, **extra)
+    return model, kind.save_function(model)
 
 
 def _check_out(out: Path, replacing: bool, overwrite: bool) -> list[str]:
@@ -165,12 +157,12 @@ def resume(run: str | os.PathLike, *, steps: int | None = None, out: str | os.Pa
 
 def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous: list[str],
          progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
-    from agents.checkpoint import CHECKPOINT_NAMES
     from agents.io import CheckpointError, atomic_write_json, box_to_json, remove_stale_temp_files
+    from agents.registry import agent_type
     from agents.rundir import RUN_FILES, DirectoryLock, check_entries, clear_run_files, prepare_directory, remove_temp_files
     from envs.tasks import DatasetUnavailableError
 
-    ckpt_name = CHECKPOINT_NAMES[settings.agent]
+    ckpt_name = agent_type(settings.agent).checkpoint
     try:  # everything refused here is refused before the run directory is touched
         env = make_training_env(settings)
         if resume_ckpt is None or settings.spaces is None:
@@ -204,25 +196,12 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
         remove_temp_files(real)
 
 
-def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, resume_ckpt: Path | None,
-           progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
-    """The training loop of a run directory (``ckpt_path``: its checkpoint as the user named the
-    directory; ``real``: the directory's real path, where files are written)."""
-    out = ckpt_path.parent
-    from stable_baselines3.common.logger import configure
-
+def _callbacks(settings: TrainSettings, save, progress: bool, log_every: int, progress_every: float):
+    """The training callbacks: env logging, checkpoint selection (``None`` when off), periodic
+    checkpoints, progress. Returns ``(callbacks, info_callback, selector, checkpointer)``."""
     from agents.callbacks import (EnvInfoCallback, PeriodicCheckpoint, ProgressLineCallback, SelectBestCallback,
                                   TqdmCallback)
-    from agents.io import atomic_write_json
 
-    model.set_logger(configure(str(real / "tb"), ["tensorboard"]))
-    done_before = int(model.num_timesteps)
-    remaining = max(0, settings.steps - done_before)
-    if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
-        # the checkpoint was written mid-episode (a kill or an interrupt): that episode ended there,
-        # the resumed run starts a fresh one, so the counter matches an uninterrupted run's
-        model._episode_num += 1
-        model.interrupted_episode_steps = 0
     info_cb = EnvInfoCallback(log_every=log_every)
     callbacks = [info_cb]
 
@@ -244,7 +223,27 @@ def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, re
             callbacks.append(TqdmCallback(total=settings.steps, desc=desc))
         if not sys.stdout.isatty():  # a log file, CI, a cluster job: a plain line now and then
             callbacks.append(ProgressLineCallback(settings.steps, every_s=progress_every, desc=desc))
+    return callbacks, info_cb, selector, checkpointer
 
+
+def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, resume_ckpt: Path | None,
+           progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
+    """The training loop of a run directory (``ckpt_path``: its checkpoint as the user named the
+    directory; ``real``: the directory's real path, where files are written)."""
+    out = ckpt_path.parent
+    from stable_baselines3.common.logger import configure
+
+    from agents.io import atomic_write_json
+
+    model.set_logger(configure(str(real / "tb"), ["tensorboard"]))
+    done_before = int(model.num_timesteps)
+    remaining = max(0, settings.steps - done_before)
+    if resume_ckpt is not None and int(getattr(model, "interrupted_episode_steps", 0) or 0) > 0:
+        # the checkpoint was written mid-episode (a kill or an interrupt): that episode ended there,
+        # the resumed run starts a fresh one, so the counter matches an uninterrupted run's
+        model._episode_num += 1
+        model.interrupted_episode_steps = 0
+    callbacks, info_cb, selector, checkpointer = _callbacks(settings, save, progress, log_every, progress_every)
     start = time.time()
     try:
         if remaining > 0:
