@@ -416,14 +416,19 @@ class ActorCritic(SB3Shaped):
         return {"delta": d, "q": qv, "q_actor": qa}  # one host sync per step, for logging
 
     # ------------------------------------------------------------------ acting
-    def _act(self, obs: np.ndarray, state: LSTMState, explore: bool) -> tuple[np.ndarray, LSTMState]:
-        """Actor step on one observation -> (clipped action with optional noise, new state)."""
-        with torch.no_grad():
-            a, state = self.actor(self._obs_tensor(obs), state)
-        a = a[0].cpu()
+    def _unit_actions(self, a: Tensor, explore: bool) -> np.ndarray:
+        """Actor outputs ``(n, act_dim)`` -> actions in the actor's range: plus exploration noise
+        (``explore``), clipped. The one place the agent acts with noise (training and ``predict``)."""
+        a = a.cpu()
         if explore and self.noise_std > 0:
             a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator)
-        return self._clip_action(a).numpy(), state
+        return self._clip_action(a).numpy()
+
+    def _act(self, obs: np.ndarray, state: LSTMState, explore: bool) -> tuple[np.ndarray, LSTMState]:
+        """One batched actor step on ``obs`` ``(n, obs_dim)`` -> (actions ``(n, act_dim)``, new state)."""
+        with torch.no_grad():
+            a, state = self.actor(self._obs_tensor(obs), state)
+        return self._unit_actions(a, explore), state
 
     # ------------------------------------------------------------------ Algorithm 1
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1,
@@ -436,6 +441,13 @@ class ActorCritic(SB3Shaped):
         Episode statistics are logged (``rollout/ep_rew_mean``, ...) every ``log_interval``
         episodes. With ``reset_num_timesteps=False`` training continues the step count (resume);
         a resumed run starts a fresh episode (the primary model's weights are not checkpointed).
+
+        With an SB3 ``VecEnv`` of N envs, N episodes run side by side: the actor acts on the N
+        observations in one batched LSTM step (N recurrent states, each restarted when its
+        episode ends), and each of the N transitions then gets exactly the single-env update
+        (:meth:`train_step`, the separate-sample actor update included), so the agent's updates
+        per transition are those of one env; every transition counts as one timestep. A single
+        env is the same loop with N = 1.
 
         Checkpoint selection is a callback: :class:`agents.callbacks.SelectBestCallback` (it sees
         each finished episode in ``on_step`` and keeps :meth:`get_parameters`: the actor and the
@@ -450,97 +462,38 @@ class ActorCritic(SB3Shaped):
             self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name,
                                                       reset_num_timesteps)
         callback = self._init_callback(callback, progress_bar)
-        env, start_time, start_steps = self.env, time.time_ns(), self.num_timesteps
-        if isinstance(env, VecEnv):
-            self._learn_parallel(total, callback, log_interval, start_time, start_steps)
-            return self
+        episodes = _Episodes(self.env)
         # seed the env on a fresh start only; a resumed run restarts from the env's own seed
-        # (reset(seed=...) would also re-draw the primary model's w0)
-        first_seed = self.seed if self._needs_first_reset and self.num_timesteps == 0 else None
-        obs, _ = env.reset(seed=first_seed)
+        # (a seeded reset would also re-draw the primary model's w0)
+        fresh = self._needs_first_reset and self.num_timesteps == 0
+        obs = episodes.reset(self.seed if fresh else None)
         self._needs_first_reset = False
-        state = self.actor.initial_state(1)
-        if self.normalize_obs:
-            self.obs_rms.update(torch.as_tensor(obs, device=self.device))
+        self._collect(episodes, obs, total, callback, log_interval)
+        return self
+
+    def _collect(self, episodes: "_Episodes", obs: np.ndarray, total: int, callback: Any, log_interval: int) -> None:
+        """Algorithm 1's loop over the ``n`` episodes of ``episodes`` from observations ``obs``."""
+        n, start_time, start_steps = episodes.num_envs, time.time_ns(), self.num_timesteps
+        total_timesteps = total - start_steps  # (SB3's name, for the callbacks' locals)
+        state = self.actor.initial_state(n)
+        self._observe(obs)
         stats = {"delta": [], "q": [], "q_actor": []}
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total:
             # lines 3-6: the actor picks a_t = pi(s_t) (plus exploration noise)
             action_unit, next_state = self._act(obs, state, explore=True)
             if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
-                action_unit = self._random_actions((self.act_dim,))
-            # lines 8-12 and 20-21: the env trains the primary model and measures s_i^{t+1}, s_j^{t+1}
-            new_obs, reward, terminated, truncated, info = env.step(self._from_unit(action_unit))
-            self.num_timesteps += 1
-            if self.normalize_obs:
-                self.obs_rms.update(torch.as_tensor(new_obs, device=self.device))
-            critic_next_obs = info.get("critic_next_obs", new_obs)
-            # lines 13-26: critic and actor updates
-            out = self.train_step(obs, action_unit, reward, critic_next_obs, new_obs, terminated, next_state)
-            for key in stats:
-                stats[key].append(out[key])
-            # SB3 callback protocol: locals named as in SB3's collect_rollouts
-            infos, rewards, dones = [info], np.array([reward]), np.array([terminated or truncated])
-            callback.update_locals(locals())
-            if not callback.on_step():
-                break
-            if terminated or truncated:
-                self._episode_num += 1
-                if "episode" in info:
-                    self.ep_info_buffer.append(info["episode"])
-                if log_interval and self._episode_num % log_interval == 0:
-                    self._dump_logs(stats, start_time, start_steps)
-                    stats = {k: [] for k in stats}
-                obs, _ = env.reset()
-                state = self.actor.initial_state(1)  # line 27: w <- w0, and the LSTM restarts
-                if self.normalize_obs:
-                    self.obs_rms.update(torch.as_tensor(obs, device=self.device))
-            else:
-                obs, state = new_obs, next_state
-        callback.on_training_end()
-        return self
-
-    def _learn_parallel(self, total: int, callback: Any, log_interval: int, start_time: int,
-                        start_steps: int) -> None:
-        """Algorithm 1 on N parallel episodes (an SB3 ``VecEnv``): the actor acts on the N
-        observations in one batched LSTM step (N recurrent states, each restarted when its episode
-        ends), and each of the N transitions then gets exactly the single-env update
-        (:meth:`train_step`, the separate-sample actor update included), so the agent's updates
-        per transition are those of one env; only the primary training is batched. Every
-        transition counts as one timestep."""
-        env, n = self.env, self.env.num_envs
-        if self._needs_first_reset and self.num_timesteps == 0 and self.seed is not None:
-            env.seed(self.seed)  # sub-env i: seed + i (SB3's convention)
-        obs = env.reset()
-        self._needs_first_reset = False
-        state = self.actor.initial_state(n)
-        if self.normalize_obs:
-            self.obs_rms.update(torch.as_tensor(obs, device=self.device))
-        stats = {"delta": [], "q": [], "q_actor": []}
-        callback.on_training_start(locals(), globals())
-        while self.num_timesteps < total:
-            with torch.no_grad():
-                a, next_state = self.actor(self._obs_tensor(obs), state)
-            a = a.cpu()
-            if self.noise_std > 0:
-                a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator)
-            action_unit = self._clip_action(a).numpy()
-            if self.num_timesteps < self.learning_starts:  # warm-up: uniform random actions
                 action_unit = self._random_actions((n, self.act_dim))
-            new_obs, rewards, dones, infos = env.step(self._from_unit(action_unit))
-            for i in range(n):
+            # lines 8-12 and 20-21: the env trains the primary model and measures s_i^{t+1}, s_j^{t+1}
+            new_obs, rewards, dones, infos, last_obs, terminated = episodes.step(self._from_unit(action_unit))
+            self._observe(np.stack(last_obs))
+            for i in range(n):  # lines 13-26: critic and actor updates, one transition at a time
                 self.num_timesteps += 1
-                last_obs = infos[i]["terminal_observation"] if dones[i] else new_obs[i]
-                terminated = bool(dones[i]) and not infos[i].get("TimeLimit.truncated", False)
-                if self.normalize_obs and dones[i]:
-                    self.obs_rms.update(torch.as_tensor(last_obs, device=self.device))
                 out = self.train_step(obs[i], action_unit[i], float(rewards[i]),
-                                      infos[i].get("critic_next_obs", last_obs), last_obs, terminated,
+                                      infos[i].get("critic_next_obs", last_obs[i]), last_obs[i], terminated[i],
                                       (next_state[0][:, i:i + 1], next_state[1][:, i:i + 1]))
                 for key in stats:
                     stats[key].append(out[key])
-            if self.normalize_obs:
-                self.obs_rms.update(torch.as_tensor(new_obs, device=self.device))
             callback.update_locals(locals())  # infos, rewards, dones: SB3's names
             if not callback.on_step():
                 break
@@ -553,8 +506,15 @@ class ActorCritic(SB3Shaped):
                     stats = {k: [] for k in stats}
                 next_state[0][:, i].zero_()  # line 27: w <- w0, and that episode's LSTM restarts
                 next_state[1][:, i].zero_()
-            obs, state = new_obs, next_state
+            obs, state = episodes.next_obs(new_obs, dones), next_state
+            if dones.any():
+                self._observe(obs[dones])  # the new episodes' first observations
         callback.on_training_end()
+
+    def _observe(self, obs: np.ndarray) -> None:
+        """Update the observation normaliser with rows ``obs`` (when it is on)."""
+        if self.normalize_obs and len(obs):
+            self.obs_rms.update(torch.as_tensor(obs, device=self.device))
 
     def _dump_logs(self, stats: dict, start_time: int, start_steps: int) -> None:
         elapsed = max((time.time_ns() - start_time) / 1e9, 1e-9)
@@ -605,9 +565,7 @@ class ActorCritic(SB3Shaped):
             h, c = h * keep, c * keep
         with torch.no_grad():
             a, (h, c) = self.actor(x, (h, c))
-        if not deterministic and self.noise_std > 0:
-            a = a + self.noise_std * torch.randn(a.shape, generator=self.noise_generator).to(a.device)
-        action = self._from_unit(self._clip_action(a.cpu()).numpy())
+        action = self._from_unit(self._unit_actions(a, explore=not deterministic))
         return (action[0] if single else action), (h.cpu().numpy(), c.cpu().numpy())
 
     def _parameter_objects(self) -> dict[str, Any]:
@@ -688,3 +646,41 @@ class ActorCritic(SB3Shaped):
             raise ValueError(f"the env's observation shape {env.observation_space.shape} differs from "
                              f"the checkpoint's {agent.observation_space.shape}")
         return agent
+
+
+class _Episodes:
+    """The training env as ``num_envs`` episodes side by side, one interface for the loop: an SB3
+    ``VecEnv`` (which restarts an ended episode itself, keeping its last observation in
+    ``infos[i]["terminal_observation"]``) or a gymnasium env (N = 1, restarted by :meth:`next_obs`
+    once the callbacks have seen the step)."""
+
+    def __init__(self, env) -> None:
+        self.env, self.vector = env, isinstance(env, VecEnv)
+        self.num_envs = env.num_envs if self.vector else 1
+
+    def reset(self, seed: int | None) -> np.ndarray:
+        """First observations ``(n, obs_dim)``; ``seed``: env ``i`` gets ``seed + i``."""
+        if not self.vector:
+            return self.env.reset(seed=seed)[0][None]
+        if seed is not None:
+            self.env.seed(seed)  # sub-env i: seed + i (SB3's convention)
+        return self.env.reset()
+
+    def step(self, actions: np.ndarray):
+        """``(new_obs, rewards, dones, infos, last_obs, terminated)``: SB3's four, each
+        transition's own next observation (the terminal one where an episode ended) and whether
+        it ended by termination (not truncation)."""
+        if not self.vector:
+            obs, reward, term, trunc, info = self.env.step(actions[0])
+            return obs[None], np.array([reward]), np.array([term or trunc]), [info], [obs], [bool(term)]
+        new_obs, rewards, dones, infos = self.env.step(actions)
+        last = [infos[i]["terminal_observation"] if dones[i] else new_obs[i] for i in range(self.num_envs)]
+        terminated = [bool(dones[i]) and not infos[i].get("TimeLimit.truncated", False)
+                      for i in range(self.num_envs)]
+        return new_obs, rewards, dones, infos, last, terminated
+
+    def next_obs(self, new_obs: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """The observations the next step acts on: a single env's episode that ended restarts now."""
+        if not self.vector and dones[0]:
+            return self.env.reset()[0][None]
+        return new_obs

@@ -11,9 +11,10 @@ one. :class:`SB3VecEnv` translates, with no copy of the primary training and no 
   gymnasium's SAME_STEP mode (``LearningRateVectorEnv`` does), which is SB3's own convention.
 
 Wrap it in SB3's ``VecMonitor`` for episode statistics (:func:`make_sb3_vec_env` does).
-The training-time wrappers of ``agents.wrappers`` exist here per sub-env: ``collapse=dict(...)``
-is ``CollapseTermination(**collapse)`` (a collapsed sub-env's episode ends and only that
-sub-env is reset, through gymnasium's ``reset(options={"reset_mask": ...})``), and
+The training-time wrappers of ``agents.wrappers`` apply here per sub-env, through their rules
+(written once, :class:`agents.wrappers.EpisodeRule`): ``collapse=dict(...)`` is
+``CollapseTermination(**collapse)`` (a collapsed sub-env's episode ends and only that sub-env
+is reset, through gymnasium's ``reset(options={"reset_mask": ...})``), and
 ``finite_horizon=True`` is ``FiniteHorizon`` (truncation reported as termination).
 """
 from __future__ import annotations
@@ -49,28 +50,20 @@ class SB3VecEnv(VecEnv):
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
-        self.finite_horizon = bool(finite_horizon)
-        self.collapse = None
-        if collapse is not None:
-            from agents.wrappers import CollapseTermination
+        from agents.wrappers import CollapseRule, FiniteHorizonRule
 
-            # the single-env wrapper validates the settings and keeps their defaults
-            proto = CollapseTermination(gym.Env(), **collapse)
-            self.collapse = (proto.fraction, proto.drop, proto.penalty)
-        self._first = np.full(self.num_envs, np.nan)
-        self._lowest = np.full(self.num_envs, np.nan)
+        # the training wrappers' rules, one per sub-env (each keeps its own episode's state)
+        self.rules = [([CollapseRule(**collapse)] if collapse is not None else [])
+                      + ([FiniteHorizonRule()] if finite_horizon else []) for _ in range(self.num_envs)]
 
     def _start(self, i: int, info: dict) -> None:
-        self._first[i] = self._lowest[i] = float(info.get("batch_loss", np.nan))
+        for rule in self.rules[i]:
+            rule.start(info)
 
-    def _collapsed(self, i: int, info: dict) -> bool:
-        """``CollapseTermination``'s test for sub-env ``i`` after a step with ``info``."""
-        fraction, drop, _ = self.collapse
-        after = float(info.get("loss_after", np.nan))
-        trained = self._lowest[i] < drop * self._first[i]
-        if after == after:
-            self._lowest[i] = min(self._lowest[i], after)
-        return bool(trained and not after < fraction * self._first[i])
+    def _apply(self, i: int, reward: float, terminated: bool, truncated: bool, info: dict):
+        for rule in self.rules[i]:
+            reward, terminated, truncated, info = rule.apply(reward, terminated, truncated, info)
+        return reward, terminated, truncated, info
 
     @property
     def unwrapped_vector_env(self) -> gym.vector.VectorEnv:
@@ -104,19 +97,15 @@ class SB3VecEnv(VecEnv):
         for i in range(self.num_envs):
             ended = terminated[i] or truncated[i]
             info = unbatch_info(infos["final_info"], i) if ended else unbatch_info(infos, i)
-            if self.collapse is not None and not terminated[i] and self._collapsed(i, info):
-                info = {**info, "diverged": True, "collapsed": True}
-                terminated[i], truncated[i] = True, False
-                if self.collapse[2] is not None:
-                    rewards[i] = -self.collapse[2]
-                if not ended:  # the vector env does not know: reset this sub-env below
-                    to_reset.append(i)
+            rewards[i], terminated[i], truncated[i], info = self._apply(i, rewards[i], terminated[i],
+                                                                        truncated[i], info)
             if ended:
                 info["terminal_observation"] = infos["final_obs"][i]
                 info["reset_info"] = unbatch_info(infos, i)
                 self._start(i, info["reset_info"])
-            elif i in to_reset:
+            elif terminated[i] or truncated[i]:  # a rule ended it; the vector env does not know
                 info["terminal_observation"] = obs[i].copy()
+                to_reset.append(i)
             out.append(info)
         if to_reset:
             mask = np.zeros(self.num_envs, dtype=bool)
@@ -126,8 +115,6 @@ class SB3VecEnv(VecEnv):
                 obs[i] = new_obs[i]
                 out[i]["reset_info"] = unbatch_info(reset_infos, i)
                 self._start(i, out[i]["reset_info"])
-        if self.finite_horizon:
-            terminated, truncated = terminated | truncated, np.zeros_like(truncated)
         dones = terminated | truncated
         for i in np.flatnonzero(dones):
             out[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])

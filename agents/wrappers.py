@@ -1,11 +1,74 @@
 """Training-time gymnasium wrappers for ``LearningRateEnv`` (they change rewards/termination only,
-never the primary model's trajectory, so evaluation needs none of them)."""
+never the primary model's trajectory, so evaluation needs none of them).
+
+Each is an :class:`EpisodeRule` (:class:`CollapseRule`, :class:`FiniteHorizonRule`), written
+once: :class:`RuleWrapper` applies it to a single env, :class:`agents.vec_env.SB3VecEnv` to each
+sub-env of a vector env."""
 from __future__ import annotations
 
 import gymnasium as gym
 
 
-class CollapseTermination(gym.Wrapper):
+class EpisodeRule:
+    """A training-time change of an episode's rewards and ends, written once for a single env
+    (:class:`RuleWrapper`) and for each sub-env of a vector env (:class:`agents.vec_env.SB3VecEnv`)."""
+
+    def start(self, info: dict) -> None:
+        """A new episode started, with reset info ``info``."""
+
+    def apply(self, reward: float, terminated: bool, truncated: bool, info: dict):
+        """One step's ``(reward, terminated, truncated, info)`` as the agent sees it."""
+        return reward, terminated, truncated, info
+
+
+class RuleWrapper(gym.Wrapper):
+    """A single env with an :class:`EpisodeRule` applied to each step."""
+
+    def __init__(self, env: gym.Env, rule: EpisodeRule) -> None:
+        super().__init__(env)
+        self.rule = rule
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.rule.start(info)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return (obs, *self.rule.apply(reward, terminated, truncated, info))
+
+
+class CollapseRule(EpisodeRule):
+    """The rule of :class:`CollapseTermination` (its arguments), for one episode at a time."""
+
+    def __init__(self, fraction: float = 0.9, drop: float = 0.5, penalty: float | None = None) -> None:
+        if not 0 < drop < fraction:
+            raise ValueError(f"need 0 < drop < fraction, got drop={drop}, fraction={fraction}")
+        self.fraction, self.drop = float(fraction), float(drop)
+        self.penalty = None if penalty is None else float(penalty)
+        self._first = self._lowest = float("nan")
+
+    def start(self, info: dict) -> None:
+        self._first = self._lowest = float(info.get("batch_loss", float("nan")))
+
+    def apply(self, reward, terminated, truncated, info):
+        after = float(info.get("loss_after", float("nan")))
+        trained = self._lowest < self.drop * self._first
+        self._lowest = min(self._lowest, after) if after == after else self._lowest
+        if not terminated and trained and not after < self.fraction * self._first:  # NaN counts too
+            info = {**info, "diverged": True, "collapsed": True}
+            return reward if self.penalty is None else -self.penalty, True, False, info
+        return reward, terminated, truncated, info
+
+
+class FiniteHorizonRule(EpisodeRule):
+    """The rule of :class:`FiniteHorizon`: an episode's end (truncation) is a real end."""
+
+    def apply(self, reward, terminated, truncated, info):
+        return reward, terminated or truncated, False, info
+
+
+class CollapseTermination(RuleWrapper):
     """End the episode as diverged when primary training collapses back to its initial loss.
 
     A too-large rate can kill a classifier (dead ReLUs): the loss jumps back to chance level
@@ -35,30 +98,11 @@ class CollapseTermination(gym.Wrapper):
 
     def __init__(self, env: gym.Env, fraction: float = 0.9, drop: float = 0.5,
                  penalty: float | None = None) -> None:
-        super().__init__(env)
-        if not 0 < drop < fraction:
-            raise ValueError(f"need 0 < drop < fraction, got drop={drop}, fraction={fraction}")
-        self.fraction, self.drop = float(fraction), float(drop)
-        self.penalty = None if penalty is None else float(penalty)
-        self._first = self._lowest = float("nan")
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._first = self._lowest = float(info["batch_loss"])
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        after = float(info.get("loss_after", float("nan")))
-        trained = self._lowest < self.drop * self._first
-        self._lowest = min(self._lowest, after) if after == after else self._lowest
-        if not terminated and trained and not after < self.fraction * self._first:  # NaN counts too
-            info = {**info, "diverged": True, "collapsed": True}
-            return obs, reward if self.penalty is None else -self.penalty, True, False, info
-        return obs, reward, terminated, truncated, info
+        super().__init__(env, CollapseRule(fraction, drop, penalty))
+        self.fraction, self.drop, self.penalty = self.rule.fraction, self.rule.drop, self.rule.penalty
 
 
-class FiniteHorizon(gym.Wrapper):
+class FiniteHorizon(RuleWrapper):
     """Report the end of an episode (``truncated``) as a real end (``terminated``), so that TD
     targets do not bootstrap past it.
 
@@ -71,6 +115,5 @@ class FiniteHorizon(gym.Wrapper):
     costs more later; Wu, Ren, Liao and Grosse 2018).
     """
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated or truncated, False, info
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env, FiniteHorizonRule())

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from envs.layerwise import LayerStack, LayerStackUnsupported
 from envs.primary import OPTIMIZERS, PrimaryTrainer
+from envs.trainer_list import RunBatches
 
 #: optimizers with a batched form: name (OPTIMIZERS key or torch.optim class, lower case) -> kind
 BATCHED_OPTIMIZERS = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam",
@@ -163,7 +164,7 @@ def _layer_stack_functions(stack: LayerStack, loss_fn):
     return grad_and_loss, grad_and_loss_and_other, loss, output
 
 
-class BatchedPrimaryTrainer:
+class BatchedPrimaryTrainer(RunBatches):
     """N independent primary runs of one task, trained with one batched call per step.
 
     Args:
@@ -343,15 +344,7 @@ class BatchedPrimaryTrainer:
         return {k: v[i].clone() for k, v in {**self.params, **self.buffers}.items()}
 
     # ------------------------------------------------------------------ data
-    def next_batch(self, i: int) -> Tensor:
-        return self.streams[i].next_batch()
-
-    def validation_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
-        return self.streams[i].validation_batch(size, rotating)
-
-    def probe_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
-        return self.streams[i].probe_batch(size, rotating)
-
+    # (next_batch, validation_batch, probe_batch: RunBatches, from each run's stream)
     def _data(self, split: str):
         t = self.template
         return (t.x_train, t.y_train) if split == "train" else (t.x_val, t.y_val)

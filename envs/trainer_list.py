@@ -19,7 +19,23 @@ from envs.control import grad_norm
 from envs.primary import PrimaryTrainer
 
 
-class TrainerList:
+class RunBatches:
+    """The batches of run ``i``, drawn from its own stream (``self.streams[i]``: its seeded batch
+    order, validation split and probe batch), as ``PrimaryTrainer`` draws them."""
+
+    streams: list
+
+    def next_batch(self, i: int) -> Tensor:
+        return self.streams[i].next_batch()
+
+    def validation_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
+        return self.streams[i].validation_batch(size, rotating)
+
+    def probe_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
+        return self.streams[i].probe_batch(size, rotating)
+
+
+class TrainerList(RunBatches):
     """``trainers[i]`` trains run ``i``; each call of the batched interface loops over the runs.
 
     Args:
@@ -63,16 +79,6 @@ class TrainerList:
 
     def state_dict(self, i: int) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.trainers[i].model.state_dict().items()}
-
-    # ------------------------------------------------------------------ data
-    def next_batch(self, i: int) -> Tensor:
-        return self.trainers[i].next_batch()
-
-    def validation_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
-        return self.trainers[i].validation_batch(size, rotating)
-
-    def probe_batch(self, i: int, size: int, rotating: bool = False) -> Tensor:
-        return self.trainers[i].probe_batch(size, rotating)
 
     # ------------------------------------------------------------------ training
     def loss_and_grad(self, idx: Tensor, envs=None, other: tuple[Tensor, str] | None = None):

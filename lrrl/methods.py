@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from lrrl.method_base import (RANK_CLIPPED, RANK_COSINE, RANK_FINE, RANK_FITTED_PAPER, RANK_GRADNORM, RANK_HD,
-                              RANK_LRFREE, RANK_OTHER, RANK_PAPER, RANK_UNTUNED, BaselineMethod, fmt_param)
+                              RANK_LRFREE, RANK_PAPER, RANK_UNTUNED, BaselineMethod, fmt_param)
 
 DECADE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_MULTIPLIERS = (0.5, 2.0, 3.0, 5.0, 7.0)
@@ -181,74 +181,48 @@ class ClippedSGD(BaselineMethod):
 
 
 class FittedRule(BaselineMethod):
-    """A rule whose constants are fitted on training seeds (a grid of candidates, the best mean
-    final training loss), then run on the evaluation seeds."""
+    """A rule whose constants are fitted on training seeds (the candidates of a grid, the best
+    mean final training loss), then run on the evaluation seeds.
 
-    fit_seeds: tuple[int, ...] = ()
-    fit_grid_name = ""
-    rank, tuning, param_name = RANK_OTHER, "", ""
+    Args:
+        name / label: as every method's. fit_seeds: the training seeds of the fit.
+        candidates: the name of the candidate grid in :mod:`agents.baselines`.
+        policy: ``constants -> the run spec's policy``. env: the runs' env settings (default
+            :data:`BASELINE_ENV`).
+        grid_name, rank, tuning, param_name: the fit's grid and the row, as reported.
+        fitted_what: named in the warning when an evaluation seed is also a fitting seed
+            (``None``: no warning).
+    """
+
+    def __init__(self, name: str, label: str, fit_seeds: tuple[int, ...], candidates: str,
+                 policy: Callable[[list], dict], grid_name: str, rank: int, tuning: str, param_name: str,
+                 env: dict | None = None, fitted_what: str | None = None) -> None:
+        self.name, self.label, self.fit_seeds, self.candidates_name = name, label, tuple(fit_seeds), candidates
+        self.policy, self.env, self.grid_name = policy, env, grid_name
+        self.rank, self.tuning, self.param_name, self.fitted_what = rank, tuning, param_name, fitted_what
 
     def candidates(self) -> list[list]:
-        raise NotImplementedError
+        from agents import baselines
 
-    def policy(self, param: list) -> dict:
-        raise NotImplementedError
+        return [list(c) for c in getattr(baselines, self.candidates_name)]
 
-    def spec_env(self) -> dict | None:
-        return None
+    def notes(self, view):
+        overlap = sorted(set(view.seeds) & set(self.fit_seeds)) if self.fitted_what else []
+        return [f"Warning: evaluation seeds {overlap} are also the {self.fitted_what}'s "
+                f"fitting seeds."] if overlap else []
 
     def first_phase(self, view):
-        return [view.spec(f"{self.name}-fit", s, c, policy=self.policy(c), env=self.spec_env())
+        return [view.spec(f"{self.name}-fit", s, c, policy=self.policy(c), env=self.env)
                 for c in self.candidates() for s in self.fit_seeds]
 
     def second_phase(self, view):
         fit = [r for c in self.candidates() for r in view.by(f"{self.name}-fit", [c], self.fit_seeds)]
-        best = view.state[self.name]["best"] = list(view.best(self.fit_grid_name, fit))
-        return [view.spec(self.name, s, best, policy=self.policy(best), env=self.spec_env()) for s in view.seeds]
+        best = view.state[self.name]["best"] = list(view.best(self.grid_name, fit))
+        return [view.spec(self.name, s, best, policy=self.policy(best), env=self.env) for s in view.seeds]
 
     def add_rows(self, view):
         best = view.state[self.name]["best"]
         view.row(self.rank, self.label, self.tuning, view.by(self.name, [best]), tuple(best), self.param_name)
-
-
-class GradNormRule(FittedRule):
-    """``min(geometric ramp lr0 -> lr1, cap / ||g_t||)``, its constants fitted on training seeds."""
-
-    name, label = "gradnorm", "Gradient-norm rule"
-    fit_seeds, fit_grid_name = GRAD_NORM_RULE_FIT_SEEDS, "Gradient-norm rule (fit on training seeds)"
-    rank, tuning, param_name = RANK_GRADNORM, "fit on train seeds", "lr0, lr1, cap"
-
-    def candidates(self):
-        from agents.baselines import GRAD_NORM_RULE_GRID
-
-        return [list(c) for c in GRAD_NORM_RULE_GRID]
-
-    def policy(self, param):
-        return {"kind": "gradnorm", "constants": list(param)}
-
-    def spec_env(self):
-        return CAPPED_BASELINE_ENV
-
-
-class FeatureController(FittedRule):
-    """A Daniel et al. (2016)-style log-linear feature controller fitted on a training seed."""
-
-    name, label = "feature", "Daniel-style"
-    fit_seeds, fit_grid_name = FEATURE_FIT_SEEDS, "Daniel-style (fit on training seed 0)"
-    rank, tuning, param_name = RANK_FITTED_PAPER, "fit on train seeds (paper)", "theta"
-
-    def candidates(self):
-        from agents.baselines import FEATURE_CONTROLLER_GRID
-
-        return [list(th) for th in FEATURE_CONTROLLER_GRID]
-
-    def policy(self, param):
-        return {"kind": "feature", "theta": list(param), "lr0": FEATURE_LR0}
-
-    def notes(self, view):
-        overlap = sorted(set(view.seeds) & set(self.fit_seeds))
-        return [f"Warning: evaluation seeds {overlap} are also the Daniel-style controller's "
-                f"fitting seeds."] if overlap else []
 
 
 # --------------------------------------------------------------------------- the registry
@@ -259,11 +233,18 @@ BASELINE_METHODS: dict[str, BaselineMethod] = {m.name: m for m in (
     ConstantRate("adagrad", "Adagrad"),
     ConstantRate("rmsprop", "RMSprop"),
     ClippedSGD(),
-    GradNormRule(),
+    # min(geometric ramp lr0 -> lr1, cap / ||g_t||), its constants fitted on training seeds
+    FittedRule("gradnorm", "Gradient-norm rule", GRAD_NORM_RULE_FIT_SEEDS, "GRAD_NORM_RULE_GRID",
+               lambda c: {"kind": "gradnorm", "constants": list(c)}, "Gradient-norm rule (fit on training seeds)",
+               RANK_GRADNORM, "fit on train seeds", "lr0, lr1, cap", env=CAPPED_BASELINE_ENV),
     CosineDecay(),
     VSGD(),
     HypergradientSGD(),
-    FeatureController(),
+    # a Daniel et al. (2016)-style log-linear feature controller fitted on a training seed
+    FittedRule("feature", "Daniel-style", FEATURE_FIT_SEEDS, "FEATURE_CONTROLLER_GRID",
+               lambda th: {"kind": "feature", "theta": list(th), "lr0": FEATURE_LR0},
+               "Daniel-style (fit on training seed 0)", RANK_FITTED_PAPER, "fit on train seeds (paper)", "theta",
+               fitted_what="Daniel-style controller"),
     LearningRateFree("schedulefree-sgd", "Schedule-free SGD", 1.0, "schedulefree"),
     LearningRateFree("schedulefree-adamw", "Schedule-free AdamW", 0.0025, "schedulefree"),
     LearningRateFree("prodigy", "Prodigy", 1.0, "prodigyopt"),
