@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 # observations and the action -> rate mapping live in envs.control (shared with the scheduler)
-from envs.control import ACTIONS, FEATURES, LOG_FLOOR, ControlState, check_number, check_seed, grad_norm  # noqa: F401
+from envs.control import (ACTIONS, FEATURES, LOG_FLOOR, ControlState, check_number, check_seed,  # noqa: F401
+                           grad_norm, weight_norm)
 from envs.primary import PrimaryTrainer
 from envs.rewards import REWARDS, TRANSFORMS, Pending, RewardTransform, reward_plan  # noqa: F401
 from envs.tasks import Task
@@ -57,6 +58,13 @@ class LearningRateEnv(gym.Env):
     Large rates train fast, and what kills a network is the occasional step that is too long,
     which shows in the gradient's norm, not in the loss (issue 16). ``info["rate"]`` and
     ``info["step_cap"]`` are the decision; ``info["lr"]`` is the mean rate the block used.
+    ``action="trust"``: the capped action in the model's own units, so that one controller means
+    the same on any model: the rate is a multiple (in ``[lr_min, lr_max]``) of ``||w_0|| / ||g_0||``
+    (the rate whose first step would be as long as the weights) and the cap a fraction (in
+    ``[step_cap_min, step_cap_max]``) of ``||w_t||`` (a trust ratio, as in LARS): every update
+    uses ``min(rate, step_cap * ||w_t|| / ||g||)``.
+    ``safety_net=True`` (any action): a loss that climbs back towards the untrained network's,
+    or is not finite, halves every later rate (:meth:`envs.control.ControlState.observe`).
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
     Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
     non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
@@ -134,7 +142,8 @@ class LearningRateEnv(gym.Env):
     task: task name (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``regression2d``) or a
         :class:`~envs.tasks.Task`. optimizer / optimizer_kwargs: the primary optimizer.
     episode_length: primary updates per episode (``e``). lr_min / lr_max: learning-rate range.
-    action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max: see Action Space.
+    action, relative_factor, relative_every, initial_lr, step_cap_min, step_cap_max, safety_net: see
+    Action Space.
     reward, reward_transform, reward_scale: see Rewards.
     validation_size: examples held out of the training set as the validation split (default:
     ``validation_batch_size`` when ``reward="validation"`` or the ``val_loss`` feature needs it, else 0).
@@ -208,6 +217,7 @@ class LearningRateEnv(gym.Env):
         log_observations: bool = False,
         step_cap_min: float = 1e-2,
         step_cap_max: float = 10.0,
+        safety_net: bool = False,
         seed: int | None = None,
         device: str = "auto",
         data_root: str | None = None,
@@ -277,7 +287,8 @@ class LearningRateEnv(gym.Env):
             self.n_groups, lr_min=lr_min, lr_max=lr_max, action=action, relative_factor=relative_factor,
             relative_every=relative_every, initial_lr=initial_lr, features=features, obs_max=obs_max,
             log_observations=log_observations, episode_length=episode_length,
-            updates_per_step=updates_per_step, step_cap_min=step_cap_min, step_cap_max=step_cap_max)
+            updates_per_step=updates_per_step, step_cap_min=step_cap_min, step_cap_max=step_cap_max,
+            safety_net=safety_net)
         self.features = self.control.features
         self.action_space = self.control.action_space
         self.observation_space = self.control.observation_space
@@ -345,6 +356,10 @@ class LearningRateEnv(gym.Env):
     def _grad_norm_tensor(self) -> torch.Tensor:
         return grad_norm(self.trainer.parameters())
 
+    def _weight_norm(self) -> float | None:
+        """``||w_t||`` when the action needs it (``trust``), else ``None``."""
+        return float(weight_norm(self.trainer.parameters())) if self.control.needs_weight_norm else None
+
     def _val_idx(self) -> torch.Tensor:
         return self.trainer.validation_batch(self.validation_batch_size, self.rotating_validation)
 
@@ -374,13 +389,13 @@ class LearningRateEnv(gym.Env):
             pending.add("held", self.trainer.batch_loss(self._held_idx(), split=plan.split))
         if "val_loss" in self.features:
             pending.add("val_loss", self.trainer.batch_loss(self._val_idx(), split="val"))
-        if "grad_norm" in self.features:
+        if self.control.observes_grad_norm or self.control.needs_weight_norm:
             pending.add("grad_norm", self._grad_norm_tensor())
         values = pending.resolve()
         self._loss = values["loss"]
         self._held_loss = values.get("held", 0.0)
         obs = self.control.start(self._loss, val_loss=values.get("val_loss", 0.0),
-                                 grad_norm=values.get("grad_norm", 0.0))
+                                 grad_norm=values.get("grad_norm", 0.0), weight_norm=self._weight_norm())
         self._initial_loss = self._loss
         if not self._loss < self.obs_max and not self._warned_obs_max:
             # every step would count as divergence and the observation would be stuck at obs_max
@@ -412,7 +427,7 @@ class LearningRateEnv(gym.Env):
         step-length cap of ``action="capped"``, which needs this gradient's norm: one host
         synchronisation per update in that mode only). Returns the rate(s) used."""
         if self.control.needs_grad_norm:
-            lr = self.control.update_rate(lr, float(self._grad_norm_tensor()))
+            lr = self.control.update_rate(lr, float(self._grad_norm_tensor()), self._weight_norm())
         self.trainer.update(lr.tolist())
         return lr
 
@@ -454,7 +469,7 @@ class LearningRateEnv(gym.Env):
         pending.add("next", trainer.loss_and_grad(next_idx))  # next observation and gradient at once
         if "val_loss" in self.features:
             pending.add("val_loss", trainer.batch_loss(self._val_idx(), split="val"))
-        if "grad_norm" in self.features:
+        if self.control.observes_grad_norm:
             pending.add("grad_norm", self._grad_norm_tensor())
         values = pending.resolve()  # the step's one host-device synchronisation
         next_obs_loss = values["next"]

@@ -130,6 +130,16 @@ class LearningRateVectorEnv(VectorEnv):
         self.trainer: BatchedPrimaryTrainer | None = None
         self.envs: list[LearningRateEnv] | None = None
         reason = "batched=False was given"
+        # the batched step measures gradient norms for the grad_norm feature and the capped action
+        # only: the trust action (which needs ||w||) and the grad_ratio feature run as single envs
+        control = template.control
+        if control.needs_weight_norm or "grad_ratio" in control.features:
+            if batched:
+                raise ValueError("batched=True, but this env cannot be batched: the trust action and the "
+                                 "grad_ratio feature run as single envs")
+            batched, reason = False, "the trust action and the grad_ratio feature run as single envs"
+            gym.logger.warn(f"LearningRateVectorEnv runs {n} single LearningRateEnv(s) one after another "
+                            f"(no batched primary training): {reason}")
         if batched is not False:
             try:
                 self.trainer = BatchedPrimaryTrainer(

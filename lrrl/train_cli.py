@@ -166,16 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss decrement, or decrement of log loss")
     e.add_argument("--probe-batch-size", type=_positive_int, default=None,
                    help="--reward probe: examples in the fixed probe batch (default: the validation batch size)")
-    e.add_argument("--action", choices=("absolute", "relative", "raw", "capped"), default=None,
-                   help="absolute log-lr, relative multiplicative change, the raw rate, or capped: "
-                        "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||)")
+    e.add_argument("--action", choices=("absolute", "relative", "raw", "capped", "trust"), default=None,
+                   help="absolute log-lr, relative multiplicative change, the raw rate, capped: "
+                        "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||), "
+                        "or trust: capped in the model's units (lr x ||w0||/||g0||, cap x ||w||)")
     e.add_argument("--step-cap-min", type=_finite_float, default=None,
-                   help="--action capped: smallest step-length cap")
+                   help="--action capped: smallest step-length cap (trust: as a fraction of ||w||)")
     e.add_argument("--step-cap-max", type=_finite_float, default=None,
-                   help="--action capped: largest step-length cap")
+                   help="--action capped: largest step-length cap (trust: as a fraction of ||w||)")
+    e.add_argument("--safety-net", action=argparse.BooleanOptionalAction, default=None,
+                   help="halve every later rate when the loss climbs back towards the untrained "
+                        "network's (or is not finite)")
     e.add_argument("--features", default=None,
                    help="comma-separated extra state features (lr, step_fraction, loss_ema, "
-                        "loss_var, val_loss, grad_norm); 'none' for the loss only")
+                        "loss_var, val_loss, grad_norm, and the scale-free loss_ratio, grad_ratio, "
+                        "loss_trend); 'none' for the loss only")
     e.add_argument("--lr-min", type=_finite_float, default=None, help="smallest learning rate")
     e.add_argument("--lr-max", type=_finite_float, default=None, help="largest learning rate")
     e.add_argument("--optimizer", default=None, help="primary optimizer (sgd, momentum, adam, ...)")
@@ -290,7 +295,7 @@ def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]
 
 
 # --------------------------------------------------------------------------- configuration
-ENV_FLAGS = ("episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
+ENV_FLAGS = ("safety_net", "episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
              "relative_factor")
 #: every agent hyperparameter flag (its dest is the key in lrrl.config.AGENT_KEYS)
