@@ -81,7 +81,7 @@ def resolve_run(path: str | os.PathLike) -> tuple[Path, Path, dict]:
 CONTROLLER_ENV_KEYS = ("optimizer", "optimizer_kwargs", "lr_min", "lr_max", "action",
                        "relative_factor", "relative_every", "initial_lr", "features", "obs_max",
                        "per_group", "validation_batch_size", "log_observations", "updates_per_step",
-                       "step_cap_min", "step_cap_max", "safety_net")
+                       "step_cap_min", "step_cap_max", "safety_net", "relative_loss")
 #: LearningRateEnv arguments that name where and how an env runs, not what it is
 _PLACEMENT_KEYS = ("task", "seed", "device", "data_root")
 

@@ -85,6 +85,7 @@ _ENV_FIELDS: dict[str, tuple[Any, str]] = {
     "log_observations": (lambda v: isinstance(v, bool), _BOOL),
     "fresh_w0": (lambda v: isinstance(v, bool), _BOOL),
     "safety_net": (lambda v: isinstance(v, bool), _BOOL),
+    "relative_loss": (lambda v: isinstance(v, bool), _BOOL),
     "task": (lambda v: False, "absent: the task is recorded under train.task"),
 }
 

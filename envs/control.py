@@ -5,8 +5,9 @@ The one owner of a controller's interface, shared by :class:`~envs.learning_rate
 
 - the **observation**: the mini-batch loss, then the named extra features (``lr``,
   ``step_fraction``, ``loss_ema``, ``loss_var``, ``val_loss``, ``grad_norm``, and the
-  scale-free ``loss_ratio``, ``grad_ratio``, ``loss_trend``), optionally log10-scaled
-  (``log_observations``), clipped to the observation box;
+  scale-free ``grad_ratio``, ``loss_trend``), optionally log10-scaled (``log_observations``),
+  clipped to the observation box; with ``relative_loss`` the first entry is
+  ``log10(loss / first loss)`` instead, the same on any problem;
 - the **action -> learning-rate mapping**: ``absolute`` (log-uniform on ``[lr_min, lr_max]``),
   ``relative`` (multiply the current rate by ``relative_factor ** a`` every ``relative_every``
   decisions), ``raw``, or ``capped`` (a rate and a step-length cap: each update's rate is
@@ -34,6 +35,8 @@ from gymnasium import spaces
 
 #: smallest log10 of a loss-like observation entry with ``log_observations=True``
 LOG_FLOOR = -8.0
+#: bounds of the first entry with ``relative_loss=True``: log10(loss / first loss)
+RELATIVE_LOSS_BOUNDS = (LOG_FLOOR, 2.0)
 #: named extra state features, and their observation bounds (``None``: a loss-like entry,
 #: bounded by ``obs_max`` or its log10)
 FEATURES: dict[str, tuple[float, float | None]] = {
@@ -44,8 +47,8 @@ FEATURES: dict[str, tuple[float, float | None]] = {
     "val_loss": (0.0, None),      # loss on the validation batch
     "grad_norm": (0.0, None),     # L2 norm of the mini-batch gradient
     # scale-free features: the same value for a loss or a gradient multiplied by any constant,
-    # so that what a controller learns on one problem means the same on another
-    "loss_ratio": (-8.0, 1.0),  # log10(mini-batch loss / the episode's first)
+    # so that what a controller learns on one problem means the same on another (with them,
+    # relative_loss=True makes the first entry scale-free too)
     "grad_ratio": (-4.0, 4.0),    # log10(||g_t|| / ||g_0||)
     "loss_trend": (-1.0, 1.0),    # log10 of the fast loss average now / at the previous decision
 }
@@ -121,6 +124,8 @@ class ControlState:
             the range of the rate as a multiple of ``||w_0|| / ||g_0||``), see :meth:`decide`.
         safety_net: halve every later rate when the loss climbs back towards the untrained
             network's (see :meth:`observe`).
+        relative_loss: the observation's first entry is ``log10(loss / the episode's first loss)``
+            (in ``RELATIVE_LOSS_BOUNDS``) instead of the loss.
         relative_factor / relative_every / initial_lr: the relative action's step factor, its
             decision interval (in decisions) and its starting rate (default ``sqrt(lr_min*lr_max)``).
         features: extra observation entries, in order; ``lr`` is prepended for ``relative``.
@@ -137,7 +142,7 @@ class ControlState:
                  initial_lr: float | None = None, features: Sequence[str] = (), obs_max: float = 1e3,
                  log_observations: bool = False, episode_length: int = 200,
                  updates_per_step: int = 1, step_cap_min: float = 1e-2,
-                 step_cap_max: float = 10.0, safety_net: bool = False) -> None:
+                 step_cap_max: float = 10.0, safety_net: bool = False, relative_loss: bool = False) -> None:
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
@@ -177,6 +182,7 @@ class ControlState:
         self.updates_per_step = int(updates_per_step)
         self.step_cap_min, self.step_cap_max = float(step_cap_min), float(step_cap_max)
         self.safety_net = bool(safety_net)
+        self.relative_loss = bool(relative_loss)
         #: the step-length cap of the current decision (``inf``: none; only ``capped`` sets one)
         self.step_cap = math.inf
 
@@ -190,8 +196,9 @@ class ControlState:
         # [LOG_FLOOR, log10(obs_max)] with log_observations
         loss_bounds = ((LOG_FLOOR, math.log10(self.obs_max)) if self.log_observations
                        else (0.0, self.obs_max))
-        loss_like = [True]
-        low, high = [loss_bounds[0]], [loss_bounds[1]]
+        loss_like = [not self.relative_loss]
+        first = RELATIVE_LOSS_BOUNDS if self.relative_loss else loss_bounds
+        low, high = [first[0]], [first[1]]
         for name in self.features:
             lo, hi = FEATURES[name]
             width = n if name == "lr" else 1
@@ -373,9 +380,11 @@ class ControlState:
     def observation(self, loss: float) -> np.ndarray:
         """The observation vector (float32, in ``observation_space``) for mini-batch ``loss`` and
         the current state, without tracking ``loss``."""
+        if self.relative_loss:
+            first = float(np.clip(_log_ratio(loss, self.first_loss), *RELATIVE_LOSS_BOUNDS))
         if not self.features:  # the default loss-only state: no numpy passes needed
-            return np.array([self.squash_loss(loss)], dtype=np.float32)
-        values = [loss]
+            return np.array([first if self.relative_loss else self.squash_loss(loss)], dtype=np.float32)
+        values = [first if self.relative_loss else loss]
         for name in self.features:
             if name == "lr":
                 values.extend(self.lr_to_unit(self.lr).tolist())
@@ -389,8 +398,6 @@ class ControlState:
                 values.append(self.val_loss)
             elif name == "grad_norm":
                 values.append(self.grad_norm)
-            elif name == "loss_ratio":
-                values.append(_log_ratio(loss, self.first_loss))
             elif name == "grad_ratio":
                 values.append(_log_ratio(self.grad_norm, self.first_grad_norm))
             elif name == "loss_trend":

@@ -63,6 +63,9 @@ class LearningRateEnv(gym.Env):
     (the rate whose first step would be as long as the weights) and the cap a fraction (in
     ``[step_cap_min, step_cap_max]``) of ``||w_t||`` (a trust ratio, as in LARS): every update
     uses ``min(rate, step_cap * ||w_t|| / ||g||)``.
+    ``relative_loss=True``: the observation's first entry is ``log10(loss / the episode's first
+    loss)``, in ``[-8, 2]``, the same on any problem (with the scale-free features ``grad_ratio``
+    and ``loss_trend``, a controller that sees no absolute scale).
     ``safety_net=True`` (any action): a loss that climbs back towards the untrained network's,
     or is not finite, halves every later rate (:meth:`envs.control.ControlState.observe`).
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
@@ -218,6 +221,7 @@ class LearningRateEnv(gym.Env):
         step_cap_min: float = 1e-2,
         step_cap_max: float = 10.0,
         safety_net: bool = False,
+        relative_loss: bool = False,
         seed: int | None = None,
         device: str = "auto",
         data_root: str | None = None,
@@ -288,7 +292,7 @@ class LearningRateEnv(gym.Env):
             relative_every=relative_every, initial_lr=initial_lr, features=features, obs_max=obs_max,
             log_observations=log_observations, episode_length=episode_length,
             updates_per_step=updates_per_step, step_cap_min=step_cap_min, step_cap_max=step_cap_max,
-            safety_net=safety_net)
+            safety_net=safety_net, relative_loss=relative_loss)
         self.features = self.control.features
         self.action_space = self.control.action_space
         self.observation_space = self.control.observation_space

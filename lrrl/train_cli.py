@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env + agent configuration; the flags below override single values")
     g.add_argument("--task", default=None,
                    help="task name, or a comma-separated list (e.g. digits,regression2d) for "
-                        "round-robin episodes across tasks (default digits)")
+                        "round-robin episodes across tasks, or suite-train: a fresh instance of the "
+                        "task suite's train families every episode (default: the preset's, else digits)")
     g.add_argument("--steps", type=_positive_int, default=None,
                    help=f"total env steps to train for (default: the preset's: {preset_budgets()}); "
                         f"a policy search needs at least one generation; with --resume, "
@@ -179,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "network's (or is not finite)")
     e.add_argument("--features", default=None,
                    help="comma-separated extra state features (lr, step_fraction, loss_ema, "
-                        "loss_var, val_loss, grad_norm, and the scale-free loss_ratio, grad_ratio, "
-                        "loss_trend); 'none' for the loss only")
+                        "loss_var, val_loss, grad_norm, and the scale-free grad_ratio, loss_trend); "
+                        "'none' for the loss only")
+    e.add_argument("--relative-loss", action=argparse.BooleanOptionalAction, default=None,
+                   help="observe log10(loss / the episode's first loss) instead of the loss")
     e.add_argument("--lr-min", type=_finite_float, default=None, help="smallest learning rate")
     e.add_argument("--lr-max", type=_finite_float, default=None, help="largest learning rate")
     e.add_argument("--optimizer", default=None, help="primary optimizer (sgd, momentum, adam, ...)")
@@ -241,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy-search: fraction of each generation the search distribution is fitted to")
     a.add_argument("--init-std", type=_finite_float, default=None,
                    help="policy-search: initial std of the policy parameters")
+    a.add_argument("--episodes-per-candidate", type=_positive_int, default=None,
+                   help="policy-search: episodes (problems, on --task suite-train) each candidate runs per "
+                        "generation, scored by its rank in each and -1 for a collapse")
     a.add_argument("--workers", type=_positive_int, default=None,
                    help="policy-search: processes that run a generation's episodes side by side "
                         "(default: the machine's cores, at most the population)")
@@ -295,7 +301,7 @@ def check_flag_combinations(parser: argparse.ArgumentParser, argv: Sequence[str]
 
 
 # --------------------------------------------------------------------------- configuration
-ENV_FLAGS = ("safety_net", "episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
+ENV_FLAGS = ("safety_net", "relative_loss", "episode_length", "reward", "reward_transform", "probe_batch_size", "action", "step_cap_min", "step_cap_max", "lr_min",
              "lr_max", "optimizer", "per_group", "updates_per_step", "log_observations", "fresh_w0", "initial_lr",
              "relative_factor")
 #: every agent hyperparameter flag (its dest is the key in lrrl.config.AGENT_KEYS)
@@ -313,7 +319,7 @@ def settings_from_args(args: argparse.Namespace):
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,
-        task="digits" if args.task is None else args.task, steps=args.steps, seed=args.seed,
+        task=args.task, steps=args.steps, seed=args.seed,
         num_envs=args.num_envs, device=args.device, data_root=args.data_root,
         checkpoint_every=args.checkpoint_every, workers=args.workers, select_best=args.select_best,
         eval_seeds=args.eval_seed, collapse_termination=args.collapse_termination,
