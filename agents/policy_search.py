@@ -18,7 +18,11 @@ Per generation ``g``:
 1. draw ``population`` parameter vectors ``theta_i = mu + sigma * eps_i`` (antithetic pairs
    ``+eps``/``-eps`` halve the sampling noise of the ranking);
 2. run one episode per candidate, all from ``env.reset(seed=s_g)`` with the same ``s_g`` (the
-   same ``w0`` and batch order), and record its return;
+   same ``w0`` and batch order), and record its return; with ``episodes_per_candidate = K > 1``,
+   K episodes per candidate from K seeds shared by all candidates (on a task suite: K problems),
+   and the candidate's score is robust to their scales: per episode the candidates are ranked
+   (0 worst, 1 best), an episode that ended in divergence or collapse scores -1, and the score is
+   the mean over the K episodes (so one collapse costs more than being last everywhere else);
 3. ``mu``, ``sigma`` <- mean and std of the ``elite_fraction`` best candidates, plus extra
    exploration noise that decays linearly to ``min_std`` over ``noise_decay`` generations;
 4. the callbacks' ``on_rollout_end`` is called: checkpoint selection
@@ -158,7 +162,10 @@ class PolicySearch(SB3Shaped):
         init_std: initial std of every parameter (the mean starts at 0: the action box's centre).
         min_std: floor of the extra exploration noise added to the elite std.
         noise_decay: generations over which the extra noise decays from ``init_std`` to ``min_std``.
-        seed: seeds the sampling and the primary seeds of the generations (``seed * 10007 + g``).
+        episodes_per_candidate: episodes per candidate and generation (K, on K shared seeds),
+            scored by rank (module docstring); 1: the return itself.
+        seed: seeds the sampling and the primary seeds of the generations (``seed * 10007 + g``,
+            times K plus ``k`` for the K episodes).
         workers: processes that run a generation's episodes side by side (1: in this process);
             each builds its own env with ``env_factory`` (a picklable function), since the
             candidates of a generation are independent episodes. The callbacks still see every
@@ -174,7 +181,7 @@ class PolicySearch(SB3Shaped):
 
     def __init__(self, env: gym.Env | None = None, population: int = 12, elite_fraction: float = 0.25,
                  init_std: float = 0.5, min_std: float = 0.02, noise_decay: int = 10,
-                 seed: int | None = 0, workers: int = 1, env_factory: Callable[[], gym.Env] | None = None,
+                 episodes_per_candidate: int = 1, seed: int | None = 0, workers: int = 1, env_factory: Callable[[], gym.Env] | None = None,
                  device: str = "cpu", tensorboard_log: str | None = None,
                  verbose: int = 0, observation_space: spaces.Box | None = None,
                  action_space: spaces.Box | None = None) -> None:
@@ -184,6 +191,9 @@ class PolicySearch(SB3Shaped):
             raise ValueError(f"elite_fraction must keep at least one candidate, got {elite_fraction}")
         if not init_std > 0 or not min_std >= 0 or noise_decay < 1:
             raise ValueError("need init_std > 0, min_std >= 0 and noise_decay >= 1")
+        if isinstance(episodes_per_candidate, bool) or not isinstance(episodes_per_candidate, int) \
+                or episodes_per_candidate < 1:
+            raise ValueError(f"episodes_per_candidate must be an integer >= 1, got {episodes_per_candidate!r}")
         if workers < 1 or (workers > 1 and env_factory is None):
             raise ValueError("workers must be >= 1, and workers > 1 needs an env_factory")
         if workers > 1 and isinstance(env, VecEnv):
@@ -201,6 +211,9 @@ class PolicySearch(SB3Shaped):
             raise TypeError("PolicySearch needs Box observation and action spaces")
         self.hyper = dict(population=int(population), elite_fraction=float(elite_fraction),
                           init_std=float(init_std), min_std=float(min_std), noise_decay=int(noise_decay))
+        if episodes_per_candidate != 1:  # (absent from the settings of searches saved before it existed)
+            self.hyper["episodes_per_candidate"] = int(episodes_per_candidate)
+        self.episodes_per_candidate = int(episodes_per_candidate)
         for key, value in self.hyper.items():
             setattr(self, key, value)
         self.seed, self.tensorboard_log, self.verbose = seed, tensorboard_log, verbose
@@ -243,7 +256,7 @@ class PolicySearch(SB3Shaped):
         callback.on_training_start(locals(), globals())
         start_time, start_steps = time.time_ns(), self.num_timesteps
         pool = None
-        if self.workers > 1 and self.num_timesteps + self.population * (self._episode_steps() or 1) <= total:
+        if self.workers > 1 and self.num_timesteps + self._generation_cost(self._episode_steps() or 1) <= total:
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                           initializer=_init_worker, initargs=(self.env_factory,))
         try:
@@ -259,7 +272,7 @@ class PolicySearch(SB3Shaped):
         episode_steps, keep_going = self._episode_steps(), True
         while keep_going:
             # a generation costs population x episode length; stop before one that cannot finish
-            if episode_steps is not None and self.num_timesteps + self.population * episode_steps > total:
+            if episode_steps is not None and self.num_timesteps + self._generation_cost(episode_steps) > total:
                 break
             if episode_steps is None and self.num_timesteps >= total:
                 break
@@ -268,32 +281,59 @@ class PolicySearch(SB3Shaped):
             callback.on_rollout_start()
             half = self.rng.standard_normal((self.population // 2, self.mean.size))
             candidates = self.mean + self.std * np.concatenate([half, -half])
-            primary_seed = (0 if self.seed is None else self.seed) * 10007 + self.generation
-            if isinstance(self.env, VecEnv):
-                n = self.env.num_envs
-                episodes = (steps for start in range(0, len(candidates), n)
-                            for steps in run_candidates_vec(self.env, self.policy, candidates[start:start + n],
-                                                            primary_seed))
-            elif pool is None:
-                episodes = (run_candidate(self.env, self.policy, theta, primary_seed) for theta in candidates)
-            else:
-                episodes = pool.map(_worker_episode, [self.policy] * len(candidates), candidates,
-                                    [primary_seed] * len(candidates))
-            returns = []
-            for steps in episodes:
-                keep_going = self._replay(steps, callback)
-                episode_steps = max(episode_steps or 0, len(steps))
-                returns.append(sum(r for r, _, _ in steps))
+            returns, collapsed = [], []
+            for primary_seed in self._generation_seeds():
+                for steps in self._episodes(candidates, primary_seed, pool):
+                    keep_going = self._replay(steps, callback)
+                    episode_steps = max(episode_steps or 0, len(steps))
+                    returns.append(sum(r for r, _, _ in steps))
+                    collapsed.append(bool(steps and steps[-1][2].get("diverged")))
+                    if not keep_going:
+                        break
                 if not keep_going:
                     break
             if not keep_going:
                 break
-            self._update(candidates, np.asarray(returns))
+            shape = (self.episodes_per_candidate, len(candidates))
+            self._update(candidates, self._scores(np.reshape(returns, shape), np.reshape(collapsed, shape)))
             self.generation += 1
             self._generation_start = None
             callback.on_rollout_end()  # a generation is done: checkpoint selection looks here
             if log_interval and self.generation % log_interval == 0:
                 self._dump_logs(returns, start_time, start_steps)
+
+    def _generation_cost(self, episode_steps: int) -> int:
+        return self.population * self.episodes_per_candidate * episode_steps
+
+    def _generation_seeds(self) -> list[int]:
+        """The primary seeds every candidate of this generation runs on (shared: common random
+        numbers, so that candidates are compared on the same problems, ``w0`` and batches)."""
+        base = (0 if self.seed is None else self.seed) * 10007 + self.generation
+        if self.episodes_per_candidate == 1:
+            return [base]
+        return [base * self.episodes_per_candidate + k for k in range(self.episodes_per_candidate)]
+
+    def _episodes(self, candidates: np.ndarray, primary_seed: int, pool):
+        """Each candidate's episode from ``reset(seed=primary_seed)``, in order, run here, in the
+        worker processes or side by side in the vector env."""
+        if isinstance(self.env, VecEnv):
+            n = self.env.num_envs
+            return (steps for start in range(0, len(candidates), n)
+                    for steps in run_candidates_vec(self.env, self.policy, candidates[start:start + n], primary_seed))
+        if pool is None:
+            return (run_candidate(self.env, self.policy, theta, primary_seed) for theta in candidates)
+        return pool.map(_worker_episode, [self.policy] * len(candidates), candidates, [primary_seed] * len(candidates))
+
+    def _scores(self, returns: np.ndarray, collapsed: np.ndarray) -> np.ndarray:
+        """Candidate scores from returns of shape ``(K, population)``: the return itself with one
+        episode each; with several, the mean over episodes of the candidate's rank in that
+        episode (0 worst to 1 best; a NaN return ranks last), -1 for a diverged or collapsed one."""
+        if self.episodes_per_candidate == 1:
+            return returns[0]
+        safe = np.where(np.isfinite(returns), returns, -np.inf)
+        ranks = np.argsort(np.argsort(safe, axis=1, kind="stable"), axis=1, kind="stable")
+        utility = ranks / max(returns.shape[1] - 1, 1)
+        return np.where(collapsed, -1.0, utility).mean(axis=0)
 
     def _episode_steps(self) -> int | None:
         """Env steps of a full episode, if the env says (a LearningRateEnv does); else ``None``

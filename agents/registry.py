@@ -111,7 +111,7 @@ _SB3 = dict(checkpoint="controller.zip", flag_keys=SB3_KEYS, preset_kwargs=_sb3_
 AGENT_TYPES: dict[str, AgentType] = {a.name: a for a in (
     AgentType("actor-critic", "controller.pt", ACTOR_CRITIC_KEYS, lambda p, n: _shared(p),
               model_class="agents.actor_critic:ActorCritic"),
-    AgentType("policy-search", "controller.pt", ("population", "elite_fraction", "init_std"),
+    AgentType("policy-search", "controller.pt", ("population", "elite_fraction", "init_std", "episodes_per_candidate"),
               _policy_search_kwargs, model_class="agents.policy_search:PolicySearch",
               episodic=True),
     AgentType("ddpg", **_SB3),

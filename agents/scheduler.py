@@ -36,7 +36,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from agents.checkpoint import Controller, load_controller
 from envs.config import ControlConfig
-from envs.control import ControlState, grad_norm
+from envs.control import ControlState, grad_norm, weight_norm
 
 #: ``ControlState`` arguments the scheduler sets itself (not from the controller's env settings)
 _OWN_CONTROL_ARGS = ("n_groups", "episode_length")
@@ -145,7 +145,7 @@ class ControllerScheduler(LRScheduler):
 
         model = getattr(controller, "model", controller)
         act_space = getattr(model, "action_space", None)
-        if kwargs.get("action") == "capped":  # (rate, step-length cap): one rate for all groups
+        if kwargs.get("action") in ("capped", "trust"):  # (rate, step-length cap): one rate for all groups
             n_out = 1
         else:
             n_out = int(np.prod(act_space.shape)) if act_space is not None else (
@@ -255,13 +255,13 @@ class ControllerScheduler(LRScheduler):
         if self._calls < self._next_decision:  # inside an updates_per_step block: hold the rate
             self._calls += 1
             if control.needs_grad_norm:  # (the held rate, capped by this update's gradient)
-                return self._rates(control.update_rate(control.lr, self._grad_norm()))
+                return self._rates(control.update_rate(control.lr, self._grad_norm(), self._weight_norm()))
             return self._rates(control.lr)
         if pending is None:
             raise RuntimeError("ControllerScheduler.step(): no loss observed since the last decision; call "
                                "scheduler.observe(loss) each batch (e.g. in training_step), or step(loss)")
         loss, val_loss = pending
-        needs_gnorm = "grad_norm" in control.features or control.needs_grad_norm
+        needs_gnorm = control.observes_grad_norm or control.needs_grad_norm
         values = [loss]
         if needs_gnorm:
             values.append(self._grad_norm_tensor())
@@ -273,9 +273,11 @@ class ControllerScheduler(LRScheduler):
 
         start = not self._started  # (SB3 controllers keep no recurrent state: a flag, not state is None)
         self._started = True
-        feature_gnorm = gnorm if "grad_norm" in control.features else None
+        feature_gnorm = gnorm if control.observes_grad_norm or control.needs_weight_norm else None
+        wnorm = self._weight_norm()
         if start:
-            obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=feature_gnorm or 0.0)
+            obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=feature_gnorm or 0.0,
+                                weight_norm=wnorm)
         else:
             obs = control.observe(numbers[0], val_loss=vloss, grad_norm=feature_gnorm)
         action, self._rnn_state = self.controller.predict(
@@ -287,7 +289,7 @@ class ControllerScheduler(LRScheduler):
         control.advance(lr, block)
         self._next_decision = self._calls + block
         self._calls += 1
-        return self._rates(control.update_rate(lr, gnorm))
+        return self._rates(control.update_rate(lr, gnorm, wnorm))
 
     def _initial_step(self) -> None:
         """torch's construction step: the counters start (``last_epoch`` 0) and the optimizer keeps
@@ -309,6 +311,10 @@ class ControllerScheduler(LRScheduler):
 
     def _grad_norm(self) -> float:
         return float(self._grad_norm_tensor())
+
+    def _weight_norm(self) -> float | None:
+        """``||w_t||`` of the optimizer's parameters when the action needs it (``trust``)."""
+        return float(weight_norm(self._params())) if self.control.needs_weight_norm else None
 
     def _rates(self, lr: np.ndarray) -> list[float]:
         """The controller's rate(s) -> one rate per param group."""

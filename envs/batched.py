@@ -392,6 +392,13 @@ class BatchedPrimaryTrainer(RunBatches):
         return norms if envs is None else norms[envs]
 
     @torch.no_grad()
+    def weight_norm(self, envs: Tensor | None = None) -> Tensor:
+        """L2 norm of each run's weights (as :func:`envs.control.weight_norm`)."""
+        norms = torch.stack([torch.linalg.vector_norm(p.flatten(1), dim=1) for p in self.params.values()])
+        norms = torch.linalg.vector_norm(norms, dim=0)
+        return norms if envs is None else norms[envs]
+
+    @torch.no_grad()
     def update(self, lr: np.ndarray, active: np.ndarray | None = None) -> None:
         """One optimizer step of every run with its gradient, at rates ``lr`` (shape
         ``(N, n_groups)``); runs where ``active`` is False are left untouched."""

@@ -100,10 +100,10 @@ class ControlConfig:
 
     lr_min: float = setting(1e-5, "smallest learning rate", POSITIVE, flag="float", controller=True)
     lr_max: float = setting(1.0, "largest learning rate", POSITIVE, flag="float", controller=True)
-    action: str = setting("absolute", "absolute log-lr, relative multiplicative change, the raw rate, or "
-                                      "capped: a log-lr and a log step-length cap, each update using "
-                                      "min(lr, cap / ||g||)", STRING, flag="choice",
-                          choices=ACTIONS, controller=True)
+    action: str = setting("absolute", "absolute log-lr, relative multiplicative change, the raw rate, capped: "
+                                      "a log-lr and a log step-length cap, each update using min(lr, cap / ||g||), "
+                                      "or trust: capped in the model's units (lr x ||w0||/||g0||, cap x ||w||)",
+                          STRING, flag="choice", choices=ACTIONS, controller=True)
     relative_factor: float = setting(2.0, "--action relative: the rate changes by at most this factor "
                                           "per decision", POSITIVE, flag="float", controller=True)
     relative_every: int = setting(1, "--action relative: decisions between changes of the rate",
@@ -111,7 +111,8 @@ class ControlConfig:
     initial_lr: float | None = setting(None, "starting rate of --action relative (default: geometric mean "
                                              "of the range)", _optional(POSITIVE), flag="float", controller=True)
     features: tuple[str, ...] = setting((), "comma-separated extra state features (lr, step_fraction, "
-                                            "loss_ema, loss_var, val_loss, grad_norm); 'none' for the loss only",
+                                            "loss_ema, loss_var, val_loss, grad_norm, and the scale-free "
+                                            "grad_ratio, loss_trend); 'none' for the loss only",
                                         (lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v),
                                          "a list of strings"), flag="list", controller=True)
     obs_max: float = setting(1e3, "cap of the loss-like observation entries", POSITIVE, controller=True)
@@ -122,10 +123,14 @@ class ControlConfig:
                                   INT_AT_LEAST_1, flag="positive_int")
     updates_per_step: int = setting(1, "primary updates per env step: the chosen rate is held for k updates",
                                     INT_AT_LEAST_1, flag="positive_int", controller=True)
-    step_cap_min: float = setting(1e-2, "--action capped: smallest step-length cap", POSITIVE, flag="float",
-                                  controller=True)
-    step_cap_max: float = setting(10.0, "--action capped: largest step-length cap", POSITIVE, flag="float",
-                                  controller=True)
+    step_cap_min: float = setting(1e-2, "--action capped: smallest step-length cap (trust: as a fraction of "
+                                        "||w||)", POSITIVE, flag="float", controller=True)
+    step_cap_max: float = setting(10.0, "--action capped: largest step-length cap (trust: as a fraction of "
+                                        "||w||)", POSITIVE, flag="float", controller=True)
+    safety_net: bool = setting(False, "halve every later rate when the loss climbs back towards the untrained "
+                                      "network's (or is not finite)", BOOL, flag="bool", controller=True)
+    relative_loss: bool = setting(False, "observe log10(loss / the episode's first loss) instead of the loss",
+                                  BOOL, flag="bool", controller=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))

@@ -84,6 +84,16 @@ class LearningRateEnv(gym.Env):
     Large rates train fast, and what kills a network is the occasional step that is too long,
     which shows in the gradient's norm, not in the loss (issue 16). ``info["rate"]`` and
     ``info["step_cap"]`` are the decision; ``info["lr"]`` is the mean rate the block used.
+    ``action="trust"``: the capped action in the model's own units, so that one controller means
+    the same on any model: the rate is a multiple (in ``[lr_min, lr_max]``) of ``||w_0|| / ||g_0||``
+    (the rate whose first step would be as long as the weights) and the cap a fraction (in
+    ``[step_cap_min, step_cap_max]``) of ``||w_t||`` (a trust ratio, as in LARS): every update
+    uses ``min(rate, step_cap * ||w_t|| / ||g||)``.
+    ``relative_loss=True``: the observation's first entry is ``log10(loss / the episode's first
+    loss)``, in ``[-8, 2]``, the same on any problem (with the scale-free features ``grad_ratio``
+    and ``loss_trend``, a controller that sees no absolute scale).
+    ``safety_net=True`` (any action): a loss that climbs back towards the untrained network's,
+    or is not finite, halves every later rate (:meth:`envs.control.ControlState.observe`).
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
     Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
     non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
@@ -163,7 +173,7 @@ class LearningRateEnv(gym.Env):
     config: an :class:`~envs.config.EnvConfig`, the settings in three typed groups: ``primary``
         (optimizer, optimizer_kwargs, per_group, fresh_w0, eval_every, validation_size),
         ``control`` (lr_min, lr_max, action and its parameters, features, obs_max,
-        log_observations, episode_length, updates_per_step) and ``reward`` (reward,
+        log_observations, relative_loss, safety_net, episode_length, updates_per_step) and ``reward`` (reward,
         reward_transform, reward_scale, the held batches, divergence); each field is documented
         there. Default: every default.
     **settings: any setting by its flat name (``lr_min=1e-4``, ``reward="probe"``, ...), as

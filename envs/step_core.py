@@ -102,14 +102,22 @@ class StepCore:
         return self.trainer.validation_batch(i, self.plan.validation_batch_size, self.plan.rotating_validation)
 
     def _add_features(self, pending: Pending, ids: Sequence[int] | None) -> None:
-        """The ``val_loss`` and ``grad_norm`` features' measurements of runs ``ids`` (None: all)."""
-        tr, every = self.trainer, list(range(self.num_runs)) if ids is None else ids
+        """The measurements the observation needs of runs ``ids`` (None: all, a step): the
+        validation loss, the gradient's norm (at a reset also for the trust action's ``||g_0||``)."""
+        tr, every, control = self.trainer, list(range(self.num_runs)) if ids is None else ids, self.controls[0]
         sel = None if ids is None else self._sel(ids)
         if "val_loss" in self.features:
             pending.add("val_loss", tr.batch_loss(torch.stack([self.validation_batch(i) for i in every]),
                                                   split="val", envs=sel))
-        if "grad_norm" in self.features:
+        if control.observes_grad_norm or (ids is not None and control.needs_weight_norm):
             pending.add("grad_norm", tr.grad_norm(envs=sel))
+
+    def _weight_norms(self, ids: Sequence[int] | None = None) -> list[float | None]:
+        """``||w_t||`` of runs ``ids`` (None: all) where the action needs it (``trust``), else ``None`` s."""
+        n = self.num_runs if ids is None else len(ids)
+        if not self.controls[0].needs_weight_norm:
+            return [None] * n
+        return self.trainer.weight_norm(envs=None if ids is None else self._sel(ids)).tolist()
 
     def info_lr(self, i: int, lr: np.ndarray | None = None):
         """Run ``i``'s rate for ``info["lr"]``: a float, or an array with one rate per group."""
@@ -140,6 +148,7 @@ class StepCore:
         self._add_features(pending, ids)
         values = pending.resolve_rows()  # one synchronisation
         evals = tr.evaluate(ids) if plan.eval_every else None
+        weight_norms = self._weight_norms(ids)
         rows, infos = [], []
         for j, i in enumerate(ids):
             v = values[j]
@@ -147,7 +156,7 @@ class StepCore:
             self.idx[i], self.loss[i], self.initial_loss[i] = idx[j], loss, loss
             self.held_loss[i] = v.get("held", 0.0)
             rows.append(self.controls[i].start(loss, val_loss=v.get("val_loss", 0.0),
-                                               grad_norm=v.get("grad_norm", 0.0)))
+                                               grad_norm=v.get("grad_norm", 0.0), weight_norm=weight_norms[j]))
             self._check_initial_loss(i, loss)
             info = {"lr": self.info_lr(i), "step": 0, "batch_loss": loss, "seed": tr.streams[i]._seed}
             if evals is not None:
@@ -228,9 +237,10 @@ class StepCore:
                 idx = [tr.next_batch(i) if active[i] else self.idx[i] for i in range(n)]
                 tr.loss_and_grad(torch.stack(idx))
             step_rates = rates
-            if capped:  # each run's rate through its cap, with its gradient's norm
-                norms = tr.grad_norm().tolist()
-                step_rates = np.stack([c.update_rate(r, g) for c, r, g in zip(self.controls, rates, norms)])
+            if capped:  # each run's rate through its cap, with its gradient's (and weights') norm
+                norms, weight_norms = tr.grad_norm().tolist(), self._weight_norms()
+                step_rates = np.stack([c.update_rate(r, g, w) for c, r, g, w
+                                       in zip(self.controls, rates, norms, weight_norms)])
                 for i in range(n):
                     if active is None or active[i]:
                         used[i].append(step_rates[i])

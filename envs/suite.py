@@ -518,6 +518,21 @@ def split_families(split: str) -> tuple[str, ...]:
     return TRAIN_FAMILIES if split == "train" else TEST_FAMILIES
 
 
+#: the task name under which ``train_controller.py --task`` trains on the suite: every episode a
+#: fresh instance of a ``train`` family from the ``train`` seed range (:class:`SuiteEnv`), at the
+#: instance's own horizon and batch size; checkpoint selection runs on the ``selection`` seeds
+TRAINING_TASK = "suite-train"
+#: the instance the training summary reports the saved controller on (a ``selection`` seed)
+SUMMARY_INSTANCE = ("digits-cnn", 500)
+
+
+def training_env(seeds: str = "train", **env_kwargs) -> "SuiteEnv":
+    """The :class:`SuiteEnv` of :data:`TRAINING_TASK` runs: the ``train`` split on the seed range
+    ``seeds``, every instance at its own horizon (an ``episode_length`` given is ignored)."""
+    env_kwargs.pop("episode_length", None)
+    return SuiteEnv(split="train", seeds=seeds, **env_kwargs)
+
+
 def seed_range(name: str) -> range:
     """The instance seeds of a range of :data:`INSTANCE_SEEDS` (``train``, ``selection``, ``scoring``)."""
     if name not in INSTANCE_SEEDS:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.control import grad_norm
+from envs.control import grad_norm, weight_norm
 from envs.primary import PrimaryTrainer
 
 
@@ -100,6 +100,10 @@ class TrainerList(RunBatches):
 
     def grad_norm(self, envs=None) -> Tensor:
         return torch.stack([grad_norm(self.trainers[i].parameters()) for i in self._ids(envs)])
+
+    def weight_norm(self, envs=None) -> Tensor:
+        """``||w||`` of each selected run (as :func:`envs.control.weight_norm`)."""
+        return torch.stack([weight_norm(self.trainers[i].parameters()) for i in self._ids(envs)])
 
     def update(self, lr: np.ndarray, active: np.ndarray | None = None) -> None:
         """One optimizer step of every run where ``active`` (default all) is True, at its

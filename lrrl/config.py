@@ -259,7 +259,8 @@ class TrainSettings:
             raise ValueError(f"--workers does not apply to --agent {agent}")
         agent_kwargs = {**kind.preset_kwargs(p, num_envs), **overrides}
         ptrain = p.get("train", {})
-        defaults = {"steps": ptrain.get("steps", DEFAULT_TRAIN_STEPS), "select_best": ptrain.get("select_best", 0),
+        defaults = {"task": ptrain.get("task", "digits"),
+                    "steps": ptrain.get("steps", DEFAULT_TRAIN_STEPS), "select_best": ptrain.get("select_best", 0),
                     "eval_seeds": list(ptrain.get("eval_seeds", [SELECTION_SEED])),
                     "collapse_termination": bool(ptrain.get("collapse_termination", False)),
                     "finite_horizon": bool(ptrain.get("finite_horizon", False))}
@@ -269,13 +270,20 @@ class TrainSettings:
         return settings
 
     @property
+    def _episode_steps_estimate(self) -> int:
+        return -(-int(self.env_kwargs.get("episode_length", 200)) // int(self.env_kwargs.get("updates_per_step", 1)))
+
+    @property
     def generation_steps(self) -> int | None:
-        """Env steps of one policy-search generation (``population`` episodes of
-        ``ceil(episode_length / updates_per_step)`` steps); ``None`` for the other agents."""
+        """Env steps of one policy-search generation (``population`` x ``episodes_per_candidate``
+        episodes of ``ceil(episode_length / updates_per_step)`` steps; on the suite, whose
+        instances have their own horizons, ``episode_length`` is the longest); ``None`` for the
+        other agents."""
         if not AGENT_TYPES[self.agent].episodic:
             return None
-        per_episode = -(-int(self.env_kwargs.get("episode_length", 200)) // int(self.env_kwargs.get("updates_per_step", 1)))
-        return int(self.agent_kwargs.get("population", 12)) * per_episode
+        per_episode = self._episode_steps_estimate
+        return int(self.agent_kwargs.get("population", 12)) * int(self.agent_kwargs.get("episodes_per_candidate", 1)) \
+            * per_episode
 
     def validate(self) -> "TrainSettings":
         """Check the tasks exist (names or ``module:function``), a policy search's budget holds at
@@ -288,10 +296,12 @@ class TrainSettings:
             raise ValueError(f"--reward-scale must be a finite number > 0 (it multiplies every reward), got {scale!r}")
         if not self.tasks:
             raise ValueError("--task: give a task name")
-        unknown = [t for t in self.tasks if t not in TASKS and ":" not in t]
+        from envs.suite import TRAINING_TASK
+
+        unknown = [t for t in self.tasks if t not in TASKS and ":" not in t and t != TRAINING_TASK]
         if unknown:
             raise ValueError(f"--task: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)} "
-                             f"(or a comma-separated list of them)")
+                             f"(or a comma-separated list of them), or {TRAINING_TASK}")
         if self.data_root is not None:
             from pathlib import Path
 
@@ -304,7 +314,7 @@ class TrainSettings:
         generation = self.generation_steps
         if generation is not None and self.steps < generation:
             raise ValueError(f"--steps {self.steps} is less than one generation of the policy search "
-                             f"({self.agent_kwargs.get('population', 12)} candidates x "
-                             f"{generation // int(self.agent_kwargs.get('population', 12))} steps = {generation} "
+                             f"({generation // self._episode_steps_estimate} episodes x "
+                             f"{self._episode_steps_estimate} steps = {generation} "
                              f"steps), so nothing would be trained; give --steps {generation} or more")
         return self

@@ -132,6 +132,36 @@ PRESETS["recommended"] = {
 }
 
 
+# ``suite``: a controller meant for problems it never saw. Everything it sees and sets is in the
+# model's own units, and it is trained and selected on the task suite's train families only
+# (envs/suite.py; the test families stay held out):
+# - action ``trust``: a rate as a multiple of ||w_0|| / ||g_0|| and a step cap as a fraction of
+#   ||w_t|| (a trust ratio); normalised SGD with a cap of 0.1 ||w|| and a linear decay, by hand,
+#   measured 0.73x tuned SGD's final loss (geometric mean) on the six train families' first
+#   scoring instances, and a cap of 0.3 collapsed two of them: the search chooses within that range;
+# - the state: log(loss / first loss) (``relative_loss``), the time left, log(||g|| / ||g_0||) and
+#   the loss trend: no absolute scale, so nothing it learns is tied to one problem's units;
+# - ``safety_net``: a loss back near the untrained network's halves every later rate;
+# - the search scores each candidate on 4 problems per generation (common to all candidates) by
+#   its rank in each, a collapse scoring below last place: it does not reward the edge of
+#   stability on one problem; selection runs the mean policy on 12 selection-seed problems.
+PRESETS["suite"] = {
+    # the recommended env (probe reward, log-ratio, 25 updates per decision, fresh w0, ...) with
+    # the trust action and the scale-free state; episode_length 1000 is the longest suite
+    # horizon: the budget's unit (instances use their own)
+    "env": {**copy.deepcopy(PRESETS["recommended"]["env"]),
+            "action": "trust", "features": ["step_fraction", "grad_ratio", "loss_trend"], "relative_loss": True,
+            "safety_net": True, "lr_min": 1e-3, "lr_max": 10.0, "step_cap_min": 1e-3, "step_cap_max": 1.0},
+    "agent": copy.deepcopy(PRESETS["recommended"]["agent"]),
+    "algo": "policy-search",
+    "policy_search": {"population": 12, "elite_fraction": 0.25, "init_std": 0.5, "min_std": 0.02,
+                      "noise_decay": 10, "episodes_per_candidate": 4},
+    "sb3": {"learning_starts": 200},
+    "train": {"task": "suite-train", "steps": 15_000, "select_best": 2, "eval_seeds": list(range(500, 512)),
+              "collapse_termination": True, "finite_horizon": True},
+}
+
+
 # ``actor-critic-relative``: the previous ``recommended``: the paper's actor-critic with a relative
 # action from 0.1, the state (loss, lr, step_fraction), 800 env steps. Kept so that the README's
 # earlier results tables (docs/results.md) stay reproducible (``--preset actor-critic-relative``); it does not beat a tuned rate

@@ -123,7 +123,8 @@ def _add_run_arguments(g) -> None:
                    help="env + agent configuration; the flags below override single values")
     g.add_argument("--task", default=None,
                    help="task name, or a comma-separated list (e.g. digits,regression2d) for "
-                        "round-robin episodes across tasks (default digits)")
+                        "round-robin episodes across tasks, or suite-train: a fresh instance of the "
+                        "task suite's train families every episode (default: the preset's, else digits)")
     g.add_argument("--steps", type=_positive_int, default=None,
                    help=f"total env steps to train for (default: the preset's: {preset_budgets()}); "
                         f"a policy search needs at least one generation; with --resume, "
@@ -214,6 +215,9 @@ def _add_agent_arguments(a) -> None:
                    help="policy-search: fraction of each generation the search distribution is fitted to")
     a.add_argument("--init-std", type=_finite_float, default=None,
                    help="policy-search: initial std of the policy parameters")
+    a.add_argument("--episodes-per-candidate", type=_positive_int, default=None,
+                   help="policy-search: episodes (problems, on --task suite-train) each candidate runs per "
+                        "generation, scored by its rank in each and -1 for a collapse")
     a.add_argument("--workers", type=_positive_int, default=None,
                    help="policy-search: processes that run a generation's episodes side by side "
                         "(default: the machine's cores, at most the population)")
@@ -300,7 +304,7 @@ def settings_from_args(args: argparse.Namespace):
     agent_overrides = {k: getattr(args, k) for k in AGENT_FLAGS}
     return TrainSettings.from_preset(
         args.preset, agent=args.agent, env=env, agent_overrides=agent_overrides,
-        task="digits" if args.task is None else args.task, steps=args.steps, seed=args.seed,
+        task=args.task, steps=args.steps, seed=args.seed,
         num_envs=args.num_envs, device=args.device, data_root=args.data_root,
         checkpoint_every=args.checkpoint_every, workers=args.workers, select_best=args.select_best,
         eval_seeds=args.eval_seed, collapse_termination=args.collapse_termination,

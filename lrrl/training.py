@@ -34,10 +34,19 @@ def make_training_env(settings: TrainSettings):
     (``eval_every=episode_length``) so the summary can report the final primary loss."""
     from envs.learning_rate_env import LearningRateEnv
 
+    from envs.suite import TRAINING_TASK, training_env
+
     env_kwargs = dict(settings.env_kwargs)
     tasks = settings.tasks
     common = {"device": settings.device, "data_root": settings.data_root, "eval_every": env_kwargs["episode_length"]}
-    if settings.num_envs > 1:
+    if TRAINING_TASK in tasks:
+        if len(tasks) > 1 or settings.num_envs > 1:
+            raise ValueError(f"--task {TRAINING_TASK} trains on the suite alone, one episode at a time "
+                             f"(no other task, no --num-envs)")
+        envs = [training_env(seed=settings.seed, device=settings.device, **env_kwargs)]
+    else:
+        envs = None
+    if envs is None and settings.num_envs > 1:
         if len(tasks) > 1:
             raise ValueError("--num-envs > 1 trains on one task; several tasks are not supported yet")
         from agents.vec_env import make_sb3_vec_env
@@ -45,7 +54,8 @@ def make_training_env(settings: TrainSettings):
         return make_sb3_vec_env(tasks[0], num_envs=settings.num_envs, seed=settings.seed,
                                 collapse={} if settings.collapse_termination else None,
                                 finite_horizon=settings.finite_horizon, **common, **env_kwargs)
-    envs = [LearningRateEnv(task=t, seed=settings.seed, **common, **env_kwargs) for t in tasks]
+    if envs is None:
+        envs = [LearningRateEnv(task=t, seed=settings.seed, **common, **env_kwargs) for t in tasks]
     if settings.collapse_termination:
         from agents.wrappers import CollapseTermination
 
@@ -209,9 +219,13 @@ def _callbacks(settings: TrainSettings, save, progress: bool, log_every: int, pr
     selector = None
     if settings.select_best > 0:
         from envs.learning_rate_env import LearningRateEnv
+        from envs.suite import TRAINING_TASK, training_env
 
-        eval_env = LearningRateEnv(task=settings.tasks[0], device=settings.device, data_root=settings.data_root,
-                                   **{**settings.env_kwargs, "fresh_w0": False})
+        if settings.tasks[0] == TRAINING_TASK:  # the suite's train families, on selection seeds
+            eval_env = training_env("selection", device=settings.device, **{**settings.env_kwargs, "fresh_w0": False})
+        else:
+            eval_env = LearningRateEnv(task=settings.tasks[0], device=settings.device, data_root=settings.data_root,
+                                       **{**settings.env_kwargs, "fresh_w0": False})
         selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
         callbacks.append(selector)
     # after the selector: a checkpoint at a generation's end then holds that generation's selection
@@ -304,10 +318,16 @@ def validation_result(settings: TrainSettings, model) -> dict:
     from agents.baselines import ConstantLR, ControllerPolicy, run_episode
     from envs.learning_rate_env import LearningRateEnv
 
+    from envs.suite import SUMMARY_INSTANCE, TRAINING_TASK, make_instance
+
     seed = int(settings.eval_seeds[0]) if settings.eval_seeds else 0
     kwargs = {**settings.env_kwargs, "fresh_w0": False}
+    task = settings.tasks[0]
+    if task == TRAINING_TASK:  # one instance of a train family, on a selection seed, at its horizon
+        task = make_instance(*SUMMARY_INSTANCE)
+        kwargs["episode_length"] = task.meta["horizon"]
     length = int(kwargs["episode_length"])
-    common = {"task": settings.tasks[0], "device": settings.device, "data_root": settings.data_root,
+    common = {"task": task, "device": settings.device, "data_root": settings.data_root,
               "eval_every": length}
 
     def outcome(make_env, policy) -> dict:
@@ -326,7 +346,7 @@ def validation_result(settings: TrainSettings, model) -> dict:
     controller = outcome(lambda: LearningRateEnv(**common, **kwargs), ControllerPolicy(model))
     env = controller.pop("_env", None)
     validation_size = int(env.trainer.x_val.shape[0]) if env is not None else 0
-    task = env.trainer.task if env is not None else settings.tasks[0]
+    task = env.trainer.task if env is not None else task
     lr = float((getattr(task, "meta", None) or {}).get("sgd_lr", REFERENCE_SGD_LR))
     sgd = outcome(lambda: LearningRateEnv(task=task, device=settings.device, data_root=settings.data_root,
                                           eval_every=length, episode_length=length, optimizer="sgd",

@@ -99,7 +99,7 @@ def test_checkers_pass_with_every_reward_and_action_mode_and_all_features(reward
     check_both(env)
 
 
-@pytest.mark.parametrize("action", [a for a in ACTIONS if a != "capped"])  # capped: one rate and one cap
+@pytest.mark.parametrize("action", [a for a in ACTIONS if a not in ("capped", "trust")])  # one rate and one cap
 def test_checkers_pass_with_per_group_vector_action(action):
     env = LearningRateEnv(task="digits", per_group=True, action=action, features=["lr", "grad_norm"],
                           episode_length=5, **CPU)
