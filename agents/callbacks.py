@@ -270,6 +270,8 @@ class SelectBestCallback(BaseCallback):
         self.best_parameters: dict | None = None
         self.episodes = 0
         self._checked_at: int | None = None
+        #: the selection so far of a resumed actor-critic or DDPG/TD3 run (agents/snapshot.py)
+        self.resumed: dict | None = None
 
     def _by_generation(self) -> bool:
         return getattr(self.model, "selection_unit", "episode") == "generation"
@@ -282,6 +284,9 @@ class SelectBestCallback(BaseCallback):
         if saved is not None:  # a resumed run: its selection so far came back with its checkpoint
             self.best_return, self.best_timestep = saved["best_return"], saved["best_timestep"]
             self.best_parameters = {"search": {"mean": torch.as_tensor(saved["best_mean"])}}
+        if self.resumed is not None:
+            self.best_return, self.best_timestep = self.resumed["best_return"], self.resumed["best_timestep"]
+            self.best_parameters, self.resumed = self.resumed["best_parameters"], None
 
     def select(self) -> None:
         """Evaluate the current policy now; keep a copy of it if it is the best so far."""

@@ -173,6 +173,10 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
     ckpt_name = CHECKPOINT_NAMES[settings.agent]
     try:  # everything refused here is refused before the run directory is touched
         env = make_training_env(settings)
+        if _exact_resume(settings):  # the env's state before each reset (agents/snapshot.py)
+            from agents.snapshot import ResetRecorder
+
+            env = ResetRecorder(env)
         if resume_ckpt is None or settings.spaces is None:
             settings.spaces = {"observation": box_to_json(env.observation_space),
                                "action": box_to_json(env.action_space)}
@@ -182,6 +186,11 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
         raise SettingsError(f"bad environment settings: {exc}") from None
     try:
         model, save_to = _make_agent(settings, env, resume_ckpt)
+        extras = None
+        if resume_ckpt is not None and _exact_resume(settings):
+            from agents.snapshot import read_extras
+
+            extras = read_extras(resume_ckpt)
     except CheckpointError as exc:
         raise SettingsError(f"--resume: {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -198,14 +207,20 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
             check_entries(real, files=[n for n in RUN_FILES if n != "tb"], dirs=("tb",))
             remove_stale_temp_files(real, (ckpt_name, "settings.json", "summary.json"))
             atomic_write_json(real / "settings.json", record)  # first, so a killed run can be resumed
-            return _learn(settings, model, lambda m: save_to(ckpt_path), out / ckpt_name, real, resume_ckpt,
-                          progress, log_every, progress_every)
+            return _learn(settings, model, lambda m, **kw: save_to(ckpt_path, **kw), out / ckpt_name, real,
+                          resume_ckpt, progress, log_every, progress_every, resume_extras=extras)
     finally:
         remove_temp_files(real)
 
 
+def _exact_resume(settings: TrainSettings) -> bool:
+    """Checkpoints at episode boundaries with the whole state (:mod:`agents.snapshot`): the
+    actor-critic and DDPG/TD3 on one env (the policy search has its generation boundaries)."""
+    return settings.agent != "policy-search" and settings.num_envs == 1
+
+
 def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, resume_ckpt: Path | None,
-           progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
+           progress: bool, log_every: int, progress_every: float = 30.0, resume_extras: dict | None = None) -> dict:
     """The training loop of a run directory (``ckpt_path``: its checkpoint as the user named the
     directory; ``real``: the directory's real path, where files are written)."""
     out = ckpt_path.parent
@@ -236,7 +251,14 @@ def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, re
         selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
         callbacks.append(selector)
     # after the selector: a checkpoint at a generation's end then holds that generation's selection
-    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
+    snapshots = None
+    if _exact_resume(settings):  # checkpoints at episode boundaries, with the whole state
+        from agents.snapshot import EpisodeSnapshots, find_recorder, restore
+
+        snapshots = EpisodeSnapshots(save, find_recorder(model), selector)
+        restore(model, resume_extras, snapshots.recorder, selector)
+        callbacks.append(snapshots)
+    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, snapshots.save if snapshots else save)
     callbacks.append(checkpointer)
     if progress:
         desc = f"{settings.agent} on {settings.task}"
@@ -252,7 +274,9 @@ def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, re
                         reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
-        raise TrainingInterrupted(out, int(getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
+        saved = snapshots.saved_timesteps if snapshots is not None else None
+        raise TrainingInterrupted(out, int(saved if saved is not None else
+                                           getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
     wall = time.time() - start
     checkpointer.save(model)
 
