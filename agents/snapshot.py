@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import pickle
 import random
 import zipfile
 from pathlib import Path
@@ -52,7 +53,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
-from agents.io import CheckpointError
+from agents.io import CheckpointError, unpickling_refusal
 
 FORMAT = "lrrl-resume/1"
 #: the zip member of a DDPG/TD3 checkpoint holding the resume state (not ``.pth``: SB3 loads those)
@@ -300,6 +301,8 @@ def read_extras(path: str | Path) -> dict | None:
         try:
             extras = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a refused or damaged member
+            if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+                raise unpickling_refusal(exc, path) from None  # never torch's advice to unpickle it
             raise CheckpointError(f"checkpoint {str(path)!r}: its resume state cannot be read "
                                   f"({type(exc).__name__}: {str(exc)[:200]})") from None
     else:
