@@ -181,7 +181,12 @@ class PeriodicCheckpoint(BaseCallback):
     An agent whose ``selection_unit`` is ``"generation"`` (a policy search) is saved at the end
     of the generation in which a checkpoint falls due (``on_rollout_end``), so every checkpoint is
     a generation boundary; run this callback after :class:`SelectBestCallback`, so the saved
-    selection state includes that generation's evaluation."""
+    selection state includes that generation's evaluation.
+
+    ``train_controller.py`` passes the actor-critic's and DDPG/TD3's (one env)
+    :meth:`agents.snapshot.EpisodeSnapshots.save` as ``save_fn``: it writes the state at the
+    start of the episode under way, so every checkpoint is an episode boundary and a resume is
+    exact (the ``interrupted_episode_steps`` count above then stays 0)."""
 
     def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
         super().__init__()

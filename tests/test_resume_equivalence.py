@@ -140,3 +140,30 @@ def test_ctrl_c_mid_generation_then_resume_equals_an_uninterrupted_run(tmp_path,
     a, b = load_controller(whole).model, load_controller(cut).model
     assert counters(b) == counters(a) and b.generation == a.generation
     np.testing.assert_array_equal(b.mean, a.mean)
+
+
+@pytest.mark.parametrize("flags,length", [pytest.param(AC, 40, id="actor-critic"), pytest.param(TD3, 20, id="td3")])
+def test_ctrl_c_mid_episode_then_resume_equals_an_uninterrupted_run(flags, length, tmp_path, monkeypatch, capsys):
+    """Ctrl-C mid-episode saves the state at that episode's start, names its step, and the resumed
+    run ends as an uninterrupted one, controller included."""
+    import agents.callbacks as cb
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    base = [*flags, "--steps", str(3 * length), "--checkpoint-every", "0"]
+    assert train_controller.main([*base, "--out", str(whole)]) == 0
+    real = cb.EnvInfoCallback._on_step
+
+    def interrupted(self):
+        if self.num_timesteps >= length + length // 2:  # in the middle of the second episode
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(cb.EnvInfoCallback, "_on_step", interrupted)
+    assert train_controller.main([*base, "--out", str(cut)]) == 130
+    monkeypatch.undo()
+    assert f"interrupted at step {length}" in capsys.readouterr().err
+    assert load_controller(cut).model.num_timesteps == length
+    assert train_controller.main(["--resume", str(cut), "--steps", str(3 * length), "--no-progress"]) == 0
+    a, b = load_controller(whole).model, load_controller(cut).model
+    assert counters(b) == counters(a)
+    assert_same(learning_state(b), learning_state(a))
