@@ -68,9 +68,12 @@ def global_rng_state() -> dict:
     """python ``random``, numpy's global and torch's (CPU) global generator states."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": json.dumps([version, list(internal), gauss]),
-            "numpy": json.dumps([kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]),
-            "torch": torch.get_rng_state()}
+    state = {"python": json.dumps([version, list(internal), gauss]),
+             "numpy": json.dumps([kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # TD3's target noise on a GPU
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_global_rng_state(state: dict) -> None:
@@ -79,6 +82,8 @@ def set_global_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, cached = json.loads(state["numpy"])
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _generator_state(rng: np.random.Generator) -> str:
@@ -105,8 +110,9 @@ def env_state(env: gym.Env) -> dict | None:
     if not isinstance(env, LearningRateEnv):
         return None
     t = env.trainer
+    # (_perm is replaced by the trainer, never changed in place: a reference is a copy)
     return {"seeded": bool(env._seeded), "seed": int(t._seed), "w0_draws": int(t._w0_draws),
-            "batch_gen": t._batch_gen.get_state(), "perm": t._perm, "pos": int(t._pos),  # _perm is replaced, never changed
+            "batch_gen": t._batch_gen.get_state(), "perm": t._perm, "pos": int(t._pos),
             "np_random": None if env._np_random is None else _generator_state(env._np_random)}
 
 
