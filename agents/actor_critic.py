@@ -580,10 +580,11 @@ class ActorCritic(SB3Shaped):
                 "observation_space": box_to_json(self.observation_space),
                 "action_space": box_to_json(self.action_space)}
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, resume: dict | None = None) -> None:
         """Atomic checkpoint: plain state dicts (networks, normaliser, optimizers, noise RNG),
         counters and a JSON string of settings. Gradients accumulated in an unfinished
-        ``m_phi``/``m_theta`` window are not saved (that window restarts on load)."""
+        ``m_phi``/``m_theta`` window are not saved (that window restarts on load) unless
+        ``resume`` holds them: the state an exact resume needs (:mod:`agents.snapshot`)."""
         payload = {
             "format": FORMAT,
             "settings_json": json.dumps(self.settings()),
@@ -598,6 +599,8 @@ class ActorCritic(SB3Shaped):
             "interrupted_episode_steps": int(getattr(self, "interrupted_episode_steps", 0)),
             "n_updates": self._n_updates,
         }
+        if resume is not None:
+            payload["resume"] = resume
         if self.target_tau is not None:
             payload["actor_target"] = self.actor_target.state_dict()
             payload["critic_target"] = self.critic_target.state_dict()

@@ -181,7 +181,12 @@ class PeriodicCheckpoint(BaseCallback):
     An agent whose ``selection_unit`` is ``"generation"`` (a policy search) is saved at the end
     of the generation in which a checkpoint falls due (``on_rollout_end``), so every checkpoint is
     a generation boundary; run this callback after :class:`SelectBestCallback`, so the saved
-    selection state includes that generation's evaluation."""
+    selection state includes that generation's evaluation.
+
+    ``train_controller.py`` passes the actor-critic's and DDPG/TD3's (one env)
+    :meth:`agents.snapshot.EpisodeSnapshots.save` as ``save_fn``: it writes the state at the
+    start of the episode under way, so every checkpoint is an episode boundary and a resume is
+    exact (the ``interrupted_episode_steps`` count above then stays 0)."""
 
     def __init__(self, every: int, save_fn: Callable[[Any], None]) -> None:
         super().__init__()
@@ -270,6 +275,8 @@ class SelectBestCallback(BaseCallback):
         self.best_parameters: dict | None = None
         self.episodes = 0
         self._checked_at: int | None = None
+        #: the selection so far of a resumed actor-critic or DDPG/TD3 run (agents/snapshot.py)
+        self.resumed: dict | None = None
 
     def _by_generation(self) -> bool:
         return getattr(self.model, "selection_unit", "episode") == "generation"
@@ -282,6 +289,9 @@ class SelectBestCallback(BaseCallback):
         if saved is not None:  # a resumed run: its selection so far came back with its checkpoint
             self.best_return, self.best_timestep = saved["best_return"], saved["best_timestep"]
             self.best_parameters = {"search": {"mean": torch.as_tensor(saved["best_mean"])}}
+        if self.resumed is not None:
+            self.best_return, self.best_timestep = self.resumed["best_return"], self.resumed["best_timestep"]
+            self.best_parameters, self.resumed = self.resumed["best_parameters"], None
 
     def select(self) -> None:
         """Evaluate the current policy now; keep a copy of it if it is the best so far."""

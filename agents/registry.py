@@ -97,8 +97,8 @@ def _sb3_load(path, settings, env=None, device="cpu"):
     return _attribute("agents.sb3:load_sb3_safely")(path, settings, env=env, device=device)
 
 
-def _sb3_save(model, path):
-    _attribute("agents.sb3:save_sb3_atomic")(model, path)
+def _sb3_save(model, path, resume: dict | None = None):
+    _attribute("agents.sb3:save_sb3_atomic")(model, path, resume=resume)
 
 
 ACTOR_CRITIC_KEYS = ("gamma", "noise_std", "m_phi", "m_theta", "actor_lr", "critic_lr", "separate_sample",

@@ -103,10 +103,20 @@ def make_sb3_agent(algo: str, env: gym.Env, seed: int | None = 0, device: str = 
         tensorboard_log=tensorboard_log, seed=seed, device=device, verbose=0)
 
 
-def save_sb3_atomic(model, path: str | os.PathLike) -> None:
-    """``model.save`` into memory, then an atomic write to ``path`` (SB3 writes in place)."""
+def save_sb3_atomic(model, path: str | os.PathLike, resume: dict | None = None) -> None:
+    """``model.save`` into memory, then an atomic write to ``path`` (SB3 writes in place).
+    ``resume``: the state an exact resume needs (:mod:`agents.snapshot`), as one more member."""
     buffer = io.BytesIO()
     model.save(buffer)
+    if resume is not None:
+        import torch
+
+        from agents.snapshot import SB3_MEMBER
+
+        member = io.BytesIO()
+        torch.save(resume, member)
+        with zipfile.ZipFile(buffer, "a") as archive:
+            archive.writestr(SB3_MEMBER, member.getvalue())
     atomic_write_bytes(path, buffer.getvalue())
 
 

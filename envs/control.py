@@ -223,6 +223,8 @@ class ControlState:
     def validate_action(self, action: Any) -> np.ndarray:
         """``action`` as a float64 array of shape ``(n_groups,)``, clipped to the action box.
         NaN/inf raise ``ValueError``, non-numeric ``TypeError``, wrong shapes ``ValueError``."""
+        if isinstance(action, torch.Tensor):  # a torch policy's output (requires_grad or on a GPU): its value
+            action = action.detach().cpu().numpy()
         try:
             arr = np.asarray(action)
         except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy refuses

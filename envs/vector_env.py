@@ -226,6 +226,8 @@ class LearningRateVectorEnv(VectorEnv):
 
     def _check_actions(self, actions) -> np.ndarray:
         shape = (self.num_envs, *self.single_action_space.shape)
+        if isinstance(actions, torch.Tensor):  # a torch policy's output (requires_grad or on a GPU): its value
+            actions = actions.detach().cpu().numpy()
         try:
             arr = np.asarray(actions)
         except (ValueError, TypeError) as exc:

@@ -231,6 +231,12 @@ def check_controllers(settings: EvaluationSettings, controllers: Sequence[Contro
             obs, _ = env.reset(seed=settings.seeds[0])
             action, _ = entry.controller.predict(obs, deterministic=True)
             env.step(action)
+            if settings.episodes > 0:  # the policy evaluation runs its training env, reward included
+                env.close()
+                kw = entry.controller.env_kwargs(include_reward=True)
+                kw.setdefault("episode_length", settings.updates)
+                env = LearningRateEnv(task=settings.task, seed=settings.seeds[0], device=settings.device,
+                                      data_root=settings.data_root, **kw)
         except Exception as exc:  # whatever it is, the controller's runs would all fail with it
             raise ValueError(f"controller {entry.path}: its settings cannot run on --task {settings.task}: "
                              f"{type(exc).__name__}: {exc}") from None

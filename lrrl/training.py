@@ -175,6 +175,10 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
     ckpt_name = agent_type(settings.agent).checkpoint
     try:  # everything refused here is refused before the run directory is touched
         env = make_training_env(settings)
+        if _exact_resume(settings):  # the env's state before each reset (agents/snapshot.py)
+            from agents.snapshot import ResetRecorder
+
+            env = ResetRecorder(env)
         if resume_ckpt is None or settings.spaces is None:
             settings.spaces = {"observation": box_to_json(env.observation_space),
                                "action": box_to_json(env.action_space)}
@@ -184,6 +188,11 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
         raise SettingsError(f"bad environment settings: {exc}") from None
     try:
         model, save_to = _make_agent(settings, env, resume_ckpt)
+        extras = None
+        if resume_ckpt is not None and _exact_resume(settings):
+            from agents.snapshot import read_extras
+
+            extras = read_extras(resume_ckpt)
     except CheckpointError as exc:
         raise SettingsError(f"--resume: {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -200,15 +209,25 @@ def _run(settings: TrainSettings, out: Path, resume_ckpt: Path | None, previous:
             check_entries(real, files=[n for n in RUN_FILES if n != "tb"], dirs=("tb",))
             remove_stale_temp_files(real, (ckpt_name, "settings.json", "summary.json"))
             atomic_write_json(real / "settings.json", record)  # first, so a killed run can be resumed
-            return _learn(settings, model, lambda m: save_to(ckpt_path), out / ckpt_name, real, resume_ckpt,
-                          progress, log_every, progress_every)
+            return _learn(settings, model, lambda m, **kw: save_to(ckpt_path, **kw), out / ckpt_name, real,
+                          resume_ckpt, progress, log_every, progress_every, resume_extras=extras)
     finally:
         remove_temp_files(real)
 
 
-def _callbacks(settings: TrainSettings, save, progress: bool, log_every: int, progress_every: float):
-    """The training callbacks: env logging, checkpoint selection (``None`` when off), periodic
-    checkpoints, progress. Returns ``(callbacks, info_callback, selector, checkpointer)``."""
+def _exact_resume(settings: TrainSettings) -> bool:
+    """Checkpoints at episode boundaries with the whole state (:mod:`agents.snapshot`): the
+    actor-critic and DDPG/TD3 on one env (an episodic search has its generation boundaries)."""
+    from agents.registry import agent_type
+
+    return not agent_type(settings.agent).episodic and settings.num_envs == 1
+
+
+def _callbacks(settings: TrainSettings, model, save, progress: bool, log_every: int, progress_every: float,
+               resume_extras: dict | None = None):
+    """The training callbacks: env logging, checkpoint selection (``None`` when off), episode
+    snapshots for an exact resume (``None`` when not), periodic checkpoints, progress. Returns
+    ``(callbacks, info_callback, selector, checkpointer, snapshots)``."""
     from agents.callbacks import (EnvInfoCallback, PeriodicCheckpoint, ProgressLineCallback, SelectBestCallback,
                                   TqdmCallback)
 
@@ -229,7 +248,14 @@ def _callbacks(settings: TrainSettings, save, progress: bool, log_every: int, pr
         selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
         callbacks.append(selector)
     # after the selector: a checkpoint at a generation's end then holds that generation's selection
-    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, save)
+    snapshots = None
+    if _exact_resume(settings):  # checkpoints at episode boundaries, with the whole state
+        from agents.snapshot import EpisodeSnapshots, find_recorder, restore
+
+        snapshots = EpisodeSnapshots(save, find_recorder(model), selector)
+        restore(model, resume_extras, snapshots.recorder, selector)
+        callbacks.append(snapshots)
+    checkpointer = PeriodicCheckpoint(settings.checkpoint_every, snapshots.save if snapshots else save)
     callbacks.append(checkpointer)
     if progress:
         desc = f"{settings.agent} on {settings.task}"
@@ -237,11 +263,11 @@ def _callbacks(settings: TrainSettings, save, progress: bool, log_every: int, pr
             callbacks.append(TqdmCallback(total=settings.steps, desc=desc))
         if not sys.stdout.isatty():  # a log file, CI, a cluster job: a plain line now and then
             callbacks.append(ProgressLineCallback(settings.steps, every_s=progress_every, desc=desc))
-    return callbacks, info_cb, selector, checkpointer
+    return callbacks, info_cb, selector, checkpointer, snapshots
 
 
 def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, resume_ckpt: Path | None,
-           progress: bool, log_every: int, progress_every: float = 30.0) -> dict:
+           progress: bool, log_every: int, progress_every: float = 30.0, resume_extras: dict | None = None) -> dict:
     """The training loop of a run directory (``ckpt_path``: its checkpoint as the user named the
     directory; ``real``: the directory's real path, where files are written)."""
     out = ckpt_path.parent
@@ -257,7 +283,8 @@ def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, re
         # the resumed run starts a fresh one, so the counter matches an uninterrupted run's
         model._episode_num += 1
         model.interrupted_episode_steps = 0
-    callbacks, info_cb, selector, checkpointer = _callbacks(settings, save, progress, log_every, progress_every)
+    callbacks, info_cb, selector, checkpointer, snapshots = _callbacks(settings, model, save, progress, log_every,
+                                                                       progress_every, resume_extras)
     start = time.time()
     try:
         if remaining > 0:
@@ -265,7 +292,9 @@ def _learn(settings: TrainSettings, model, save, ckpt_path: Path, real: Path, re
                         reset_num_timesteps=resume_ckpt is None, progress_bar=False)
     except KeyboardInterrupt:
         checkpointer.save(model)
-        raise TrainingInterrupted(out, int(getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
+        saved = snapshots.saved_timesteps if snapshots is not None else None
+        raise TrainingInterrupted(out, int(saved if saved is not None else
+                                           getattr(model, "checkpoint_timesteps", model.num_timesteps))) from None
     wall = time.time() - start
     checkpointer.save(model)
 
@@ -401,6 +430,7 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
 
     from lrrl.sweep import LocalPool
 
+    from agents.registry import agent_type
     from agents.rundir import RunDirError
 
     linked = next((o for o in outs if Path(o).is_symlink()), None)
@@ -417,7 +447,7 @@ def train_seeds(settings: TrainSettings, seeds: list[int], outs: list[Path], *, 
     jobs = []
     for seed in seeds:
         s = dataclasses.replace(settings, seed=int(seed), eval_seeds=list(settings.eval_seeds))
-        if s.agent == "policy-search" and s.workers is None and per_task is not None and s.num_envs == 1:
+        if agent_type(s.agent).episodic and s.workers is None and per_task is not None and s.num_envs == 1:
             s.workers = max(1, int(per_task))
         jobs.append(s.validate())
     results: list[dict | None] = [None] * len(seeds)

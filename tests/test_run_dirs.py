@@ -257,6 +257,39 @@ def test_full_disk_during_training_keeps_the_last_good_checkpoint(run_dir, monke
     assert not (run_dir / LOCK_NAME).exists()
 
 
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     OSError(errno.EIO, "Input/output error"), RuntimeError("serialiser failed"),
+                                     KeyboardInterrupt()], ids=["enospc", "eio", "runtime-error", "ctrl-c"])
+def test_any_failure_during_an_atomic_write_leaves_no_temp_file(tmp_path, failure):
+    """No temporary file survives a failure of any kind while a file is written (issue 27)."""
+    from agents.io import _atomic_write
+
+    target = tmp_path / "controller.pt"
+    target.write_bytes(b"good")
+
+    def write(f):
+        f.write(b"partial")
+        raise failure
+
+    with pytest.raises(type(failure)):
+        _atomic_write(target, write)
+    assert target.read_bytes() == b"good" and no_tmp_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["controller.pt"]
+
+
+def test_full_disk_during_a_td3_checkpoint_leaves_no_temp_file(tmp_path, monkeypatch, capsys):
+    """The DDPG/TD3 zip (with its replay buffer, agents/snapshot.py) on a full disk: one clear
+    line, the settings kept, no temp file, no lock left."""
+    out = tmp_path / "td3"
+    fail_writes(monkeypatch, only="controller.zip")
+    code, err = cli(train_controller.main, ["--agent", "td3", "--steps", 45, "--out", out, *TINY,
+                                            "--learning-starts", "40", "--batch-size", "16",
+                                            "--checkpoint-every", "20"], capsys)
+    assert code == 1
+    assert f"no space left on {out}" in one_clear_line(err)
+    assert no_tmp_files(out) and not (out / "controller.zip").exists() and not (out / LOCK_NAME).exists()
+
+
 def test_full_disk_during_an_evaluate_sweep(tmp_path, monkeypatch, capsys):
     out = tmp_path / "ev"
     fail_writes(monkeypatch, only=".json")
@@ -466,6 +499,39 @@ def test_sb3_zip_refusal_is_ours_not_torchs_advice(tmp_path):
     assert not marker.exists()
 
 
+def test_sb3_resume_state_is_never_unpickled(tmp_path, capsys):
+    """The replay buffer and generator states of a DDPG/TD3 checkpoint (its member
+    ``lrrl_resume.pt``, agents/snapshot.py) are read with weights_only=True like the rest."""
+    import io
+    import zipfile
+
+    from agents.snapshot import SB3_MEMBER
+
+    out = tmp_path / "td3"
+    run(["--agent", "td3", "--steps", 45, "--out", out, *TINY, "--learning-starts", "40", "--batch-size", "16"])
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    buffer = io.BytesIO()
+    torch.save({"format": "lrrl-resume/1", "rng": Evil()}, buffer)
+    ckpt = out / "controller.zip"
+    with zipfile.ZipFile(ckpt) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    assert SB3_MEMBER in members
+    members[SB3_MEMBER] = buffer.getvalue()
+    with zipfile.ZipFile(ckpt, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+    code, err = cli(train_controller.main, ["--resume", out, "--steps", 60, "--no-progress"], capsys)
+    assert code != 0
+    line = one_clear_line(err)
+    assert "refusing to load" in line and "weights_only" not in line
+    assert not marker.exists()
+
+
 # =========================================================================== episode counter
 class _Killed(Exception):
     pass
@@ -493,7 +559,9 @@ def test_episode_counter_after_kill_and_resume_matches_an_uninterrupted_run(kill
         train_controller.main(["--steps", "120", "--out", str(tmp_path / "cut"), *base,
                                "--checkpoint-every", str(kill_at // 2)])
     monkeypatch.undo()
-    assert load_controller(tmp_path / "cut").model.num_timesteps == kill_at
+    saved = load_controller(tmp_path / "cut").model
+    # a checkpoint holds the last episode boundary (agents/snapshot.py): 80 itself, 40 for one due at 60
+    assert saved.num_timesteps == kill_at - kill_at % 40 and saved.interrupted_episode_steps == 0
     run(["--resume", tmp_path / "cut", "--steps", 120, "--no-progress"])
     assert load_controller(tmp_path / "cut").model._episode_num == whole
 

@@ -45,6 +45,18 @@ def test_reset_refuses_a_negative_seed():
         LearningRateVectorEnv("digits", 2, seed=-1)
 
 
+def test_step_takes_a_tensor_that_requires_grad():
+    """A torch policy's action (requires_grad) is its value: the same step as the plain array."""
+    a, b = LearningRateEnv("digits", seed=1), LearningRateEnv("digits", seed=1)
+    a.reset(), b.reset()
+    action = torch.tensor([0.25], requires_grad=True) * 1.0
+    np.testing.assert_array_equal(a.step(action)[0], b.step(np.array([0.25], np.float32))[0])
+    va, vb = LearningRateVectorEnv("digits", 2, seed=1), LearningRateVectorEnv("digits", 2, seed=1)
+    va.reset(), vb.reset()
+    actions = torch.full((2, 1), 0.25, requires_grad=True) * 1.0
+    np.testing.assert_array_equal(va.step(actions)[0], vb.step(np.full((2, 1), 0.25, np.float32))[0])
+
+
 def test_good_values_still_build_and_run():
     env = LearningRateEnv("digits", reward_scale=2.0, divergence_factor=1.5, initial_lr=0.1, action="relative",
                           seed=np.int64(3), eval_every=0)
@@ -162,6 +174,22 @@ def test_evaluate_refuses_a_controller_whose_settings_cannot_run(change, words, 
     line = error_line(err)
     assert str(run_dir) in line and words in line
     assert not out.exists()  # refused before any run
+
+
+def test_evaluate_refuses_a_controller_whose_reward_cannot_run(run_dir, tmp_path, capsys):
+    """The reward shapes only the policy evaluation (--episodes > 0, in the controller's training
+    env): an unknown one is refused there, before any run; the other runs never read it."""
+    path = run_dir / "settings.json"
+    settings = json.loads(path.read_text())
+    settings["env_kwargs"]["reward"] = "no_such_reward"
+    path.write_text(json.dumps(settings))
+    out = tmp_path / "ev"
+    args = EVAL_TINY[:-2]  # without --episodes 0
+    code, err = cli(evaluate.main, [*args, "--episodes", "1", "--baselines", "sgd", "--out", out, run_dir], capsys)
+    assert code == 2
+    line = error_line(err)
+    assert str(run_dir) in line and "no_such_reward" in line
+    assert not out.exists()
 
 
 def test_a_zero_agent_reward_scale_is_refused(tmp_path, capsys):
