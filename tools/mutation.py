@@ -1,12 +1,12 @@
-"""Mutation testing of the training loop (``agents/actor_critic.py``) and the env
-(``envs/learning_rate_env.py``): how many deliberate breaks the relevant tests catch.
+"""Mutation testing of the training loop (``agents/actor_critic.py``) and the env's step
+(``envs/step_core.py``): how many deliberate breaks the relevant tests catch.
 
 Two kinds of mutants, each applied to a temporary copy of the repository (the working tree is never
 modified; the copy is the git-tracked and untracked-but-not-ignored files, without byte code):
 
 - ``named``: explicit source edits (old snippet -> new snippet, each asserted to occur exactly once
   in the current source, so this fails loudly when the code changes): the five breaks of
-  ``ActorCritic.learn`` of issue 17 and similar ones (the parallel path, the env's same-batch state).
+  ``ActorCritic.learn`` of issue 17 and similar ones (a VecEnv's episode ends, the env's same-batch state).
 - ``tool``: the mutants of `cosmic-ray <https://github.com/sixty-north/cosmic-ray>`_ (its operators
   with no arguments, as ``cosmic-ray init`` enumerates them with an empty operator configuration),
   applied one at a time with ``cosmic_ray.mutating.mutate_code``; all of them, or a seeded random
