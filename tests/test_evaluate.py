@@ -174,9 +174,9 @@ def regression2d_one_ulp_off():
     pattern): a perturbation of the size float rounding makes (a user task for the sweep below)."""
     import torch
 
-    from envs.tasks import make_task
+    from envs.tasks import regression2d
 
-    task = make_task("regression2d")
+    task = regression2d()  # a fresh task: make_task's is cached per process, and others use it
     up = torch.rand(task.x_train.shape, generator=torch.Generator().manual_seed(0)) < 0.5
     x = task.x_train
     task.x_train = torch.where(up, torch.nextafter(x, torch.tensor(math.inf)), torch.nextafter(x, torch.tensor(-math.inf)))
