@@ -21,10 +21,9 @@ import math
 import sys
 from typing import Sequence
 
-from lrrl.cli import command_name
-
-
 from agents.registry import AGENT_TYPES
+from envs.suite import TRAINING_TASK
+from lrrl.cli import command_name
 from lrrl.config import AGENT_KEYS, SELECTION_SEED
 
 
@@ -356,7 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out or str(training.default_run_dir(settings))
             run = functools.partial(training.train, settings, out)
             generation = settings.generation_steps
-            if generation is not None and settings.steps % generation:
+            if generation is not None and TRAINING_TASK in settings.tasks:
+                # suite instances have their own horizons: a generation's length is known as it runs
+                print(f"note: the policy search runs whole generations of at most {generation} steps "
+                      f"(each suite instance has its own horizon): --steps {settings.steps} trains at "
+                      f"least {settings.steps // generation} generation(s)", file=sys.stderr)
+            elif generation is not None and settings.steps % generation:
                 print(f"note: the policy search runs whole generations of {generation} steps: --steps "
                       f"{settings.steps} trains {settings.steps // generation * generation} steps "
                       f"({settings.steps // generation} generations)", file=sys.stderr)
