@@ -470,7 +470,9 @@ def test_scheduler_refuses_an_optimizer_without_param_groups():
 
 
 # =========================================================================== SB3 zip refusal
-def test_sb3_zip_refusal_is_ours_not_torchs_advice(tmp_path):
+def _td3_run_with_planted_pickle(tmp_path, member: str, payload) -> tuple:
+    """A tiny TD3 run whose ``controller.zip`` member ``member`` is replaced by a pickle that,
+    if unpickled, would create ``marker`` (``payload(evil)`` builds the object saved)."""
     import io
     import zipfile
 
@@ -483,14 +485,20 @@ def test_sb3_zip_refusal_is_ours_not_torchs_advice(tmp_path):
             return os.system, (f"touch {marker}",)
 
     buffer = io.BytesIO()
-    torch.save({"actor": Evil()}, buffer)
+    torch.save(payload(Evil()), buffer)
     ckpt = out / "controller.zip"
     with zipfile.ZipFile(ckpt) as z:
         members = {name: z.read(name) for name in z.namelist()}
-    members["policy.pth"] = buffer.getvalue()
+    assert member in members
+    members[member] = buffer.getvalue()
     with zipfile.ZipFile(ckpt, "w") as z:
         for name, content in members.items():
             z.writestr(name, content)
+    return out, marker
+
+
+def test_sb3_zip_refusal_is_ours_not_torchs_advice(tmp_path):
+    out, marker = _td3_run_with_planted_pickle(tmp_path, "policy.pth", lambda evil: {"actor": evil})
     with pytest.raises(CheckpointError) as exc:
         load_controller(out)
     message = str(exc.value)
@@ -502,29 +510,10 @@ def test_sb3_zip_refusal_is_ours_not_torchs_advice(tmp_path):
 def test_sb3_resume_state_is_never_unpickled(tmp_path, capsys):
     """The replay buffer and generator states of a DDPG/TD3 checkpoint (its member
     ``lrrl_resume.pt``, agents/snapshot.py) are read with weights_only=True like the rest."""
-    import io
-    import zipfile
-
     from agents.snapshot import SB3_MEMBER
 
-    out = tmp_path / "td3"
-    run(["--agent", "td3", "--steps", 45, "--out", out, *TINY, "--learning-starts", "40", "--batch-size", "16"])
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return os.system, (f"touch {marker}",)
-
-    buffer = io.BytesIO()
-    torch.save({"format": "lrrl-resume/1", "rng": Evil()}, buffer)
-    ckpt = out / "controller.zip"
-    with zipfile.ZipFile(ckpt) as z:
-        members = {name: z.read(name) for name in z.namelist()}
-    assert SB3_MEMBER in members
-    members[SB3_MEMBER] = buffer.getvalue()
-    with zipfile.ZipFile(ckpt, "w") as z:
-        for name, content in members.items():
-            z.writestr(name, content)
+    out, marker = _td3_run_with_planted_pickle(tmp_path, SB3_MEMBER,
+                                               lambda evil: {"format": "lrrl-resume/1", "rng": evil})
     code, err = cli(train_controller.main, ["--resume", out, "--steps", 60, "--no-progress"], capsys)
     assert code != 0
     line = one_clear_line(err)
