@@ -15,6 +15,10 @@
   (:class:`~agents.policy_search.PolicySearch` keyword arguments), ``sb3`` (overrides of
   ``agents.sb3.SB3_HYPERPARAMS``) and ``train`` (budget, checkpoint selection and training-only
   env wrappers, see ``train_controller.py``).
+- ``suite``: trained on the task suite's train families (``task: suite-train``) in the model's own
+  units: the trust action, scale-free observations, the safety net, candidates scored on four
+  problems each (see the comment above it and docs/generalization.md). Better than tuned SGD on the
+  held-out test families, not yet safe on digits, so not the default.
 
 ``"agent"`` holds :class:`~agents.actor_critic.ActorCritic` keyword arguments; ``gamma`` and
 ``noise_std`` are shared with the SB3 agents.
