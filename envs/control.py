@@ -117,7 +117,7 @@ class ControlState:
     Args:
         n_groups: number of rates (1, or one per parameter group).
         lr_min / lr_max: learning-rate range (``0 < lr_min < lr_max < inf``).
-        action: ``absolute``, ``relative``, ``raw`` or ``capped`` (see the module docstring).
+        action: ``absolute``, ``relative``, ``raw``, ``capped`` or ``trust`` (see the module docstring).
         step_cap_min / step_cap_max: ``action="capped"``: range of the step-length cap, the
             largest Euclidean length ``lr * ||g_t||`` one update may have (log-uniform, like the rate).
             ``action="trust"``: the cap as a fraction of ``||w_t||`` (and ``lr_min`` / ``lr_max``
