@@ -255,26 +255,22 @@ class ControllerScheduler(LRScheduler):
         if self._calls < self._next_decision:  # inside an updates_per_step block: hold the rate
             self._calls += 1
             if control.needs_grad_norm:  # (the held rate, capped by this update's gradient)
-                return self._rates(control.update_rate(control.lr, self._grad_norm(), self._weight_norm()))
+                return self._rates(control.update_rate(control.lr, *_to_floats(self._norm_tensors())))
             return self._rates(control.lr)
         if pending is None:
             raise RuntimeError("ControllerScheduler.step(): no loss observed since the last decision; call "
                                "scheduler.observe(loss) each batch (e.g. in training_step), or step(loss)")
         loss, val_loss = pending
         needs_gnorm = control.observes_grad_norm or control.needs_grad_norm
-        values = [loss]
-        if needs_gnorm:
-            values.append(self._grad_norm_tensor())
-        if val_loss is not None:
-            values.append(val_loss)
-        numbers = _to_floats(values)
+        norms = self._norm_tensors() if needs_gnorm else []  # ||g_t||, and ||w_t|| for trust
+        numbers = _to_floats([loss, *norms] + ([val_loss] if val_loss is not None else []))
         gnorm = numbers[1] if needs_gnorm else None
+        wnorm = numbers[2] if len(norms) == 2 else None
         vloss = numbers[-1] if val_loss is not None else None
 
         start = not self._started  # (SB3 controllers keep no recurrent state: a flag, not state is None)
         self._started = True
         feature_gnorm = gnorm if control.observes_grad_norm or control.needs_weight_norm else None
-        wnorm = self._weight_norm()
         if start:
             obs = control.start(numbers[0], val_loss=vloss or 0.0, grad_norm=feature_gnorm or 0.0,
                                 weight_norm=wnorm)
@@ -309,12 +305,13 @@ class ControllerScheduler(LRScheduler):
                                "step() after loss.backward() and before optimizer.zero_grad()")
         return grad_norm(params)
 
-    def _grad_norm(self) -> float:
-        return float(self._grad_norm_tensor())
-
-    def _weight_norm(self) -> float | None:
-        """``||w_t||`` of the optimizer's parameters when the action needs it (``trust``)."""
-        return float(weight_norm(self._params())) if self.control.needs_weight_norm else None
+    def _norm_tensors(self) -> list[torch.Tensor]:
+        """This update's ``||g_t||`` and, when the action needs it (``trust``), ``||w_t||`` of the
+        optimizer's parameters, as tensors: read together in one synchronisation."""
+        norms = [self._grad_norm_tensor()]
+        if self.control.needs_weight_norm:
+            norms.append(weight_norm(self._params()))
+        return norms
 
     def _rates(self, lr: np.ndarray) -> list[float]:
         """The controller's rate(s) -> one rate per param group."""

@@ -119,6 +119,15 @@ class StepCore:
             return [None] * n
         return self.trainer.weight_norm(envs=None if ids is None else self._sel(ids)).tolist()
 
+    def _update_norms(self) -> tuple[list[float], list[float | None]]:
+        """Every run's ``||g_t||`` and (``trust``) ``||w_t||`` for this update's caps, in one
+        synchronisation."""
+        tr = self.trainer
+        if not self.controls[0].needs_weight_norm:
+            return tr.grad_norm().tolist(), [None] * self.num_runs
+        grad_norms, weight_norms = torch.stack([tr.grad_norm(), tr.weight_norm()]).tolist()
+        return grad_norms, weight_norms
+
     def info_lr(self, i: int, lr: np.ndarray | None = None):
         """Run ``i``'s rate for ``info["lr"]``: a float, or an array with one rate per group."""
         lr = self.controls[i].lr if lr is None else lr
@@ -238,7 +247,7 @@ class StepCore:
                 tr.loss_and_grad(torch.stack(idx))
             step_rates = rates
             if capped:  # each run's rate through its cap, with its gradient's (and weights') norm
-                norms, weight_norms = tr.grad_norm().tolist(), self._weight_norms()
+                norms, weight_norms = self._update_norms()
                 step_rates = np.stack([c.update_rate(r, g, w) for c, r, g, w
                                        in zip(self.controls, rates, norms, weight_norms)])
                 for i in range(n):
