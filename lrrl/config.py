@@ -302,6 +302,9 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"--task: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)} "
                              f"(or a comma-separated list of them), or {TRAINING_TASK}")
+        if TRAINING_TASK in self.tasks and (len(self.tasks) > 1 or self.num_envs > 1):
+            raise ValueError(f"--task {TRAINING_TASK} trains on the suite alone, one episode at a time "
+                             f"(no other task, no --num-envs)")
         if self.data_root is not None:
             from pathlib import Path
 

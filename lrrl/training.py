@@ -33,20 +33,12 @@ def make_training_env(settings: TrainSettings):
     wrappers. The full train/test loss is evaluated at each episode's end
     (``eval_every=episode_length``) so the summary can report the final primary loss."""
     from envs.learning_rate_env import LearningRateEnv
-
     from envs.suite import TRAINING_TASK, training_env
 
     env_kwargs = dict(settings.env_kwargs)
     tasks = settings.tasks
     common = {"device": settings.device, "data_root": settings.data_root, "eval_every": env_kwargs["episode_length"]}
-    if TRAINING_TASK in tasks:
-        if len(tasks) > 1 or settings.num_envs > 1:
-            raise ValueError(f"--task {TRAINING_TASK} trains on the suite alone, one episode at a time "
-                             f"(no other task, no --num-envs)")
-        envs = [training_env(seed=settings.seed, device=settings.device, **env_kwargs)]
-    else:
-        envs = None
-    if envs is None and settings.num_envs > 1:
+    if settings.num_envs > 1:
         if len(tasks) > 1:
             raise ValueError("--num-envs > 1 trains on one task; several tasks are not supported yet")
         from agents.vec_env import make_sb3_vec_env
@@ -54,7 +46,9 @@ def make_training_env(settings: TrainSettings):
         return make_sb3_vec_env(tasks[0], num_envs=settings.num_envs, seed=settings.seed,
                                 collapse={} if settings.collapse_termination else None,
                                 finite_horizon=settings.finite_horizon, **common, **env_kwargs)
-    if envs is None:
+    if tasks == [TRAINING_TASK]:  # (TrainSettings.validate refuses it beside other tasks or --num-envs)
+        envs = [training_env(seed=settings.seed, device=settings.device, **env_kwargs)]
+    else:
         envs = [LearningRateEnv(task=t, seed=settings.seed, **common, **env_kwargs) for t in tasks]
     if settings.collapse_termination:
         from agents.wrappers import CollapseTermination

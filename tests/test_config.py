@@ -89,3 +89,9 @@ def test_paper_preset_actor_sets_the_rate_itself():
         action, _ = agent.predict(obs)
         obs, _, _, _, info = env.step(action)
         assert info["lr"] == pytest.approx(min(max(rate, 1e-5), 1.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("train", [{"task": "digits,suite-train"}, {"task": "suite-train", "num_envs": 2}])
+def test_suite_training_alone_and_one_episode_at_a_time(train):
+    with pytest.raises(ValueError, match="trains on the suite alone"):
+        TrainSettings.from_preset("suite", agent="td3", **train)
