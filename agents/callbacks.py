@@ -227,19 +227,21 @@ class PeriodicCheckpoint(BaseCallback):
 
 
 # --------------------------------------------------------------------------- checkpoint selection
-def deterministic_return(model: Any, env: gym.Env, seeds: Sequence[int]) -> float:
+def deterministic_return(model: Any, env: gym.Env, seeds: Sequence[int], failure_cost: float = 0.0) -> float:
     """Mean undiscounted return of ``model.predict(..., deterministic=True)`` (SB3 signature,
     recurrent state carried) over one episode per seed, each from ``env.reset(seed=s)``; the env is
-    stepped until it terminates or truncates."""
+    stepped until it terminates or truncates. An episode whose last ``info["diverged"]`` is true
+    (diverged, or collapsed under :class:`~agents.wrappers.CollapseTermination`) costs another
+    ``failure_cost``: with a cost above any return, fewer failures always rank first."""
     returns = []
     for seed in seeds:
         obs, _ = env.reset(seed=int(seed))
-        state, start, total, done = None, True, 0.0, False
+        state, start, total, done, info = None, True, 0.0, False, {}
         while not done:
             action, state = model.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             total, start, done = total + float(reward), False, terminated or truncated
-        returns.append(total)
+        returns.append(total - (failure_cost if info.get("diverged") else 0.0))
     return float(np.mean(returns))
 
 
@@ -261,15 +263,19 @@ class SelectBestCallback(BaseCallback):
     an :class:`~agents.actor_critic.ActorCritic`, the search mean of a ``PolicySearch``, the policy
     networks of DDPG/TD3), without optimizer states, restored with ``model.set_parameters``.
 
+    With ``failure_cost`` every selection episode that diverged or collapsed (``info["diverged"]``)
+    costs that much more (see :func:`deterministic_return`).
+
     Logs ``eval/mean_reward``; ``best_return`` / ``best_timestep`` record the selected policy.
     """
 
-    def __init__(self, eval_env: gym.Env, eval_freq: int, seeds: Sequence[int]) -> None:
+    def __init__(self, eval_env: gym.Env, eval_freq: int, seeds: Sequence[int], failure_cost: float = 0.0) -> None:
         super().__init__()
         if int(eval_freq) < 1:
             raise ValueError(f"eval_freq must be >= 1, got {eval_freq}")
         self.eval_env, self.eval_freq = eval_env, int(eval_freq)
         self.seeds = tuple(int(s) for s in seeds)
+        self.failure_cost = float(failure_cost)
         self.best_return: float | None = None
         self.best_timestep: int | None = None
         self.best_parameters: dict | None = None
@@ -295,7 +301,7 @@ class SelectBestCallback(BaseCallback):
 
     def select(self) -> None:
         """Evaluate the current policy now; keep a copy of it if it is the best so far."""
-        value = deterministic_return(self.model, self.eval_env, self.seeds)
+        value = deterministic_return(self.model, self.eval_env, self.seeds, self.failure_cost)
         timestep = int(self.model.num_timesteps)
         self._checked_at = timestep
         self.logger.record("eval/mean_reward", value)

@@ -55,10 +55,12 @@ FEATURES: dict[str, tuple[float, float | None]] = {
 ACTIONS = ("absolute", "relative", "raw", "capped", "trust")
 #: features that need the gradient's norm measured at every observation
 GRAD_NORM_FEATURES = ("grad_norm", "grad_ratio")
-#: the safety net: a fast loss average above ``SAFETY_RISE`` x its best and above ``SAFETY_LEVEL``
-#: x the first loss (the level of a network that learned nothing) halves every later rate, down
-#: to ``SAFETY_FLOOR`` x; both conditions, so that mini-batch noise near a tiny loss never fires it
-SAFETY_RISE, SAFETY_LEVEL, SAFETY_FLOOR = 2.0, 0.5, 1e-3
+#: the safety net: a fast loss average above ``SAFETY_RISE`` x its best and back above the
+#: ``SAFETY_LOST`` point between its best and the first loss (half the progress lost: a network
+#: going back to where it started, e.g. dead ReLUs at chance level) halves every later rate, down
+#: to ``SAFETY_FLOOR`` x; both conditions, so that mini-batch noise near a tiny loss (far below the
+#: half-way point) or near the first loss (less than 1.5x) never fires it
+SAFETY_RISE, SAFETY_LOST, SAFETY_FLOOR = 1.5, 0.5, 1e-3
 
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -351,14 +353,15 @@ class ControlState:
 
     def _track(self, loss: float) -> None:
         """The fast loss average (weight 0.5: ``loss_trend``) and the safety net: a fast average
-        above ``SAFETY_RISE`` x its best so far and above ``SAFETY_LEVEL`` x the first loss (the
-        network is back near where it started: it collapsed or is blowing up), or a loss that is
-        not finite, halves every later rate (down to ``SAFETY_FLOOR`` x), once per decision."""
+        above ``SAFETY_RISE`` x its best so far and above ``best + SAFETY_LOST x (first - best)``
+        (half the progress lost: the network is going back to where it started, it collapsed or
+        is blowing up), or a loss that is not finite, halves every later rate (down to
+        ``SAFETY_FLOOR`` x), once per decision."""
         self.previous_fast = self.fast
         self.fast = 0.5 * self.fast + 0.5 * loss if math.isfinite(loss) else math.inf
         if not self.safety_net:
             return
-        if self.fast > max(SAFETY_RISE * self.best, SAFETY_LEVEL * self.first_loss):
+        if self.fast > max(SAFETY_RISE * self.best, self.best + SAFETY_LOST * (self.first_loss - self.best)):
             self.backoff = max(self.backoff * 0.5, SAFETY_FLOOR)
             if self.action_mode == "relative":  # the rate carries over between decisions
                 self.lr = np.maximum(self.lr * 0.5, self.lr_min)

@@ -155,7 +155,7 @@ PRESETS["suite"] = {
     # horizon: the budget's unit (instances use their own)
     "env": {**copy.deepcopy(PRESETS["recommended"]["env"]),
             "action": "trust", "features": ["step_fraction", "grad_ratio", "loss_trend"], "relative_loss": True,
-            "safety_net": True, "lr_min": 1e-3, "lr_max": 10.0, "step_cap_min": 1e-3, "step_cap_max": 1.0},
+            "safety_net": True, "lr_min": 1e-3, "lr_max": 10.0, "step_cap_min": 1e-3, "step_cap_max": 0.1},
     "agent": copy.deepcopy(PRESETS["recommended"]["agent"]),
     "algo": "policy-search",
     "policy_search": {"population": 12, "elite_fraction": 0.25, "init_std": 0.5, "min_std": 0.02,

@@ -18,6 +18,10 @@ from typing import Any
 
 from lrrl.config import SettingsError, TrainSettings
 
+#: what a diverged or collapsed selection episode costs when a suite-trained controller is
+#: selected (``--task suite-train`` with collapse termination): more than any mean return
+SELECTION_FAILURE_COST = 1000.0
+
 
 class TrainingInterrupted(Exception):
     """A KeyboardInterrupt during training: the checkpoint was saved; ``resume`` continues it."""
@@ -234,12 +238,21 @@ def _callbacks(settings: TrainSettings, model, save, progress: bool, log_every: 
         from envs.learning_rate_env import LearningRateEnv
         from envs.suite import TRAINING_TASK, training_env
 
+        failure_cost = 0.0
         if settings.tasks[0] == TRAINING_TASK:  # the suite's train families, on selection seeds
             eval_env = training_env("selection", device=settings.device, **{**settings.env_kwargs, "fresh_w0": False})
+            if settings.collapse_termination:
+                # a controller meant for problems it never saw is chosen for failing on none of
+                # the selection problems first, and for its mean return second: a failure costs
+                # more than any return (a return is a sum of log loss ratios)
+                from agents.wrappers import CollapseTermination
+
+                eval_env, failure_cost = CollapseTermination(eval_env), SELECTION_FAILURE_COST
         else:
             eval_env = LearningRateEnv(task=settings.tasks[0], device=settings.device, data_root=settings.data_root,
                                        **{**settings.env_kwargs, "fresh_w0": False})
-        selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds))
+        selector = SelectBestCallback(eval_env, int(settings.select_best), tuple(int(s) for s in settings.eval_seeds),
+                                      failure_cost)
         callbacks.append(selector)
     # after the selector: a checkpoint at a generation's end then holds that generation's selection
     snapshots = None

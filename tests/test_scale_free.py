@@ -61,6 +61,16 @@ def test_safety_net_halves_later_rates_when_the_loss_climbs_back_and_ignores_noi
     restored = ControlState(action="absolute", lr_min=1e-3, lr_max=1.0, safety_net=True, episode_length=100)
     restored.load_state_dict(state)
     assert restored.decide(a)[0] == pytest.approx(0.25)
+    # a network that learned half-way, then died at chance level (just below the first loss: dead
+    # ReLUs): half its progress lost fires the net, though the loss never exceeds the first
+    dead = ControlState(action="absolute", lr_min=1e-3, lr_max=1.0, safety_net=True, episode_length=100)
+    dead.start(2.32)
+    for loss in (2.6, 2.0, 1.4, 1.05, 1.05):  # noise above the first loss, then progress: no firing
+        dead.observe(loss)
+        assert dead.decide(a)[0] == pytest.approx(1.0)
+    dead.observe(2.30)  # (the fast average takes two decisions to get there)
+    dead.observe(2.30)
+    assert dead.decide(a)[0] == pytest.approx(0.5)
     off = ControlState(action="absolute", lr_min=1e-3, lr_max=1.0, episode_length=100)
     off.start(2.0)
     for loss in (1.0, 0.01, 5.0, float("nan")):
