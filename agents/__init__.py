@@ -1,7 +1,7 @@
 """The controller side: the paper's actor-critic, baselines, SB3 glue, checkpoints and the scheduler.
 
 - :class:`ActorCritic` (``agents.actor_critic``): the paper's agent, SB3-shaped.
-- :class:`PolicySearch` (``agents.policy_search``): the ``recommended`` preset's agent, an
+- :class:`PolicySearch` (``agents.policy_search``): the ``recommended`` and ``digits-capped`` presets' agent, an
   episodic cross-entropy-method search over a small deterministic controller, SB3-shaped.
 - ``agents.sb3``: DDPG/TD3 from stable-baselines3 on the same env, built by one factory.
 - ``agents.callbacks``: the SB3 callbacks every agent trains with (progress, env logging,

@@ -5,11 +5,11 @@
 Reads each run's TensorBoard log (``eval/mean_reward``: the deterministic return of the current
 policy on the validation primary seed(s), 500 by default, logged by checkpoint selection) and
 prints, per run, the return and the validation loss it implies against training episodes and
-primary updates; with ``--figure`` it also plots them. With the ``recommended`` preset's reward
+primary updates; with ``--figure`` it also plots them. With the ``digits-capped`` preset's reward
 (log-ratio on a fixed probe batch) a return ``R`` means the probe loss fell from its initial
 value ``L0`` to ``L0 * exp(-R)``; digits starts at ``L0 ~ 2.3``.
 
-This is how the default training budget of the ``recommended`` preset was chosen (README,
+This is how the default training budget of the ``digits-capped`` preset was chosen (README,
 "Results"): the budget where the curves flatten.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Cases:
 - ``env-digits``: one ``LearningRateEnv`` on ``digits``, reset, ``--steps`` steps, one full evaluation;
 - ``env-mnist-cnn``: the same on the paper's MNIST CNN with random data of MNIST's real size
   (``--n-train`` 60000 x 1x28x28 float32 = 188 MB, plus 10000 test examples);
-- ``train-digits``: :func:`lrrl.training.train` (the ``recommended`` preset) on
+- ``train-digits``: :func:`lrrl.training.train` (the ``digits-capped`` preset) on
   ``digits`` for ``--train-steps`` steps with episodes of ``--episode-length`` steps (each episode's
   end evaluates the full train/test loss, as a real run does);
 - ``train-mnist-cnn``: the same on the MNIST CNN with the random MNIST-sized data, named as the
@@ -100,8 +100,8 @@ def child(case: str, args) -> dict:
         if case == "train-mnist-cnn":
             os.environ["LRRL_MEMORY_SIZES"] = f"{args.n_train},{args.n_test}"
             task = "benchmarks.memory:mnist_sized_task"
-        settings = TrainSettings.from_preset(task=task, steps=args.train_steps, device="cpu", checkpoint_every=0,
-                                             env={"episode_length": args.episode_length})
+        settings = TrainSettings.from_preset("digits-capped", task=task, steps=args.train_steps, device="cpu",
+                                             checkpoint_every=0, env={"episode_length": args.episode_length})
         out["settings"] = {"preset": settings.preset, "agent": settings.agent, "task": task,
                            "steps": settings.steps, "episode_length": args.episode_length}
         with tempfile.TemporaryDirectory() as tmp:

@@ -63,13 +63,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # a tanh actor in [-1, 1] mapped onto lr_min * (lr_max / lr_min) ** ((a + 1) / 2)
     "paper-log-uniform": {"preset": "paper", "env": {"action": "absolute"},
                           "agent_overrides": {"actor_output": "tanh"}},
-    # the issue-16 preset: policy search over a rate and a step-length cap
-    "recommended": {"preset": "recommended"},
-    "rec-td3": {"preset": "recommended", "agent": "td3"},
-    "rec-actor-critic": {"preset": "recommended", "agent": "actor-critic"},
+    # the digits-capped preset: policy search over a rate and a step-length cap
+    "digits-capped": {"preset": "digits-capped"},
+    "rec-td3": {"preset": "digits-capped", "agent": "td3"},
+    "rec-actor-critic": {"preset": "digits-capped", "agent": "actor-critic"},
     # issue 12: the same search with each generation's 12 candidates in one vector env (one process)
     # instead of --workers processes; the same transitions
-    "rec-vec12": {"preset": "recommended", "train": {"num_envs": 12}},
+    "rec-vec12": {"preset": "digits-capped", "train": {"num_envs": 12}},
     # the actor-critic-relative study's configurations (lrrl/presets.py "actor-critic-relative", the previous recommended)
     "actor-critic-relative": {"preset": "actor-critic-relative"},
     "actor-critic-relative-td3": {"preset": "actor-critic-relative", "agent": "td3"},
@@ -77,7 +77,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "actor-critic-relative-discounted": {"preset": "actor-critic-relative", "agent_overrides": {"gamma": 0.9}, "train": {"finite_horizon": False}},
     "actor-critic-relative-same-batch": {"preset": "actor-critic-relative", "env": {"reward": "same-batch"}},
 }
-DEFAULT_CONFIGS = ("paper", "paper-no-separate", "actor-critic-relative", "recommended")
+DEFAULT_CONFIGS = ("paper", "paper-no-separate", "actor-critic-relative", "digits-capped")
 
 #: baseline families per task: family -> (optimizer, policy kind, rates); the best rate per
 #: family is reported. Grids are fine around each task's best decade rate (measured).

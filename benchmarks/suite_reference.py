@@ -14,7 +14,8 @@
    method: final losses, ratios, tuned parameters) and one card per family,
    ``docs/suite/cards/<family>.md`` (what the family draws, the scored instances, and its
    reference table with the command that measured it: the ``evaluate.py --suite`` line that
-   :func:`lrrl.suite.run_suite` recorded in ``suite.json``).
+   :func:`lrrl.suite.run_suite` recorded in ``suite.json``). A split missing from ``OUT`` keeps
+   its entry of ``reference.json`` (``measure --splits train`` then ``render`` redoes one split).
 
 ``all`` (the default) does both. A controller is scored on the same instances with
 ``python evaluate.py RUN_DIR --suite test --out DIR``; copying ``OUT/test/instances`` into
@@ -134,11 +135,15 @@ def render(args, command: str) -> None:
 
     docs = Path(args.docs)
     (docs / "cards").mkdir(parents=True, exist_ok=True)
-    compact = {}
+    # a split that OUT does not hold keeps what reference.json recorded for it (a family changed
+    # in one split needs only that split measured again)
+    recorded = docs / "reference.json"
+    compact = json.loads(recorded.read_text()) if recorded.is_file() else {}
     for split in ("test", "train"):
         path = Path(args.out) / split / "suite.json"
         if not path.is_file():
-            print(f"{path} missing: measure the {split} split first", file=sys.stderr)
+            kept = "keeping its recorded scores" if split in compact else "measure it first"
+            print(f"{path} missing: {kept}", file=sys.stderr)
             continue
         record = json.loads(path.read_text())
         text = (Path(args.out) / split / "suite.md").read_text()

@@ -3,7 +3,7 @@
     python benchmarks/transfer.py                       # small defaults: a few minutes on CPU
     python benchmarks/transfer.py --train-steps 10000 --eval-updates 1000 --jobs 2   # full sizes
 
-1. Trains controllers with :func:`lrrl.training.train` (the ``--preset``, default ``recommended``), one
+1. Trains controllers with :func:`lrrl.training.train` (the ``--preset``, default ``digits-capped``), one
    per ``--controllers`` entry ``TASKS@OPTIMIZER``: ``digits@sgd`` (the paper's setting),
    ``digits+regression2d@sgd`` (multi-task: round-robin episodes), ``digits@momentum``,
    ``digits@adam`` (the controller sets the learning rate of SGD with momentum 0.9 / of Adam).
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra, already trained controllers (train_controller.py run directories)")
     p.add_argument("--tests", default=DEFAULT_TESTS,
                    help="comma-separated test tasks (names or package.module:function)")
-    p.add_argument("--preset", default="recommended", help="train_controller.py preset")
+    p.add_argument("--preset", default="digits-capped", help="train_controller.py preset")
     p.add_argument("--train-steps", type=int, default=3000, help="env steps per controller")
     p.add_argument("--episode-length", type=int, default=None,
                    help="training episode length (default: the preset's)")

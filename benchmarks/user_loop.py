@@ -14,10 +14,10 @@ For each controller and each instance (default: the suite's ``test`` families, s
 
 It prints, per variant, the geometric mean over instances of (variant's final training loss /
 the env's), the largest such ratio, and the collapsed runs (not finite, or final training loss
->= 0.9 x the initial: the suite's rule), then every run. The issue's target: every loop variant
+>= 0.9 x the initial: the suite's rule), then every run. What a practitioner needs: every loop variant
 within 2x of the env result, none collapsed.
 
-    python benchmarks/user_loop.py runs/suite-seed0 [more controllers] [--split test] [--instances 3]
+    python benchmarks/user_loop.py pretrained:general [more controllers] [--split test] [--instances 3]
 """
 from __future__ import annotations
 

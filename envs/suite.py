@@ -109,7 +109,8 @@ class CNN2d(nn.Module):
 
     def __init__(self, c1: int, c2: int, n_out: int = 10, hidden: int = 0) -> None:
         super().__init__()
-        head = [nn.Linear(c2 * 4, hidden), nn.ReLU(), nn.Linear(hidden, n_out)] if hidden else [nn.Linear(c2 * 4, n_out)]
+        head = ([nn.Linear(c2 * 4, hidden), nn.ReLU(), nn.Linear(hidden, n_out)] if hidden
+                else [nn.Linear(c2 * 4, n_out)])
         self.net = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                  nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                  nn.Flatten(), *head)

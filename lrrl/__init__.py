@@ -13,7 +13,7 @@ Where things live (the file names say it):
 - :mod:`lrrl.config`: seeds (training, selection 500, held-out 1000+), the typed
   settings of a training (:class:`~lrrl.config.TrainSettings`) and of an evaluation
   (:class:`~lrrl.config.EvaluationSettings`), validated once;
-- :mod:`lrrl.presets`: the named configurations (``paper``, ``recommended``, ...);
+- :mod:`lrrl.presets`: the named configurations (``paper``, ``recommended``, ``digits-capped``, ...);
 - :mod:`lrrl.training`: ``train(settings, out) -> summary``, the one training entry point;
 - :mod:`lrrl.methods`: the baseline catalogue and its grids;
 - :mod:`lrrl.sweep`: run specs, their persistence and the backends that run them (the

@@ -1,7 +1,7 @@
 """Train a learning-rate controller: the paper's actor-critic, an episodic policy search, or SB3
 DDPG/TD3, on LearningRateEnv.
 
-    python train_controller.py                      # the recommended preset (policy search) on digits
+    python train_controller.py                      # the recommended preset (policy search) on the task suite's train families
     python train_controller.py --agent td3 --steps 20000 --task digits,regression2d
     python train_controller.py --resume runs/actor-critic-digits-seed0 --steps 20000
     python train_controller.py --seeds 0-4 --jobs 2 --out runs/five      # five controllers, OUT/seed-K

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
 from benchmarks import env_overhead, memory, peer_dacbench  # noqa: E402
 
 
@@ -89,3 +90,27 @@ def test_controller_overhead_tiny(tmp_path, capsys):
     (res,) = json.loads(out.read_text())["results"]
     assert set(res["ratio_to_plain"]) == {"env", "inference", "learning"}
     assert all(_finite_positive(s["median"]) for s in res["ratio_to_plain"].values())
+
+
+def test_suite_reference_render_redoes_one_split_and_keeps_the_other(tmp_path):
+    """``suite_reference.py render`` with only the train split measured rewrites the train split's
+    tables and its part of reference.json, and keeps the recorded test split as it was."""
+    from benchmarks import suite_reference
+
+    recorded = json.loads((ROOT / "docs" / "suite" / "reference.json").read_text())
+    train = recorded["train"]
+    record = {**train, "failed_ratio": 100.0, "command": "python benchmarks/suite_reference.py measure --splits train",
+              "per_instance": [{**i, "n_train": 1, "n_test": 1, "n_parameters": 1} for i in train["per_instance"]]}
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "suite.json").write_text(json.dumps(record))
+    (out / "train" / "suite.md").write_text("# train split, measured again\n")
+    docs.mkdir()
+    (docs / "reference.json").write_text(json.dumps({"test": {"marker": "recorded test split"}, "train": {}}))
+    assert suite_reference.main(["render", "--out", str(out), "--docs", str(docs)]) == 0
+    rendered = json.loads((docs / "reference.json").read_text())
+    assert rendered["test"] == {"marker": "recorded test split"}
+    assert rendered["train"]["command"] == record["command"]
+    assert rendered["train"]["per_instance"][0]["family"] == "linear-regression"
+    assert (docs / "reference-train.md").read_text().startswith("# train split, measured again")
+    assert not (docs / "reference-test.md").exists() and (docs / "cards" / "digits-cnn.md").is_file()

@@ -123,3 +123,28 @@ def test_set_parameters_checks_names():
     search = PolicySearch(_env(), population=4, seed=0)
     search.set_parameters({"search": {"mean": torch.ones(search.mean.size, dtype=torch.float64)}})
     assert np.array_equal(search.mean, np.ones(search.mean.size))
+
+
+class _FixedRate:
+    """A deterministic 'policy' that always asks for the same action."""
+
+    def __init__(self, action: float) -> None:
+        self.action = np.array([action], dtype=np.float32)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return self.action, None
+
+
+def test_a_failed_selection_episode_costs_the_failure_cost():
+    """With ``failure_cost`` (suite training selects this way) an episode that ends diverged costs
+    that much more, so a policy that fails on one selection problem never outranks one that
+    fails on none, whatever its mean return; without it the return alone counts."""
+    def env():
+        return LearningRateEnv("regression2d", episode_length=20, device="cpu", action="raw",
+                               lr_min=1e-5, lr_max=1e4, divergence_factor=10.0)
+
+    safe, reckless = _FixedRate(0.05), _FixedRate(1e4)
+    plain = deterministic_return(reckless, env(), SEEDS)
+    charged = deterministic_return(reckless, env(), SEEDS, failure_cost=1000.0)
+    assert charged == pytest.approx(plain - 1000.0)  # both selection episodes diverged
+    assert deterministic_return(safe, env(), SEEDS, failure_cost=1000.0) == deterministic_return(safe, env(), SEEDS)

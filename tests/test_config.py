@@ -10,8 +10,8 @@ from lrrl.presets import get_preset
 
 
 def test_from_preset_takes_the_presets_values_and_overrides():
-    s = TrainSettings.from_preset("recommended")
-    preset = get_preset("recommended")
+    s = TrainSettings.from_preset("digits-capped")
+    preset = get_preset("digits-capped")
     assert s.agent == preset["algo"] and s.env_kwargs == preset["env"] and s.steps == preset["train"]["steps"]
     assert s.eval_seeds == [SELECTION_SEED] and s.task == "digits"
     s = TrainSettings.from_preset("actor-critic-relative", agent="td3", env={"reward": "same-batch", "lr_min": None},
@@ -94,4 +94,4 @@ def test_paper_preset_actor_sets_the_rate_itself():
 @pytest.mark.parametrize("train", [{"task": "digits,suite-train"}, {"task": "suite-train", "num_envs": 2}])
 def test_suite_training_alone_and_one_episode_at_a_time(train):
     with pytest.raises(ValueError, match="trains on the suite alone"):
-        TrainSettings.from_preset("suite", agent="td3", **train)
+        TrainSettings.from_preset("recommended", agent="td3", **train)

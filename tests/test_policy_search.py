@@ -92,7 +92,7 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
 
 def test_train_controller_trains_saves_and_loads_a_policy_search(tmp_path):
     out = tmp_path / "run"
-    argv = ["--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
+    argv = ["--preset", "digits-capped", "--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
             "--updates-per-step", "5", "--action", "capped", "--features", "step_fraction,grad_norm",
             "--population", "4", "--steps", str(4 * 4 * 3), "--select-best", "1", "--out", str(out),
             "--no-progress"]
@@ -118,7 +118,7 @@ def test_scheduler_holdout_and_learning_curve_scripts(tmp_path, capsys):
     from benchmarks import learning_curve, scheduler_holdout
 
     run_dir = tmp_path / "run"
-    assert train_controller.main(["--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
+    assert train_controller.main(["--preset", "digits-capped", "--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
                                   "--updates-per-step", "5", "--population", "4", "--steps", "32",
                                   "--select-best", "1", "--workers", "1", "--out", str(run_dir),
                                   "--no-progress"]) == 0

@@ -73,7 +73,8 @@ def test_the_scheduler_example_runs_as_written(tmp_path, monkeypatch):
 # every command of the README, and who runs it
 _BY_CI = {"python3", ".", "pip"}                 # .ci/run: the venv and the install step, as written
 _TRAIN_TINY = {  # appended to each training command: the same command at a tiny budget (last flag wins)
-    "policy-search": ["--steps", "8", "--episode-length", "10", "--population", "4"],
+    "policy-search": ["--steps", "8", "--episode-length", "10", "--population", "4", "--episodes-per-candidate", "1",
+                      "--eval-seed", "500"],
     "actor-critic": ["--steps", "40", "--episode-length", "40"],
     "sb3": ["--steps", "45", "--episode-length", "40", "--learning-starts", "40", "--batch-size", "16"],
     "resume": ["--steps", "16"],

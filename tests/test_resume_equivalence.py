@@ -20,7 +20,7 @@ from agents.checkpoint import load_controller
 ROOT = Path(__file__).resolve().parents[1]
 
 # a policy search of 4 candidates x 4 env steps (16 steps a generation), checkpoint selection on
-PS = ["--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25", "--population", "4",
+PS = ["--preset", "digits-capped", "--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25", "--population", "4",
       "--workers", "1", "--no-progress", "--log-every", "50"]
 AC = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--log-every", "50"]
 TD3 = ["--preset", "paper", "--agent", "td3", "--episode-length", "20", "--learning-starts", "10",

@@ -20,7 +20,7 @@ from agents.io import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 # the CLI mechanics are tested on the paper preset (one update per env step, actor-critic by
-# default); "recommended" holds rates for 25 updates and runs a policy search
+# default); "recommended" holds rates for 25 updates and runs a policy search on the suite
 TINY = ["--preset", "paper", "--episode-length", "40", "--no-progress", "--checkpoint-every", "0", "--log-every", "5"]
 SB3_TINY = ["--learning-starts", "40", "--batch-size", "16"]
 

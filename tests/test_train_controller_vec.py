@@ -47,7 +47,7 @@ def test_policy_search_on_num_envs(tmp_path, capsys):
     """The policy search runs a generation's candidates N at a time in one vector env; with
     --workers > 1 as well it is a clear error (one of the two)."""
     out = tmp_path / "run"
-    argv = ["--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
+    argv = ["--preset", "digits-capped", "--agent", "policy-search", "--task", "regression2d", "--episode-length", "20",
             "--updates-per-step", "5", "--population", "4", "--steps", str(4 * 4 * 2), "--select-best", "1",
             "--no-progress"]
     assert train_controller.main([*argv, "--num-envs", "3", "--out", str(out)]) == 0

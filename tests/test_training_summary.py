@@ -14,7 +14,7 @@ from envs.learning_rate_env import LearningRateEnv
 from lrrl.config import TrainSettings
 from lrrl.presets import PRESETS
 
-PS = ["--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25", "--population", "4",
+PS = ["--preset", "digits-capped", "--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25", "--population", "4",
       "--workers", "1", "--log-every", "50"]
 
 

@@ -17,7 +17,7 @@ from envs.vector_env import LearningRateVectorEnv
 from helpers_cli import TINY, cli, error_line
 
 NAN, INF = float("nan"), float("inf")
-PS_TINY = ["--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25",
+PS_TINY = ["--preset", "digits-capped", "--agent", "policy-search", "--episode-length", "100", "--updates-per-step", "25",
            "--population", "4", "--workers", "1", "--no-progress", "--steps", "16"]
 EVAL_TINY = ["--task", "digits", "--steps", "5", "--seeds", "1", "--eval-every", "5", "--episodes", "0"]
 

@@ -6,10 +6,10 @@ with a ``CARD.md``: what it was trained on, the command that trained it and its 
 
     from agents import ControllerScheduler
 
-    scheduler = ControllerScheduler.from_pretrained("sgd", optimizer, total_steps=1000)
+    scheduler = ControllerScheduler.from_pretrained("general", optimizer, total_steps=1000)
 
 Everywhere a run directory is accepted, ``"pretrained:NAME"`` names a shipped controller
-(``load_controller("pretrained:sgd")``, ``python evaluate.py pretrained:sgd ...``).
+(``load_controller("pretrained:general")``, ``python evaluate.py pretrained:general ...``).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from pathlib import Path
 
 #: the shipped controllers: name -> what it is (its CARD.md says how it was trained and measured)
 PRETRAINED = {
+    "general": "sets the learning rate of plain SGD in the model's own units (a trust ratio); trained on the task "
+               "suite's train families, for problems it never saw (the default preset, `recommended`)",
     "sgd": "sets the learning rate of plain SGD (a rate and a step-length cap); trained on digits",
     "adam": "sets the learning rate of Adam; trained on digits",
 }
@@ -27,7 +29,7 @@ _HERE = Path(__file__).resolve().parent
 
 
 def pretrained_path(name: str) -> Path:
-    """The directory of the shipped controller ``name`` (``"sgd"``, ``"adam"``; a leading
+    """The directory of the shipped controller ``name`` (``"general"``, ``"sgd"``, ``"adam"``; a leading
     ``"pretrained:"`` is accepted). An unknown name is a ``ValueError`` listing the names."""
     key = name[len(PREFIX):] if isinstance(name, str) and name.startswith(PREFIX) else name
     if key not in PRETRAINED:
