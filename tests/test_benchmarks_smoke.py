@@ -114,3 +114,27 @@ def test_suite_reference_render_redoes_one_split_and_keeps_the_other(tmp_path):
     assert rendered["train"]["per_instance"][0]["family"] == "linear-regression"
     assert (docs / "reference-train.md").read_text().startswith("# train split, measured again")
     assert not (docs / "reference-test.md").exists() and (docs / "cards" / "digits-cnn.md").is_file()
+
+
+def test_hand_rules_tiny(tmp_path, monkeypatch, capsys):
+    """Normalised SGD by hand: a task's final losses per rule, and a suite split's ratios to the
+    recorded tuned SGD (here a reference of one instance); bad flags are one argparse error."""
+    from benchmarks import hand_rules
+
+    assert hand_rules.main(["--task", "regression2d", "--caps", "0.01,0.3", "--schedules", "linear", "--seeds", "1",
+                            "--updates", "30"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cap ")]
+    assert len(lines) == 2 and all(_finite_positive(float(line.split(": ")[1])) for line in lines)
+
+    recorded = json.loads((ROOT / "docs" / "suite" / "reference.json").read_text())
+    one = [i for i in recorded["train"]["per_instance"] if i["family"] == "linear-regression" and i["seed"] == 1000]
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"train": {"per_instance": one}}))
+    monkeypatch.setattr(hand_rules, "REFERENCE", reference)
+    assert hand_rules.main(["--suite", "train", "--caps", "0.1", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    ratio = float(out.split("linear-regression@1000: ")[1].split()[0])
+    assert _finite_positive(ratio) and ratio < hand_rules.FAILED  # this rule trains that instance
+    assert "geometric mean ratio to tuned SGD" in out and "collapsed 0/1" in out
+    with pytest.raises(SystemExit):
+        hand_rules.main(["--task", "digits", "--schedules", "cosine"])
