@@ -23,13 +23,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "suite" / "reference.json"
 SCHEDULES = ("const", "linear")
-FAILED = 100.0
 
 
 def final_loss(task, seed: int, cap: float, schedule: str, updates: int) -> tuple[float, float]:
     """(initial, final) full training loss of normalised SGD on ``task`` from primary seed ``seed``."""
     import torch
 
+    from envs.control import grad_norm, weight_norm
     from envs.primary import PrimaryTrainer
 
     trainer = PrimaryTrainer(task, optimizer="sgd", device="cpu", seed=seed)
@@ -37,11 +37,9 @@ def final_loss(task, seed: int, cap: float, schedule: str, updates: int) -> tupl
     params = list(trainer.parameters())
     for t in range(updates):
         trainer.loss_and_grad(trainer.next_batch())
-        g = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
-                                                  if p.grad is not None]))
-        w = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach()) for p in params]))
+        g, w = torch.stack([grad_norm(params), weight_norm(params)]).tolist()  # one synchronisation
         fraction = cap * (1.0 - t / updates if schedule == "linear" else 1.0)
-        trainer.update(fraction * float(w) / max(float(g), 1e-12))
+        trainer.update(fraction * w / max(g, 1e-12))
     return initial, trainer.evaluate(("train",))["train_loss"]
 
 
@@ -63,6 +61,8 @@ def main(argv=None) -> int:
     import torch
 
     from lrrl.config import parse_seeds
+    from lrrl.stats import COLLAPSE_FRACTION
+    from lrrl.suite import FAILED_RATIO
 
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -96,14 +96,14 @@ def main(argv=None) -> int:
         cells = []
         for rule in rules:
             initial, final = final_loss(task, inst["seed"], *rule, task.meta["horizon"])
-            ratio = final / tuned if math.isfinite(final) and final < 0.9 * initial else FAILED
+            ratio = final / tuned if math.isfinite(final) and final < COLLAPSE_FRACTION * initial else FAILED_RATIO
             ratios[rule].append(ratio)
             cells.append(f"{ratio:.3g}")
         print(f"{inst['family']}@{inst['seed']}: " + ", ".join(cells), flush=True)
     for (cap, schedule), values in ratios.items():
         print(f"cap {cap:g} x ||w||, {schedule}: geometric mean ratio to tuned SGD "
               f"{math.exp(np.mean(np.log(values))):.3g}, largest {max(values):.3g}, "
-              f"collapsed {sum(v == FAILED for v in values)}/{len(values)}")
+              f"collapsed {sum(v == FAILED_RATIO for v in values)}/{len(values)}")
     return 0
 
 

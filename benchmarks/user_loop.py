@@ -38,9 +38,9 @@ from agents.scheduler import ControllerScheduler  # noqa: E402
 from envs.learning_rate_env import LearningRateEnv  # noqa: E402
 from envs.primary import PrimaryTrainer  # noqa: E402
 from envs.suite import make_instance, scoring_seeds, split_families  # noqa: E402
+from lrrl.stats import COLLAPSE_FRACTION  # noqa: E402  (the suite's collapse rule)
 
 VARIANTS = ("loader", "replacement", "batch/2", "batch*2", "horizon/2", "horizon*3", "sgd")
-COLLAPSE = 0.9  # final training loss >= this x the initial: collapsed (lrrl.suite's rule)
 
 
 def env_result(controller, task, seed: int) -> dict:
@@ -95,7 +95,7 @@ def loop_result(controller, task, seed: int, variant: str, sgd_lr: float) -> dic
 
 
 def collapsed(run: dict) -> bool:
-    return not (math.isfinite(run["train_loss"]) and run["train_loss"] < COLLAPSE * run["initial"])
+    return not (math.isfinite(run["train_loss"]) and run["train_loss"] < COLLAPSE_FRACTION * run["initial"])
 
 
 def main(argv: list[str] | None = None) -> int:
