@@ -86,8 +86,9 @@ class PrimaryConfig:
     eval_every: int = setting(0, "full train/test evaluation in info['eval'] every N primary updates "
                                  "(and at reset and the episode's end; 0: never)", INT_AT_LEAST_0)
     validation_size: int | None = setting(None, "examples held out of the training set as the validation "
-                                                "split (default: validation_batch_size when the reward or "
-                                                "a feature needs it, else 0)", _optional(INT_AT_LEAST_0))
+                                                "split (default: validation_batch_size, at most a quarter of "
+                                                "the training set, when the reward or a feature needs it, "
+                                                "else 0)", _optional(INT_AT_LEAST_0))
 
     def __post_init__(self) -> None:
         check_number("eval_every", self.eval_every, low=0, integer=True)

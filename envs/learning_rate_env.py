@@ -15,7 +15,7 @@ from envs.primary import PrimaryTrainer
 from envs.step_core import StepCore, StepPlan
 from envs.trainer_list import TrainerList
 from envs.rewards import REWARDS, TRANSFORMS, RewardTransform, reward_plan  # noqa: F401
-from envs.tasks import Task
+from envs.tasks import Task, make_task
 
 
 def _is_size(v) -> bool:
@@ -23,9 +23,16 @@ def _is_size(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
 
 
-def _validation_size(config: EnvConfig) -> int:
+# the default validation split takes at most this share of the training set, so that a small
+# dataset (the suite's iris instances hold 113 training examples) keeps most of it for training
+VALIDATION_MAX_SHARE = 0.25
+
+
+def _validation_size(config: EnvConfig, n_train: int) -> int:
     """The validation split's size, with the checks across groups: the validation reward and the
-    ``val_loss`` feature measure a held batch of ``validation_batch_size`` examples from it."""
+    ``val_loss`` feature measure a held batch of ``validation_batch_size`` examples from it. By
+    default the split is one such batch, at most ``VALIDATION_MAX_SHARE`` of the ``n_train``
+    training examples; an explicit ``validation_size`` is taken as given."""
     reward, features = config.reward, config.control.features
     unknown = [f for f in features if f not in FEATURES]
     if unknown:  # (ControlState says so too, but the split is sized first)
@@ -41,9 +48,13 @@ def _validation_size(config: EnvConfig) -> int:
                          f"integer >= 1, got {reward.probe_batch_size!r}")
     size = config.primary.validation_size
     if size is None:
-        size = reward.validation_batch_size if needs_val else 0
+        size = min(reward.validation_batch_size, int(VALIDATION_MAX_SHARE * n_train)) if needs_val else 0
     if needs_val and size < 1:
-        raise ValueError("reward='validation' and the val_loss feature need validation_size >= 1")
+        raise ValueError(f"reward='validation' and the val_loss feature need validation_size >= 1 (the task "
+                         f"has {n_train} training examples)")
+    if size >= n_train:
+        raise ValueError(f"validation_size={size} holds out the whole training set ({n_train} examples); "
+                         f"it must be below {n_train}")
     return size
 
 
@@ -115,7 +126,8 @@ class LearningRateEnv(gym.Env):
     the update did not use (one extra forward, as for same-batch).
     ``reward="validation"``: the decrement of the loss on a batch of ``validation_batch_size``
     examples from a validation split held out of the training set (``validation_size``
-    examples), fixed or redrawn each step (``rotating_validation``).
+    examples; by default ``validation_batch_size``, at most a quarter of the training set), fixed
+    or redrawn each step (``rotating_validation``).
     ``reward="probe"``: the same on a probe batch of ``probe_batch_size`` examples of the
     training set itself (fixed or rotating; ``probe_batch_size=None``, the default, takes
     ``validation_batch_size``): a low-noise measure of training-loss progress, for
@@ -225,7 +237,8 @@ class LearningRateEnv(gym.Env):
         self.reward_plan = reward_plan(reward.reward)
         self.reward_fn = RewardTransform(reward.reward_transform, float(reward.reward_scale),
                                          float(reward.divergence_penalty), float(reward.divergence_factor))
-        validation_size = _validation_size(config)
+        task = make_task(task, data_root=data_root, download=download)
+        validation_size = _validation_size(config, len(task.x_train))
         # seed=None: the first reset() without a seed draws one (Gymnasium's convention); until
         # then the trainer holds seed 0's w0, which that reset replaces
         self.trainer = PrimaryTrainer(task, optimizer=primary.optimizer, optimizer_kwargs=primary.optimizer_kwargs,

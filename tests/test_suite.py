@@ -162,6 +162,21 @@ def test_episode_is_the_instance_horizon_unless_fixed():
     assert steps == 7
 
 
+def test_validation_reward_runs_on_the_smallest_instances():
+    """The default validation split is one validation batch, at most a quarter of the training set:
+    iris holds 113 training examples, fewer than the batch of 200, and still keeps 85 to train on.
+    A split that would hold out the whole training set is one clear error."""
+    env = SuiteEnv(split="train", families=["tabular-mlp"], seeds=[1], reward="validation", seed=0)
+    _, info = env.reset()
+    assert info["instance"] == "tabular-mlp@1" and env.current.trainer.task.meta["params"]["data"] == "iris"
+    assert len(env.current.trainer.x_val) == 28 and len(env.current.trainer.x_train) == 113 - 28
+    _, reward, terminated, _, info = env.step(np.zeros(1, np.float32))
+    assert np.isfinite(reward) and not terminated
+    assert info["loss_before"] != info["loss_after"]
+    with pytest.raises(ValueError, match="holds out the whole training set"):
+        SuiteEnv(split="train", families=["tabular-mlp"], seeds=[1], reward="validation", validation_size=113)
+
+
 @pytest.mark.parametrize("env_id", ["LearningRate-Suite-v0", "LearningRate-Suite-Test-v0",
                                     "LearningRate-Suite-GruText-v0"])
 def test_env_checkers_pass(env_id):
