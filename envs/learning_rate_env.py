@@ -28,11 +28,17 @@ def _is_size(v) -> bool:
 VALIDATION_MAX_SHARE = 0.25
 
 
+def default_validation_size(batch_size: int, n_train: int) -> int:
+    """The validation split held out of ``n_train`` training examples for a held batch of
+    ``batch_size`` examples, unless ``validation_size`` is given: one batch, at most
+    ``VALIDATION_MAX_SHARE`` of the training set."""
+    return min(int(batch_size), int(VALIDATION_MAX_SHARE * n_train))
+
+
 def _validation_size(config: EnvConfig, n_train: int) -> int:
     """The validation split's size, with the checks across groups: the validation reward and the
-    ``val_loss`` feature measure a held batch of ``validation_batch_size`` examples from it. By
-    default the split is one such batch, at most ``VALIDATION_MAX_SHARE`` of the ``n_train``
-    training examples; an explicit ``validation_size`` is taken as given."""
+    ``val_loss`` feature measure a held batch of ``validation_batch_size`` examples from it
+    (:func:`default_validation_size` unless ``validation_size`` is given)."""
     reward, features = config.reward, config.control.features
     unknown = [f for f in features if f not in FEATURES]
     if unknown:  # (ControlState says so too, but the split is sized first)
@@ -48,7 +54,7 @@ def _validation_size(config: EnvConfig, n_train: int) -> int:
                          f"integer >= 1, got {reward.probe_batch_size!r}")
     size = config.primary.validation_size
     if size is None:
-        size = min(reward.validation_batch_size, int(VALIDATION_MAX_SHARE * n_train)) if needs_val else 0
+        size = default_validation_size(reward.validation_batch_size, n_train) if needs_val else 0
     if needs_val and size < 1:
         raise ValueError(f"reward='validation' and the val_loss feature need validation_size >= 1 (the task "
                          f"has {n_train} training examples)")

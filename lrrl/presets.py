@@ -21,6 +21,8 @@
   suite's train families (``task: suite-train``) in the model's own units: the trust action,
   scale-free observations, the safety net, candidates scored on four problems each (see the
   comment above it and docs/generalization.md); the shipped ``pretrained:general``.
+- ``held-out-loss``: ``recommended`` with the reward and the checkpoint selection on a validation
+  split held out of the training set instead of the training loss.
 
 ``"agent"`` holds :class:`~agents.actor_critic.ActorCritic` keyword arguments; ``gamma`` and
 ``noise_std`` are shared with the SB3 agents.
@@ -170,6 +172,15 @@ PRESETS["recommended"] = {
     "train": {"task": "suite-train", "steps": 15_000, "select_best": 2, "eval_seeds": list(range(500, 512)),
               "collapse_termination": True, "finite_horizon": True},
 }
+
+
+# ``held-out-loss``: ``recommended`` for a user whose goal is the loss on data the model does not
+# train on. Each decision's reward is the decrement of log loss on a validation split held out of
+# the training set (one batch of 200 examples, at most a quarter of a small training set), so the
+# search and the checkpoint selection rank policies by held-out progress; the controller then runs
+# on the whole training set like any other (its features do not read the validation split).
+PRESETS["held-out-loss"] = copy.deepcopy(PRESETS["recommended"])
+PRESETS["held-out-loss"]["env"]["reward"] = "validation"
 
 
 # ``actor-critic-relative``: the ``recommended`` before ``digits-capped``: the paper's actor-critic with a relative

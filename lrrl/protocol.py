@@ -127,6 +127,16 @@ class ProtocolRun:
         return [row for _, row in sorted(self._rows, key=lambda r: r[0])]
 
 
+def shared_validation_size(controllers: Sequence[ControllerEntry], task) -> int:
+    """Training examples every method holds out on ``task``: the validation split the controllers'
+    ``val_loss`` features need, sized as their env sizes it on a task of this many examples
+    (:func:`envs.learning_rate_env.default_validation_size`); 0 when none needs one."""
+    from envs.learning_rate_env import default_validation_size
+
+    needed = max([c.controller.validation_size for c in controllers] + [0])
+    return default_validation_size(needed, len(task.x_train)) if needed else 0
+
+
 def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[ControllerEntry], out: Path,
                      progress: bool = True, backend=None) -> Results:
     """Run the tuning protocol (module docstring) for ``settings.baselines`` and ``controllers``;
@@ -145,7 +155,7 @@ def evaluate_methods(settings: EvaluationSettings, controllers: Sequence[Control
         notes.append(f"{M.label(n)} skipped: package {M.BASELINE_METHODS[n].package!r} is not installed "
                      f"(pip install -e '.[lrfree]').")
         names.remove(n)
-    validation_size = max([c.controller.validation_size for c in controllers] + [0])
+    validation_size = shared_validation_size(controllers, task)
     if validation_size:
         notes.append(f"A controller's features need a validation split: every method trains on the "
                      f"same training set with {validation_size} examples held out.")
@@ -211,8 +221,9 @@ def check_controllers(settings: EvaluationSettings, controllers: Sequence[Contro
     reward or optimizer, optimizer arguments the optimizer refuses, an observation shape other
     than the checkpoint's) is one ``ValueError`` naming the controller, not a table of error rows."""
     from envs.learning_rate_env import LearningRateEnv
+    from envs.tasks import make_task
 
-    validation_size = max([c.controller.validation_size for c in controllers] + [0])
+    validation_size = shared_validation_size(controllers, make_task(settings.task, data_root=settings.data_root))
     for entry in controllers:
         env = None
         try:

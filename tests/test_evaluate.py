@@ -169,6 +169,24 @@ def test_real_checkpoint_from_train_controller(tmp_path, capsys):
     assert math.isfinite(data["policy_evaluation"][0]["return_mean"])
 
 
+def test_shared_validation_split_is_sized_as_the_env_sizes_it():
+    """Every method holds out the validation split a val_loss controller's env held out on the
+    evaluation's task: one validation batch, at most a quarter of a small training set."""
+    from types import SimpleNamespace
+
+    from envs.learning_rate_env import LearningRateEnv
+    from envs.suite import make_instance
+
+    def entry(size):
+        return SimpleNamespace(controller=SimpleNamespace(validation_size=size))
+
+    iris = make_instance("tabular-mlp", 1)  # 113 training examples
+    env = LearningRateEnv(task=iris, features=["val_loss"], device="cpu")
+    assert protocol.shared_validation_size([entry(200), entry(0)], iris) == len(env.trainer.x_val) == 28
+    assert protocol.shared_validation_size([entry(0)], iris) == 0
+    assert protocol.shared_validation_size([entry(50)], make_instance("tabular-mlp", 0)) == 50
+
+
 def regression2d_one_ulp_off():
     """``regression2d`` with every training input moved by one float32 ulp, up or down (a fixed
     pattern): a perturbation of the size float rounding makes (a user task for the sweep below)."""
