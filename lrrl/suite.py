@@ -484,6 +484,24 @@ def family_table(results: SuiteResults) -> str:
     return "\n".join(lines)
 
 
+def accuracy_table(results: SuiteResults) -> str:
+    """Mean test accuracy per method over the classification instances, overall and per family
+    (a collapsed run counts with the accuracy it ended at); empty without classification."""
+    fams = list(dict.fromkeys(i["family"] for i in results.instances
+                              if (i["methods"].get(REFERENCE) or {}).get("test_accuracy") is not None))
+    if not fams:
+        return ""
+    lines = ["| method | all classification instances | " + " | ".join(fams) + " |",
+             "|---|---|" + "---|" * len(fams)]
+    for m in results.methods:
+        per = {f: [v["test_accuracy"] for i in results.instances if i["family"] == f
+                   for v in [i["methods"].get(m) or {}] if v.get("test_accuracy") is not None] for f in fams}
+        every = [a for accs in per.values() for a in accs]
+        cells = [f"{100 * float(np.mean(accs)):.1f}%" if accs else "—" for accs in [every, *per.values()]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def profile_table(results: SuiteResults) -> str:
     lines = ["| method | " + " | ".join(f"ratio <= {t:g}" for t in PROFILE_TAUS) + " |",
              "|---|" + "---|" * len(PROFILE_TAUS)]
@@ -527,8 +545,10 @@ def write_suite_report(results: SuiteResults, out: Path, command: str) -> str:
              f"Command: `{command}`  ",
              f"Runs: {results.runs} ({results.resumed} resumed), wall time {results.wall_time:.0f} s.", ""]
     parts += [f"- {n}" for n in results.notes] + ([""] if results.notes else [])
+    accuracy = accuracy_table(results)
     parts += ["## Aggregate", "", aggregate_table(results), "",
               "## Geometric-mean ratio (training loss) per family", "", family_table(results), "",
+              *(["## Test accuracy (classification instances)", "", accuracy, ""] if accuracy else []),
               "## Performance profile: share of instances with training-loss ratio <= tau [95% CI]", "",
               profile_table(results), "",
               "## Per instance: training-loss ratio", "", instance_table(results), ""]

@@ -230,6 +230,23 @@ def test_geometric_mean_and_aggregate_on_hand_made_numbers():
     assert agg["flaky"]["profile"]["1"][0] == pytest.approx(5 / 6)
 
 
+def test_accuracy_table_on_hand_made_numbers():
+    """Mean test accuracy over the classification instances only, a collapsed run included."""
+    from types import SimpleNamespace
+
+    def inst(fam, ref, ctrl, collapsed=False):
+        return {"family": fam, "methods": {S.REFERENCE: {"test_accuracy": ref},
+                                           "ctrl": {"test_accuracy": ctrl, "collapsed": collapsed}}}
+
+    results = SimpleNamespace(methods=[S.REFERENCE, "ctrl"], instances=[
+        inst("a", 0.8, 0.9), inst("a", 0.6, 0.1, collapsed=True), inst("b", 1.0, 0.5), inst("reg", None, None)])
+    table = S.accuracy_table(results).splitlines()
+    assert table[0] == "| method | all classification instances | a | b |"
+    assert table[2] == f"| {S.REFERENCE} | 80.0% | 70.0% | 100.0% |"
+    assert table[3] == "| ctrl | 50.0% | 50.0% | 50.0% |"
+    assert S.accuracy_table(SimpleNamespace(methods=["ctrl"], instances=[inst("reg", None, None)])) == ""
+
+
 def test_suite_baselines_always_include_the_reference():
     names, random = S.parse_suite_baselines("random,adam")
     assert random and names[0] == "sgd" and "adam" in names
