@@ -494,10 +494,13 @@ def accuracy_table(results: SuiteResults) -> str:
     lines = ["| method | all classification instances | " + " | ".join(fams) + " |",
              "|---|---|" + "---|" * len(fams)]
     for m in results.methods:
-        per = {f: [v["test_accuracy"] for i in results.instances if i["family"] == f
-                   for v in [i["methods"].get(m) or {}] if v.get("test_accuracy") is not None] for f in fams}
-        every = [a for accs in per.values() for a in accs]
-        cells = [f"{100 * float(np.mean(accs)):.1f}%" if accs else "—" for accs in [every, *per.values()]]
+        per_family: dict[str, list[float]] = {f: [] for f in fams}
+        for inst in results.instances:
+            accuracy = (inst["methods"].get(m) or {}).get("test_accuracy")
+            if inst["family"] in per_family and accuracy is not None:
+                per_family[inst["family"]].append(accuracy)
+        every = [a for accs in per_family.values() for a in accs]
+        cells = [f"{100 * float(np.mean(accs)):.1f}%" if accs else "—" for accs in [every, *per_family.values()]]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
