@@ -476,11 +476,13 @@ def aggregate_table(results: SuiteResults) -> str:
     return "\n".join(lines)
 
 
-def family_table(results: SuiteResults) -> str:
+def family_table(results: SuiteResults, loss: str = "train") -> str:
+    """Per method and family, the geometric-mean ratio of the final training (or test) loss."""
     fams = list(dict.fromkeys(i["family"] for i in results.instances))
+    scores = results.train_scores if loss == "train" else results.test_scores
     lines = ["| method | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
     for m in results.methods:
-        lines.append(f"| {m} | " + " | ".join(_r(results.per_family[m][f]) for f in fams) + " |")
+        lines.append(f"| {m} | " + " | ".join(_r(geometric_mean(scores[m][:, j])) for j in range(len(fams))) + " |")
     return "\n".join(lines)
 
 
@@ -551,6 +553,7 @@ def write_suite_report(results: SuiteResults, out: Path, command: str) -> str:
     accuracy = accuracy_table(results)
     parts += ["## Aggregate", "", aggregate_table(results), "",
               "## Geometric-mean ratio (training loss) per family", "", family_table(results), "",
+              "## Geometric-mean ratio (test loss) per family", "", family_table(results, "test"), "",
               *(["## Test accuracy (classification instances)", "", accuracy, ""] if accuracy else []),
               "## Performance profile: share of instances with training-loss ratio <= tau [95% CI]", "",
               profile_table(results), "",

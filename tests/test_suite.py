@@ -267,6 +267,8 @@ def test_evaluate_suite_writes_the_aggregate_table(tmp_path):
                      "--baselines", "random,sgd", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| SGD tuned | 1 | 1 |" in done.stdout and "| Random policy |" in done.stdout
+    test_families = done.stdout.split("## Geometric-mean ratio (test loss) per family")[1]
+    assert "| SGD tuned | 1 |" in test_families.split("##")[0]
     record = json.loads((out / "suite.json").read_text())
     assert record["aggregate_train"]["SGD tuned"]["geometric_mean"] == pytest.approx(1.0)
     assert (out / "instances" / "linear-regression@1000" / "results.md").is_file()  # the per-task report stays
