@@ -397,12 +397,17 @@ def score(settings: SuiteSettings, instances: list[dict], notes: list[str], wall
             entry["ratio_train"], entry["ratio_test"] = ratio(rec, ref, "train_loss"), ratio(rec, ref, "test_loss")
     train = scores_from_instances(instances, labels, "ratio_train")
     test = scores_from_instances(instances, labels, "ratio_test")
-    fams = list(dict.fromkeys(i["family"] for i in instances))
-    per_family = {m: {f: geometric_mean(train[m][:, j]) for j, f in enumerate(fams)} for m in labels}
+    per_family = family_means(instances, train)
     return SuiteResults(settings=settings, instances=instances, methods=labels, train_scores=train,
                         test_scores=test, aggregate_train=aggregate(train, settings.reps),
                         aggregate_test=aggregate(test, settings.reps), per_family=per_family, notes=notes,
                         wall_time=wall, runs=runs, resumed=resumed)
+
+
+def family_means(instances: Sequence[dict], scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per method, each family's geometric-mean ratio (``scores`` as from :func:`scores_from_instances`)."""
+    fams = list(dict.fromkeys(i["family"] for i in instances))
+    return {m: {f: geometric_mean(s[:, j]) for j, f in enumerate(fams)} for m, s in scores.items()}
 
 
 def scores_from_instances(per_instance: Sequence[dict], methods: Sequence[str],
@@ -479,10 +484,10 @@ def aggregate_table(results: SuiteResults) -> str:
 def family_table(results: SuiteResults, loss: str = "train") -> str:
     """Per method and family, the geometric-mean ratio of the final training (or test) loss."""
     fams = list(dict.fromkeys(i["family"] for i in results.instances))
-    scores = results.train_scores if loss == "train" else results.test_scores
+    means = results.per_family if loss == "train" else family_means(results.instances, results.test_scores)
     lines = ["| method | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
     for m in results.methods:
-        lines.append(f"| {m} | " + " | ".join(_r(geometric_mean(scores[m][:, j])) for j in range(len(fams))) + " |")
+        lines.append(f"| {m} | " + " | ".join(_r(means[m][f]) for f in fams) + " |")
     return "\n".join(lines)
 
 
