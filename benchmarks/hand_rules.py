@@ -57,12 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    import numpy as np
     import torch
 
     from lrrl.config import parse_seeds
-    from lrrl.stats import COLLAPSE_FRACTION
-    from lrrl.suite import FAILED_RATIO
+    from lrrl.suite import FAILED_RATIO, geometric_mean, ratio
 
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -92,17 +90,19 @@ def main(argv=None) -> int:
     ratios: dict[tuple, list[float]] = {rule: [] for rule in rules}
     for inst in instances:
         task = make_instance(inst["family"], inst["seed"])
-        tuned = inst["methods"]["SGD tuned"]["train_loss"]
+        tuned = {"final": {"train_loss": inst["methods"]["SGD tuned"]["train_loss"]}}
         cells = []
         for rule in rules:
             initial, final = final_loss(task, inst["seed"], *rule, task.meta["horizon"])
-            ratio = final / tuned if math.isfinite(final) and final < COLLAPSE_FRACTION * initial else FAILED_RATIO
-            ratios[rule].append(ratio)
-            cells.append(f"{ratio:.3g}")
+            # scored as the suite scores a run: a collapse or a non-finite loss is FAILED_RATIO
+            run = {"status": "ok" if math.isfinite(final) else "diverged", "curves": {"train_loss": [initial]},
+                   "final": {"train_loss": final}}
+            ratios[rule].append(ratio(run, tuned))
+            cells.append(f"{ratios[rule][-1]:.3g}")
         print(f"{inst['family']}@{inst['seed']}: " + ", ".join(cells), flush=True)
     for (cap, schedule), values in ratios.items():
         print(f"cap {cap:g} x ||w||, {schedule}: geometric mean ratio to tuned SGD "
-              f"{math.exp(np.mean(np.log(values))):.3g}, largest {max(values):.3g}, "
+              f"{geometric_mean(values):.3g}, largest {max(values):.3g}, "
               f"collapsed {sum(v == FAILED_RATIO for v in values)}/{len(values)}")
     return 0
 
