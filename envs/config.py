@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from envs.control import ACTIONS, check_number
+from envs.control import ACTIONS, ANNEALS, check_number
 from envs.rewards import REWARDS, TRANSFORMS
 
 #: the kinds of ``train_controller.py`` flags (``None``: no flag): an integer >= 1, a finite
@@ -132,6 +132,9 @@ class ControlConfig:
                                       "network's (or is not finite)", BOOL, flag="bool", controller=True)
     relative_loss: bool = setting(False, "observe log10(loss / the episode's first loss) instead of the loss",
                                   BOOL, flag="bool", controller=True)
+    anneal: str = setting("none", "a schedule on every rate and step cap the controller sets: linear: times "
+                                  "the fraction of the horizon left (a decay to zero it need not learn)",
+                          STRING, flag="choice", choices=ANNEALS, controller=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))

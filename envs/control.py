@@ -15,6 +15,9 @@ The one owner of a controller's interface, shared by :class:`~envs.learning_rate
   (the capped action in units of the model itself: a rate relative to ``||w_0|| / ||g_0||`` and a
   step cap relative to ``||w_t||``, a trust ratio as in LARS); one rate per parameter group
   with ``n_groups > 1``;
+- the **anneal** (``anneal="linear"``): every rate and step cap multiplied by the fraction of the
+  horizon left at the decision's block midpoint, a linear decay to zero that the controller does
+  not have to learn (see :meth:`ControlState.anneal_factor`);
 - the **safety net** (``safety_net``): a loss that climbs back towards the untrained network's
   (or stops being finite) halves every later rate, see :meth:`ControlState.observe`;
 - the **running state** those need: primary updates done ``t``, the current rate(s), the loss
@@ -53,6 +56,8 @@ FEATURES: dict[str, tuple[float, float | None]] = {
     "loss_trend": (-1.0, 1.0),    # log10 of the fast loss average now / at the previous decision
 }
 ACTIONS = ("absolute", "relative", "raw", "capped", "trust")
+#: schedules multiplied onto a controller's rate and step cap (``none``: the action as it is)
+ANNEALS = ("none", "linear")
 #: features that need the gradient's norm measured at every observation
 GRAD_NORM_FEATURES = ("grad_norm", "grad_ratio")
 #: the safety net: a fast loss average above ``SAFETY_RISE`` x its best and back above the
@@ -126,6 +131,8 @@ class ControlState:
             the range of the rate as a multiple of ``||w_0|| / ||g_0||``), see :meth:`decide`.
         safety_net: halve every later rate when the loss climbs back towards the untrained
             network's (see :meth:`observe`).
+        anneal: ``linear`` multiplies every rate and step cap by the fraction of
+            ``episode_length`` left (:meth:`anneal_factor`); ``none`` (default) does not.
         relative_loss: the observation's first entry is ``log10(loss / the episode's first loss)``
             (in ``RELATIVE_LOSS_BOUNDS``) instead of the loss.
         relative_factor / relative_every / initial_lr: the relative action's step factor, its
@@ -144,7 +151,8 @@ class ControlState:
                  initial_lr: float | None = None, features: Sequence[str] = (), obs_max: float = 1e3,
                  log_observations: bool = False, episode_length: int = 200,
                  updates_per_step: int = 1, step_cap_min: float = 1e-2,
-                 step_cap_max: float = 10.0, safety_net: bool = False, relative_loss: bool = False) -> None:
+                 step_cap_max: float = 10.0, safety_net: bool = False, relative_loss: bool = False,
+                 anneal: str = "none") -> None:
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         if not 0 < lr_min < lr_max or not math.isfinite(lr_max):
@@ -156,6 +164,13 @@ class ControlState:
             raise ValueError(f"unknown features {unknown}; choose from {list(FEATURES)}")
         if updates_per_step < 1:
             raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+        if anneal not in ANNEALS:
+            raise ValueError(f"anneal must be one of {ANNEALS}, got {anneal!r}")
+        if anneal != "none" and action == "relative":
+            # the relative action carries its rate from one decision to the next: a factor applied
+            # at every decision would compound instead of following the schedule
+            raise ValueError(f"anneal={anneal!r} needs an action that sets the rate afresh at every "
+                             "decision (absolute, raw, capped or trust), not 'relative'")
         check_number("relative_factor", relative_factor, low=1, low_open=True)
         check_number("relative_every", relative_every, low=1, integer=True)
         check_number("initial_lr", initial_lr, low=0, low_open=True, optional=True)
@@ -185,6 +200,7 @@ class ControlState:
         self.step_cap_min, self.step_cap_max = float(step_cap_min), float(step_cap_max)
         self.safety_net = bool(safety_net)
         self.relative_loss = bool(relative_loss)
+        self.anneal = anneal
         #: the step-length cap of the current decision (``inf``: none; only ``capped`` sets one)
         self.step_cap = math.inf
 
@@ -251,17 +267,28 @@ class ControlState:
         a = self.validate_action(action)
         if self.action_mode == "relative":
             return self._relative_rate(a)
-        return self._absolute_rate(a) * self.backoff
+        return self._absolute_rate(a) * (self.backoff * self.anneal_factor())
 
     def _absolute_rate(self, a: np.ndarray) -> np.ndarray:
         if self.action_mode in ("capped", "trust"):
-            self.step_cap = float(self._unit_to_range(a[1], self.step_cap_min, self.step_cap_max)) * self.backoff
+            self.step_cap = (float(self._unit_to_range(a[1], self.step_cap_min, self.step_cap_max))
+                             * self.backoff * self.anneal_factor())
             rate = np.clip(self.unit_to_lr(a[:1]), self.lr_min, self.lr_max)
             # trust: the rate is a multiple of the first step's scale ||w_0|| / ||g_0||
             return rate * self.trust_scale if self.action_mode == "trust" else rate
         if self.action_mode == "raw":  # the box's float32 bounds may lie just outside the range
             return np.clip(a, self.lr_min, self.lr_max)
         return np.clip(self.unit_to_lr(a), self.lr_min, self.lr_max)
+
+    def anneal_factor(self) -> float:
+        """The factor ``anneal`` puts on the next block's rate and step cap: 1 with ``none``; with
+        ``linear`` the fraction of ``episode_length`` left at the middle of the block, ``1 - (t +
+        block / 2) / episode_length``, so the updates follow a linear decay to zero (the last block
+        gets ``block / 2 / episode_length``; an update past the horizon gets the last update's
+        ``0.5 / episode_length``, so a loop that runs on keeps a small rate)."""
+        if self.anneal == "none":
+            return 1.0
+        return max(1.0 - (self.t + 0.5 * self.block_length()) / self.episode_length, 0.5 / self.episode_length)
 
     def _relative_rate(self, a: np.ndarray) -> np.ndarray:
         # (the safety net scales the running rate itself, in observe)

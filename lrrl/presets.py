@@ -19,7 +19,7 @@
   env wrappers, see ``train_controller.py``).
 - ``recommended`` (the default): a controller for problems it never saw, trained on the task
   suite's train families (``task: suite-train``) in the model's own units: the trust action,
-  scale-free observations, the safety net, candidates scored on four problems each (see the
+  scale-free observations, a linear anneal of every step to zero, the safety net, candidates scored on four problems each (see the
   comment above it and docs/generalization.md); the shipped ``pretrained:general``.
 - ``held-out-loss``: ``recommended`` with the reward and the checkpoint selection on a validation
   split held out of the training set instead of the training loss.
@@ -151,6 +151,11 @@ PRESETS["digits-capped"] = {
 #   chooses caps up to 0.1;
 # - the state: log(loss / first loss) (``relative_loss``), the time left, log(||g|| / ||g_0||) and
 #   the loss trend: no absolute scale, so nothing it learns is tied to one problem's units;
+# - ``anneal="linear"``: every rate and cap it sets is multiplied by the fraction of the horizon
+#   left, a linear decay to zero (the schedule the literature finds best for the last iterate, e.g.
+#   Defazio et al. 2023, and the one that makes the hand rule above work): without it each
+#   training seed learned its own end-of-training decay, which the train families do not pin
+#   down, and the seeds' scores on the test split were far apart (docs/generalization.md);
 # - ``safety_net``: a loss that has lost half its progress (back towards the untrained
 #   network's) halves every later rate;
 # - the search scores each candidate on 4 problems per generation (common to all candidates) by
@@ -163,7 +168,8 @@ PRESETS["recommended"] = {
     # horizon: the budget's unit (instances use their own)
     "env": {**copy.deepcopy(PRESETS["digits-capped"]["env"]),
             "action": "trust", "features": ["step_fraction", "grad_ratio", "loss_trend"], "relative_loss": True,
-            "safety_net": True, "lr_min": 1e-3, "lr_max": 10.0, "step_cap_min": 1e-3, "step_cap_max": 0.1},
+            "safety_net": True, "anneal": "linear", "lr_min": 1e-3, "lr_max": 10.0, "step_cap_min": 1e-3,
+            "step_cap_max": 0.1},
     "agent": copy.deepcopy(PRESETS["digits-capped"]["agent"]),
     "algo": "policy-search",
     "policy_search": {"population": 12, "elite_fraction": 0.25, "init_std": 0.5, "min_std": 0.02,

@@ -79,13 +79,13 @@ def test_safety_net_halves_later_rates_when_the_loss_climbs_back_and_ignores_noi
 
 
 class _Largest:
-    """A controller that always asks for the largest rate."""
+    """A controller that always asks for the largest rate (and cap, with ``size=2``)."""
 
-    def __init__(self, env_kwargs: dict) -> None:
-        self.env_kwargs = env_kwargs
+    def __init__(self, env_kwargs: dict, size: int = 1) -> None:
+        self.env_kwargs, self.size = env_kwargs, size
 
     def predict(self, obs, state=None, episode_start=None, deterministic=True):
-        return np.ones(1, np.float32), None
+        return np.ones(self.size, np.float32), None
 
 
 def _plain_loop(safety_net: bool, steps: int = 200) -> tuple[float, float]:
@@ -137,3 +137,63 @@ def test_env_runs_the_scale_free_settings_and_reports_the_trust_decision():
         assert env.observation_space.contains(obs)
         assert info["rate"] == pytest.approx(math.sqrt(1e-3 * 10.0) * first_scale)
     assert not terminated
+
+
+def test_linear_anneal_decays_rate_and_cap_to_zero_over_the_horizon():
+    """``anneal="linear"``: the same action gives a rate and a cap times the fraction of the
+    horizon left at each block's middle; ``none`` leaves them alone; past the horizon the factor
+    is the last update's."""
+    kwargs = dict(**{**SCALE_FREE, "features": []}, episode_length=100, updates_per_step=25)
+    plain, annealed = ControlState(**kwargs), ControlState(**kwargs, anneal="linear")
+    expected = (0.875, 0.625, 0.375, 0.125, 0.005)
+    for c in (plain, annealed):
+        c.start(2.0, grad_norm=4.0, weight_norm=8.0)
+    for factor in expected:
+        rates = [c.decide(np.array([0.2, -0.5])) for c in (plain, annealed)]
+        assert annealed.anneal_factor() == pytest.approx(factor)
+        assert rates[1][0] == pytest.approx(factor * rates[0][0])
+        assert annealed.step_cap == pytest.approx(factor * plain.step_cap)
+        for c, rate in zip((plain, annealed), rates):
+            c.advance(rate, 25)
+    # a shortened last block: its middle
+    short = ControlState(**kwargs, anneal="linear")
+    short.start(2.0, grad_norm=4.0, weight_norm=8.0)
+    short.advance(short.decide(np.zeros(2)), 90)
+    assert short.block_length() == 10 and short.anneal_factor() == pytest.approx(0.05)
+
+
+def test_anneal_is_refused_with_the_relative_action_and_unknown_names():
+    with pytest.raises(ValueError, match="relative"):
+        ControlState(action="relative", anneal="linear")
+    with pytest.raises(ValueError, match="anneal must be one of"):
+        ControlState(action="trust", anneal="cosine")
+
+
+def test_env_and_scheduler_apply_the_same_anneal():
+    """The env and ControllerScheduler share ControlState: a constant action gives the same
+    decaying rates in both, ending near zero."""
+    kwargs = dict(**SCALE_FREE, episode_length=20, updates_per_step=5, anneal="linear")
+    env = LearningRateEnv(task="regression2d", device="cpu", **kwargs)
+    env.reset(seed=0)
+    env_rates, done = [], False
+    while not done:
+        _, _, terminated, truncated, info = env.step(np.array([1.0, 1.0], np.float32))
+        env_rates.append(info["rate"] / env.control.trust_scale)
+        done = terminated or truncated
+    np.testing.assert_allclose(env_rates, [10.0 * f for f in (0.875, 0.625, 0.375, 0.125)], rtol=1e-6)
+
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = ControllerScheduler(_Largest(kwargs, size=2), optimizer,
+                                    total_steps=20)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    loop_rates = []
+    for t in range(20):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        scheduler.step(loss)
+        if t % 5 == 0:
+            loop_rates.append(scheduler.control.lr[0] / scheduler.control.trust_scale)
+        optimizer.step()
+    np.testing.assert_allclose(loop_rates, env_rates, rtol=1e-6)
