@@ -106,8 +106,10 @@ class ControllerScheduler(LRScheduler):
             A per-group controller (trained with ``per_group=True``) needs exactly as many param
             groups as it has outputs; a single-rate controller sets the same rate in every group.
         total_steps: the number of optimizer updates this controller will drive
-            (``step_fraction``'s denominator, and where the env's episode would end). Default: the
-            controller's training ``episode_length``. Beyond it, ``step_fraction`` stays at 1.
+            (``step_fraction``'s denominator, where the env's episode would end, and where a
+            controller trained with ``anneal="linear"`` has decayed its steps to zero). Default: the
+            controller's training ``episode_length``. Beyond it, ``step_fraction`` stays at 1 and
+            the anneal at its last update's factor.
         env_kwargs: the controller's ``LearningRateEnv`` settings; default
             ``controller.env_kwargs(include_reward=True)`` for a :class:`~agents.checkpoint.Controller`.
             Entries given here override the controller's.

@@ -111,6 +111,10 @@ class LearningRateEnv(gym.Env):
     and ``loss_trend``, a controller that sees no absolute scale).
     ``safety_net=True`` (any action): a loss that climbs back towards the untrained network's,
     or is not finite, halves every later rate (:meth:`envs.control.ControlState.observe`).
+    ``anneal="linear"`` (any action but ``relative``): every rate and step cap the action sets is
+    multiplied by the fraction of ``episode_length`` left at the middle of its block, a linear
+    decay to zero that the controller does not have to learn
+    (:meth:`envs.control.ControlState.anneal_factor`).
     ``n`` is 1, or the number of layers with ``per_group=True`` (one rate per layer).
     Finite actions outside the box are clipped; NaN or infinite actions raise ``ValueError``,
     non-numeric ones ``TypeError``, wrong shapes ``ValueError``. ``info["lr"]`` is the rate used.
@@ -191,7 +195,7 @@ class LearningRateEnv(gym.Env):
     config: an :class:`~envs.config.EnvConfig`, the settings in three typed groups: ``primary``
         (optimizer, optimizer_kwargs, per_group, fresh_w0, eval_every, validation_size),
         ``control`` (lr_min, lr_max, action and its parameters, features, obs_max,
-        log_observations, relative_loss, safety_net, episode_length, updates_per_step) and ``reward`` (reward,
+        log_observations, relative_loss, safety_net, anneal, episode_length, updates_per_step) and ``reward`` (reward,
         reward_transform, reward_scale, the held batches, divergence); each field is documented
         there. Default: every default.
     **settings: any setting by its flat name (``lr_min=1e-4``, ``reward="probe"``, ...), as
@@ -214,7 +218,8 @@ class LearningRateEnv(gym.Env):
       ``reward_scale=1`` no reward changes, and no recorded run used another). On the CPU a
       convolutional task's network now trains in channels-last layout (faster; the same
       computation, float rounding ~1e-7 relative per step apart from before, see
-      :func:`envs.primary.channels_last_on_cpu`); not an id change.
+      :func:`envs.primary.channels_last_on_cpu`); not an id change; ``anneal`` (default
+      ``none``, the action as before).
 
     ## Info
     ``lr``, ``loss_before``, ``loss_after``, ``batch_loss`` (``f(w_t; x_i)``), ``diverged``,
