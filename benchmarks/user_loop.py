@@ -15,13 +15,17 @@ For each controller and each instance (default: the suite's ``test`` families, s
 It prints, per variant, the geometric mean over instances of (variant's final training loss /
 the env's), the largest such ratio, and the collapsed runs (not finite, or final training loss
 >= 0.9 x the initial: the suite's rule), then every run. What a practitioner needs: every loop variant
-within 2x of the env result, none collapsed.
+within 2x of the env result, none collapsed. A variant that changes the batch size or the horizon
+trains differently from the env's run by construction (half the horizon is half the training), so
+it is also compared with the env run at the same batch size and horizon (``env batch/2``, ...):
+that ratio is what the loop itself changes.
 
     python benchmarks/user_loop.py pretrained:general [more controllers] [--split test] [--instances 3]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -41,11 +45,22 @@ from envs.suite import make_instance, scoring_seeds, split_families  # noqa: E40
 from lrrl.stats import COLLAPSE_FRACTION  # noqa: E402  (the suite's collapse rule)
 
 VARIANTS = ("loader", "replacement", "batch/2", "batch*2", "horizon/2", "horizon*3", "sgd")
+#: the variants that change the batch size or the horizon: (batch factor, horizon factor)
+SIZE_VARIANTS = {"batch/2": (0.5, 1), "batch*2": (2, 1), "horizon/2": (1, 0.5), "horizon*3": (1, 3)}
 
 
-def env_result(controller, task, seed: int) -> dict:
-    """The controller's run in the env on ``task`` (its horizon), from ``reset(seed=seed)``."""
-    horizon = int(task.meta["horizon"])
+def variant_size(task, variant: str | None) -> tuple[int, int]:
+    """``(horizon, batch)`` of ``variant`` on ``task``: the instance's own, or scaled."""
+    batch_factor, horizon_factor = SIZE_VARIANTS.get(variant, (1, 1))
+    return (max(1, int(int(task.meta["horizon"]) * horizon_factor)),
+            max(1, int(int(task.batch_size) * batch_factor)))
+
+
+def env_result(controller, task, seed: int, variant: str | None = None) -> dict:
+    """The controller's run in the env on ``task`` (its horizon), from ``reset(seed=seed)``; with a
+    size variant, at that variant's batch size and horizon."""
+    horizon, batch = variant_size(task, variant)
+    task = dataclasses.replace(task, batch_size=batch, meta={**task.meta, "horizon": horizon})
     kwargs = {**controller.env_kwargs(include_reward=True), "episode_length": horizon, "eval_every": horizon,
               "fresh_w0": False}
     env = LearningRateEnv(task=task, device="cpu", **kwargs)
@@ -63,9 +78,7 @@ def loop_result(controller, task, seed: int, variant: str, sgd_lr: float) -> dic
     trainer = PrimaryTrainer(task, device="cpu", seed=seed)  # w0 and data exactly as in the env
     model, loss_fn = trainer.model, trainer.loss_fn
     x, y = trainer.x_train, trainer.y_train
-    horizon, batch = int(task.meta["horizon"]), int(task.batch_size)
-    horizon = {"horizon/2": horizon // 2, "horizon*3": horizon * 3}.get(variant, horizon)
-    batch = {"batch/2": max(1, batch // 2), "batch*2": batch * 2}.get(variant, batch)
+    horizon, batch = variant_size(task, variant)
     dataset = torch.utils.data.TensorDataset(x, y)
     gen = torch.Generator().manual_seed(seed)
     if variant == "replacement":
@@ -110,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     families = args.families.split(",") if args.families else list(split_families(args.split))
+    unknown = [f for f in families if f not in split_families(args.split)]
+    if unknown:
+        parser.error(f"--families: {unknown[0]!r} is not a {args.split} family; choose from "
+                     f"{', '.join(split_families(args.split))}")
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -125,23 +142,37 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"instance": f"{fam}@{seed}", "env": env}
                 for v in variants:
                     row[v] = loop_result(controller, task, seed, v, args.sgd_lr)
+                    if v in SIZE_VARIANTS:
+                        row[f"env {v}"] = env_result(controller, task, seed, v)
                 rows.append(row)
         print(f"\n## {path} ({len(rows)} instances, {time.perf_counter() - t0:.0f} s)\n")
-        print("| variant | geo. mean of loss / env's | largest | collapsed |")
-        print("|---|---|---|---|")
-        print(f"| env | 1 | 1 | {sum(collapsed(r['env']) for r in rows)}/{len(rows)} |")
+        print("| variant | geo. mean of loss / env's | largest | same size: geo. mean of loss / env's "
+              "| same size: largest | collapsed |")
+        print("|---|---|---|---|---|---|")
+        print(f"| env | 1 | 1 | | | {sum(collapsed(r['env']) for r in rows)}/{len(rows)} |")
         for v in variants:
-            ratios = [r[v]["train_loss"] / r["env"]["train_loss"] for r in rows]
-            finite = [q for q in ratios if math.isfinite(q) and q > 0]
-            geo = float(np.exp(np.mean(np.log(finite)))) if len(finite) == len(ratios) else math.nan
-            print(f"| {v} | {geo:.3g} | {max(ratios):.3g} | {sum(collapsed(r[v]) for r in rows)}/{len(rows)} |")
+            geo, largest = _ratios(rows, v, "env")
+            same = _ratios(rows, v, f"env {v}") if v in SIZE_VARIANTS else None
+            same_cells = f"{same[0]:.3g} | {same[1]:.3g}" if same else " | "
+            failed = sum(collapsed(r[v]) for r in rows) + (sum(collapsed(r[f"env {v}"]) for r in rows) if same else 0)
+            runs = len(rows) * (2 if same else 1)
+            print(f"| {v} | {geo:.3g} | {largest:.3g} | {same_cells} | {failed}/{runs} |")
+        columns = ["env"] + [c for v in variants for c in ([v, f"env {v}"] if v in SIZE_VARIANTS else [v])]
         print("\nper instance, final training loss (test loss, test accuracy):\n")
-        print("| instance | env | " + " | ".join(variants) + " |")
-        print("|---" * (len(variants) + 2) + "|")
+        print("| instance | " + " | ".join(columns) + " |")
+        print("|---" * (len(columns) + 1) + "|")
         for r in rows:
-            cells = [_cell(r["env"])] + [_cell(r[v]) for v in variants]
-            print(f"| {r['instance']} | " + " | ".join(cells) + " |")
+            print(f"| {r['instance']} | " + " | ".join(_cell(r[c]) for c in columns) + " |")
     return 0
+
+
+def _ratios(rows: list[dict], variant: str, reference: str) -> tuple[float, float]:
+    """Geometric mean (NaN if any ratio is not finite) and largest of the variant's final
+    training loss over the reference run's, over the instances."""
+    ratios = [r[variant]["train_loss"] / r[reference]["train_loss"] for r in rows]
+    finite = [q for q in ratios if math.isfinite(q) and q > 0]
+    geo = float(np.exp(np.mean(np.log(finite)))) if len(finite) == len(ratios) else math.nan
+    return geo, max(ratios)
 
 
 def _cell(run: dict) -> str:

@@ -140,3 +140,23 @@ def test_hand_rules_tiny(tmp_path, monkeypatch, capsys):
     assert "geometric mean ratio to tuned SGD" in out and "collapsed 0/1" in out
     with pytest.raises(SystemExit):
         hand_rules.main(["--task", "digits", "--schedules", "cosine"])
+
+
+def test_user_loop_tiny(capsys):
+    """The shipped controller in plain loops on one train instance: every variant's ratio to the
+    env's run, and the size variants' ratio to the env at the same batch size and horizon; an
+    unknown family is one argparse error."""
+    from benchmarks import user_loop
+
+    assert user_loop.main(["pretrained:general", "--split", "train", "--families", "linear-regression",
+                           "--instances", "1", "--variants", "loader,horizon/2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in out.splitlines()
+            if line.startswith("| loader |") or line.startswith("| horizon/2 |")}
+    assert set(rows) == {"loader", "horizon/2"}
+    assert _finite_positive(float(rows["loader"][1])) and rows["loader"][3].strip() == ""
+    assert all(_finite_positive(float(rows["horizon/2"][i])) for i in (1, 2, 3, 4))
+    assert rows["horizon/2"][5].strip() == "0/2"  # the loop and the env at half the horizon
+    assert "| env horizon/2 |" in out
+    with pytest.raises(SystemExit):
+        user_loop.main(["pretrained:general", "--families", "no-such-family"])
